@@ -1,0 +1,148 @@
+"""Audio -> features: log-mel (default), log linear spectrogram or MFCC; global normalisation; SpecAugment.
+
+Features are computed in batches on whatever device holds the waveform (the GPU when training
+there). Frames use only samples inside the utterance (no centre padding), so a padded batch
+gives every utterance exactly the frames it gets alone.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torchaudio
+from torch import nn
+
+from .audio import SAMPLE_RATE
+
+N_FFT = 512          # next power of two above the 25 ms window
+WIN_LENGTH = 400     # 25 ms at 16 kHz
+HOP_LENGTH = 160     # 10 ms at 16 kHz
+LOG_FLOOR = 1e-10    # power below this is silence; keeps log finite
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    kind: str = "logmel"        # logmel | spectrogram | mfcc
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = N_FFT
+    win_length: int = WIN_LENGTH
+    hop_length: int = HOP_LENGTH
+    n_mels: int = 80
+    n_mfcc: int = 40
+    f_min: float = 0.0
+    f_max: float | None = None  # None: Nyquist
+
+    def __post_init__(self):
+        if self.kind not in ("logmel", "spectrogram", "mfcc"):
+            raise ValueError(f"feature kind must be logmel, spectrogram or mfcc, not {self.kind!r}")
+
+    @property
+    def dim(self) -> int:
+        return {"logmel": self.n_mels, "spectrogram": self.n_fft // 2 + 1, "mfcc": self.n_mfcc}[self.kind]
+
+    def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """Frames for utterances of `num_samples` samples; at least one (short input is zero-padded)."""
+        return torch.clamp((num_samples - self.n_fft) // self.hop_length + 1, min=1)
+
+
+def _transform(cfg: FeatureConfig) -> nn.Module:
+    mel_kwargs = dict(
+        n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length, center=False,
+        f_min=cfg.f_min, f_max=cfg.f_max, n_mels=cfg.n_mels, norm="slaney", mel_scale="slaney",
+    )
+    if cfg.kind == "logmel":
+        return torchaudio.transforms.MelSpectrogram(sample_rate=cfg.sample_rate, **mel_kwargs)
+    if cfg.kind == "spectrogram":
+        return torchaudio.transforms.Spectrogram(
+            n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length, center=False)
+    return torchaudio.transforms.MFCC(
+        sample_rate=cfg.sample_rate, n_mfcc=cfg.n_mfcc, log_mels=True, melkwargs=mel_kwargs)
+
+
+class FeatureExtractor(nn.Module):
+    """(N, S) waveforms + (N,) sample counts -> (N, T, F) normalised features + (N,) frame counts.
+
+    Frames past an utterance's length are zero (the normalised mean), so padding carries no signal.
+    """
+
+    def __init__(self, cfg: FeatureConfig, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.transform = _transform(cfg)
+        self.register_buffer("mean", torch.zeros(cfg.dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.ones(cfg.dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
+
+    def raw(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised features (N, T, F) and frame counts (N,); padded frames are garbage."""
+        if waves.shape[-1] < self.cfg.n_fft:
+            waves = nn.functional.pad(waves, (0, self.cfg.n_fft - waves.shape[-1]))
+        with torch.autocast(waves.device.type, enabled=False):
+            x = self.transform(waves.float())                      # (N, F, T)
+        if self.cfg.kind != "mfcc":
+            x = torch.log(torch.clamp(x, min=LOG_FLOOR))
+        return x.transpose(1, 2), self.cfg.num_frames(lengths)     # (N, T, F)
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, frames = self.raw(waves, lengths)
+        x = (x - self.mean) / self.std                             # (N, T, F)
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None]  # (N, T)
+        return x * mask[..., None], frames
+
+
+def compute_stats(extractor: FeatureExtractor, batches) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-dimension mean and std over every valid frame of `batches` of (waves, lengths)."""
+    total = torch.zeros(extractor.cfg.dim, dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    count = 0
+    for waves, lengths in batches:
+        x, frames = extractor.raw(waves, lengths)                  # (N, T, F)
+        mask = torch.arange(x.shape[1])[None, :] < frames[:, None]
+        valid = x[mask].double()                                   # (frames, F)
+        total += valid.sum(0)
+        total_sq += (valid ** 2).sum(0)
+        count += valid.shape[0]
+    if count == 0:
+        raise ValueError("no frames to compute normalisation statistics from")
+    mean = total / count
+    std = torch.sqrt(torch.clamp(total_sq / count - mean ** 2, min=1e-8))
+    return mean.float(), std.float(), count
+
+
+def save_stats(path: str | Path, cfg: FeatureConfig, mean: torch.Tensor, std: torch.Tensor, num_frames: int) -> None:
+    data = {"features": asdict(cfg), "mean": mean.tolist(), "std": std.tolist(), "num_frames": num_frames}
+    Path(path).write_text(json.dumps(data, indent=1))
+
+
+def load_stats(path: str | Path) -> tuple[FeatureConfig, torch.Tensor, torch.Tensor]:
+    data = json.loads(Path(path).read_text())
+    return FeatureConfig(**data["features"]), torch.tensor(data["mean"]), torch.tensor(data["std"])
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    freq_masks: int = 2
+    freq_width: int = 15        # mel bands, at most, per mask
+    time_masks: int = 2
+    time_width: float = 0.05    # fraction of the utterance, at most, per mask
+
+
+def spec_augment(x: torch.Tensor, frames: torch.Tensor, cfg: SpecAugmentConfig,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero random frequency bands and time spans of (N, T, F) normalised features (training only)."""
+    n, t, f = x.shape
+    keep = torch.ones(n, t, f, dtype=torch.bool, device=x.device)
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)  # noqa: E731
+    bands = torch.arange(f, device=x.device)[None, None, :]                      # (1, 1, F)
+    for _ in range(cfg.freq_masks):
+        width = (rand(n) * (cfg.freq_width + 1)).long()                          # (N,)
+        start = (rand(n) * (f - width + 1)).long()
+        keep &= ~((bands >= start[:, None, None]) & (bands < (start + width)[:, None, None]))
+    steps = torch.arange(t, device=x.device)[None, :, None]                      # (1, T, 1)
+    lengths = frames.to(x.device).float()
+    for _ in range(cfg.time_masks):
+        width = (rand(n) * cfg.time_width * lengths).long()
+        start = (rand(n) * (lengths - width + 1)).long()
+        keep &= ~((steps >= start[:, None, None]) & (steps < (start + width)[:, None, None]))
+    return x * keep

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr.audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, read_audio
+
+
+def test_reads_nist_sphere_at_16k(an4_test_utts):
+    u = an4_test_utts[0]
+    wave = load_audio(u.audio)
+    assert wave.dtype == torch.float32 and wave.dim() == 1
+    assert abs(wave.shape[0] / SAMPLE_RATE - u.duration) < 0.01
+    assert 0.01 < wave.abs().max() <= 1.0
+
+
+def test_resamples_8k_wav_to_16k(fsdd_dir):
+    path = sorted(fsdd_dir.glob("*.wav"))[0]
+    samples, sr = read_audio(path)
+    assert sr == 8000
+    wave = load_audio(path)
+    assert abs(wave.shape[0] - 2 * samples.shape[0]) <= 1
+
+
+def test_downmixes_stereo_by_averaging(tmp_path, an4_test_utts):
+    mono = load_audio(an4_test_utts[0].audio).numpy()
+    stereo = np.stack([mono, 0.5 * mono], axis=1)  # (S, 2)
+    path = tmp_path / "stereo.flac"
+    sf.write(path, stereo, SAMPLE_RATE, subtype="PCM_24")
+    wave = load_audio(path).numpy()
+    np.testing.assert_allclose(wave, 0.75 * mono, atol=1e-4)
+
+
+def test_array_input_is_taken_as_16k_mono():
+    wave = load_audio(np.zeros(1600, dtype=np.float64))
+    assert wave.dtype == torch.float32 and wave.shape == (1600,)
+    with pytest.raises(AudioError, match="mono"):
+        load_audio(np.zeros((2, 100)))
+
+
+def test_missing_file_error_names_it(tmp_path):
+    path = tmp_path / "nowhere.wav"
+    with pytest.raises(AudioError, match="nowhere.wav: no such file"):
+        load_audio(path)
+
+
+def test_non_audio_bytes_error_names_file(tmp_path):
+    path = tmp_path / "fake.wav"
+    path.write_bytes(b"this is not audio at all" * 10)
+    with pytest.raises(AudioError, match="fake.wav: cannot decode audio"):
+        load_audio(path)
+    with pytest.raises(AudioError, match="fake.wav"):
+        audio_duration(path)

@@ -1,0 +1,75 @@
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from asr.audio import load_audio
+from asr.data import pad_waves
+from asr.features import (FeatureConfig, FeatureExtractor, SpecAugmentConfig, compute_stats, load_stats, save_stats,
+                          spec_augment)
+
+
+def test_logmel_agrees_with_librosa(an4_test_utts):
+    wave = load_audio(an4_test_utts[0].audio)
+    cfg = FeatureConfig()
+    ours, frames = FeatureExtractor(cfg).raw(wave[None], torch.tensor([wave.shape[0]]))  # (1, T, 80)
+    ref = librosa.feature.melspectrogram(
+        y=wave.numpy(), sr=16000, n_fft=512, win_length=400, hop_length=160, n_mels=80, center=False,
+        power=2.0, htk=False, norm="slaney")                                           # (80, T)
+    ref = np.log(np.maximum(ref, 1e-10)).T
+    assert ours.shape[1] == frames.item() == ref.shape[0]
+    loud = ref > np.log(1e-7)  # compare where there is signal; float32 noise dominates near the floor
+    assert loud.mean() > 0.9
+    np.testing.assert_allclose(ours[0].numpy()[loud], ref[loud], atol=2e-3)
+
+
+@pytest.mark.parametrize("kind, dim", [("logmel", 80), ("spectrogram", 257), ("mfcc", 40)])
+def test_feature_kinds_shapes(kind, dim, an4_test_utts):
+    wave = load_audio(an4_test_utts[1].audio)
+    x, frames = FeatureExtractor(FeatureConfig(kind=kind))(wave[None], torch.tensor([wave.shape[0]]))
+    assert x.shape == (1, (wave.shape[0] - 512) // 160 + 1, dim) == (1, frames.item(), dim)
+    assert torch.isfinite(x).all()
+
+
+def test_unknown_feature_kind():
+    with pytest.raises(ValueError, match="logmel, spectrogram or mfcc"):
+        FeatureConfig(kind="wavelets")
+
+
+def test_padding_does_not_leak(an4_test_utts):
+    waves = [load_audio(u.audio) for u in an4_test_utts[:4]]
+    padded, lengths = pad_waves(waves)
+    extractor = FeatureExtractor(FeatureConfig(), torch.randn(80), torch.rand(80) + 0.5)
+    batch, frames = extractor(padded, lengths)
+    for i, w in enumerate(waves):
+        alone, n = extractor(w[None], torch.tensor([w.shape[0]]))
+        assert frames[i] == n.item()
+        torch.testing.assert_close(batch[i, :n], alone[0])
+        assert (batch[i, n:] == 0).all()
+
+
+def test_stats_normalise_to_zero_mean_unit_variance(tmp_path, an4_test_utts):
+    waves = [load_audio(u.audio) for u in an4_test_utts[:8]]
+    cfg = FeatureConfig()
+    batches = [pad_waves(waves[:4]), pad_waves(waves[4:])]
+    mean, std, count = compute_stats(FeatureExtractor(cfg), batches)
+    save_stats(tmp_path / "stats.json", cfg, mean, std, count)
+    cfg2, mean2, std2 = load_stats(tmp_path / "stats.json")
+    assert cfg2 == cfg and torch.allclose(mean, mean2) and torch.allclose(std, std2)
+    x, frames = FeatureExtractor(cfg, mean2, std2)(*pad_waves(waves))
+    valid = x[torch.arange(x.shape[1])[None] < frames[:, None]]    # (frames, 80)
+    assert valid.shape[0] == count
+    assert valid.mean(0).abs().max() < 1e-3 and (valid.std(0) - 1).abs().max() < 1e-2
+
+
+def test_spec_augment_masks_and_is_seeded():
+    x = torch.ones(3, 100, 80)
+    frames = torch.tensor([100, 60, 30])
+    cfg = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=0.1)
+    a = spec_augment(x, frames, cfg, torch.Generator().manual_seed(1))
+    b = spec_augment(x, frames, cfg, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    masked = (a == 0).float().mean()
+    assert 0 < masked < 0.4
+    # time masks stay inside each utterance: utterance 2 (30 frames) keeps its padding untouched
+    assert (a[2, 30:] == 0).float().mean() < 0.3
