@@ -1,0 +1,34 @@
+import pytest
+
+from asr.config import ConfigError, load_config
+from asr.train import TrainConfig
+
+
+def test_yaml_then_overrides(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("epochs: 7\nlr: 1e-3\nmodel:\n  cell: lstm\n")
+    cfg = load_config(TrainConfig, conf, ["model.hidden=64", "spec_augment=false", "lr=5e-4"])
+    assert cfg.epochs == 7 and cfg.lr == 5e-4 and cfg.spec_augment is False
+    assert cfg.model.cell == "lstm" and cfg.model.hidden == 64 and cfg.model.layers == TrainConfig().model.layers
+
+
+def test_int_is_accepted_for_float():
+    assert load_config(TrainConfig, None, ["lr=1"]).lr == 1.0
+
+
+@pytest.mark.parametrize("override, message", [
+    (["epochs=ten"], "epochs: expected int"),
+    (["epochs=2.5"], "epochs: expected int"),
+    (["model.hiden=3"], "unknown config key.*model.hiden"),
+    (["nonsense=1"], "unknown config key.*nonsense"),
+    (["model=3"], "model: expected a mapping"),
+    (["threads"], "not key=value"),
+])
+def test_bad_overrides_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, None, override)
+
+
+def test_invalid_value_rejected_by_the_dataclass():
+    with pytest.raises(ValueError, match="cell must be one of"):
+        load_config(TrainConfig, None, ["model.cell=transformer"])
