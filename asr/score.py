@@ -1,0 +1,87 @@
+"""Scoring with jiwer: WER and CER, a Kaldi-style summary, per-utterance results and alignments."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+
+
+@dataclass(frozen=True)
+class ErrorCounts:
+    errors: int
+    total: int          # reference words (or characters)
+    ins: int
+    dels: int
+    subs: int
+
+    @property
+    def rate(self) -> float:
+        """Error rate in percent."""
+        return 100.0 * self.errors / max(self.total, 1)
+
+
+@dataclass(frozen=True)
+class Score:
+    wer: ErrorCounts
+    cer: ErrorCounts
+    utterances: int
+
+    def summary(self) -> str:
+        """Two Kaldi-style lines: `%WER 12.34 [ 123 / 997, 10 ins, 20 del, 93 sub ]` and `%CER ...`."""
+        return "\n".join(
+            f"%{name} {c.rate:.2f} [ {c.errors} / {c.total}, {c.ins} ins, {c.dels} del, {c.subs} sub ]"
+            for name, c in (("WER", self.wer), ("CER", self.cer)))
+
+
+def _counts(out) -> ErrorCounts:
+    total = out.hits + out.substitutions + out.deletions
+    return ErrorCounts(out.substitutions + out.deletions + out.insertions, total,
+                       out.insertions, out.deletions, out.substitutions)
+
+
+def _nonempty(texts: list[str]) -> list[str]:
+    # jiwer refuses empty strings; an empty hypothesis is all deletions, which "" scores as.
+    return [t if t.strip() else "" for t in texts]
+
+
+def score(refs: list[str], hyps: list[str]) -> Score:
+    """WER and CER of `hyps` against `refs` (same order, normalised text)."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    if not refs:
+        raise ValueError("nothing to score")
+    words = jiwer.process_words(_nonempty(refs), _nonempty(hyps))
+    chars = jiwer.process_characters(_nonempty(refs), _nonempty(hyps))
+    return Score(_counts(words), _counts(chars), len(refs))
+
+
+def score_dataset(ids: list[str], refs: list[str], hyps: list[str], out_dir: str | Path | None = None) -> Score:
+    """Score and, with `out_dir`, write `wer.txt` (summary), `per_utt.tsv` and `alignment.txt` there."""
+    result = score(refs, hyps)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "wer.txt").write_text(result.summary() + "\n")
+        lines = ["id\terrors\tref_words\tref\thyp"]
+        for i, r, h in zip(ids, refs, hyps):
+            e = score([r], [h]).wer
+            lines.append(f"{i}\t{e.errors}\t{e.total}\t{r}\t{h}")
+        (out / "per_utt.tsv").write_text("\n".join(lines) + "\n")
+        align = jiwer.process_words(_nonempty(refs), _nonempty(hyps))
+        text = jiwer.visualize_alignment(align, show_measures=True, skip_correct=False)
+        for n, i in enumerate(ids):  # jiwer numbers sentences from 1; name them by utterance id
+            text = text.replace(f"=== SENTENCE {n + 1} ===", f"=== {i} ===", 1)
+        (out / "alignment.txt").write_text(text)
+    return result
+
+
+def read_hyps(path: str | Path) -> dict[str, str]:
+    """`id<TAB>text` lines (the decode stage's hyp.txt) -> {id: text}."""
+    hyps = {}
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        uid, _, text = line.partition("\t")
+        hyps[uid] = text.strip()
+    return hyps
