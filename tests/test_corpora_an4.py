@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 
-from asr.corpora.an4 import dev_speakers, download_an4, prepare_an4, read_split, read_transcription
+from asr.corpora.an4 import dev_speakers, locate_an4, download_an4, prepare_an4, read_split, read_transcription
 from asr.data import read_manifest
 
 
@@ -79,3 +79,11 @@ def test_missing_audio_is_named(tmp_path, an4_dir):
     (tmp_path / "etc" / "an4_train.transcription").write_text("<s> YES </s> (an1-xyz-b)\n")
     with pytest.raises(Exception, match="an1-xyz-b.sph"):
         read_split(tmp_path, "train")
+
+
+def test_locate_prefers_env_then_shared(tmp_path, monkeypatch, an4_dir):
+    monkeypatch.setenv("AN4_DIR", str(tmp_path))
+    assert locate_an4(tmp_path / "dl") == tmp_path
+    monkeypatch.delenv("AN4_DIR")
+    assert locate_an4(tmp_path / "dl").resolve() == an4_dir.resolve()   # ../shared beside the checkout
+    assert not (tmp_path / "dl").exists()                                # found, so nothing downloaded

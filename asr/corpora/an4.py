@@ -64,7 +64,10 @@ def download_an4(target_dir: str | Path, url: str = AN4_URL, sha256: str | None 
     return corpus
 
 
-def locate_an4(download_dir: str | Path, project_root: str | Path = ".") -> Path:
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, for an editable install
+
+
+def locate_an4(download_dir: str | Path, project_root: str | Path = PROJECT_ROOT) -> Path:
     """The corpus to use: $AN4_DIR, else ../shared/corpora/an4/an4 beside the project, else a download."""
     if os.environ.get("AN4_DIR"):
         return Path(os.environ["AN4_DIR"])
@@ -122,7 +125,8 @@ def prepare_an4(corpus_dir: str | Path, out_dir: str | Path, n_dev_speakers: int
     """Write `train.jsonl`, `dev.jsonl` and `test.jsonl` to `out_dir`; returns their paths.
 
     Dev is `n_dev_speakers` whole speakers held out of train. `max_utts` keeps only the first
-    utterances of each split (for quick runs and tests). Never downloads.
+    `max_utts` train utterances and a quarter as many dev and test ones (quick runs and tests).
+    Never downloads.
     """
     out = Path(out_dir)
     train_all = read_split(corpus_dir, "train")

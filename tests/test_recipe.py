@@ -1,0 +1,56 @@
+"""The AN4 recipe end to end, through its Makefile, on a small real subset (CPU, about a minute)."""
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import asr
+from asr.data import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make(*args):
+    return subprocess.run(["make", "-C", str(ROOT / "recipes" / "an4"), *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("an4")
+    args = [f"DATA={data}", "MAX_UTTS=40", "N=small",
+            "EXTRA=epochs=2 threads=2 model.hidden=64 model.conv_channels=64 model.layers=2"]
+    first = _make("all", *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return data, args, first.stdout
+
+
+def test_all_stages_run_and_print_wer(small_run):
+    data, _, out = small_run
+    for n, name in enumerate(["prepare", "stats", "train", "decode", "score"], 1):
+        assert f"stage {n} {name}" in out
+    assert re.search(r"^%WER \d+\.\d\d \[ \d+ / \d+, \d+ ins, \d+ del, \d+ sub \]$", out, re.M)
+    assert re.search(r"^%CER \d+\.\d\d ", out, re.M)
+    exp = data / "exp" / "small"
+    for f in ["stats.json", "best.pt", "last.pt", "train_log.jsonl", "decode_test/hyp.txt",
+              "decode_test/wer.txt", "decode_test/per_utt.tsv", "decode_test/alignment.txt"]:
+        assert (exp / f).exists(), f
+    assert len((exp / "decode_test" / "hyp.txt").read_text().splitlines()) == 10
+    # the model file alone is enough to transcribe, from a script
+    first_test = read_manifest(data / "test.jsonl")[0]
+    assert isinstance(asr.load_model(exp / "best.pt").transcribe(first_test.audio).text, str)
+
+
+def test_done_stages_are_skipped(small_run):
+    data, args, _ = small_run
+    again = _make("all", *args, "STOP_STAGE=4")
+    assert again.returncode == 0, again.stderr
+    for n, name in enumerate(["prepare", "stats", "train", "decode"], 1):
+        assert re.search(rf"^stage {n} {name}: .*: done, skipping", again.stdout, re.M), again.stdout
+    assert "%WER" not in again.stdout                     # stage 5 was outside the range
+
+
+def test_stage_range_runs_only_that_range(small_run):
+    data, args, _ = small_run
+    only = _make("all", *args, "STAGE=5", "STOP_STAGE=5")
+    assert only.returncode == 0 and "stage 5 score" in only.stdout and "stage 1" not in only.stdout
