@@ -33,6 +33,7 @@ class FeatureConfig:
     n_mfcc: int = 40
     f_min: float = 0.0
     f_max: float | None = None  # None: Nyquist
+    utterance_mean: bool = False  # also subtract each utterance's own mean (removes channel / speaker offsets)
 
     def __post_init__(self):
         if self.kind not in ("logmel", "spectrogram", "mfcc"):
@@ -87,8 +88,10 @@ class FeatureExtractor(nn.Module):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, frames = self.raw(waves, lengths)
         x = (x - self.mean) / self.std                             # (N, T, F)
-        mask = torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None]  # (N, T)
-        return x * mask[..., None], frames
+        mask = (torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None])[..., None]  # (N, T, 1)
+        if self.cfg.utterance_mean:
+            x = x - (x * mask).sum(1, keepdim=True) / frames[:, None, None]  # mean over valid frames only
+        return x * mask, frames
 
 
 def compute_stats(extractor: FeatureExtractor, batches) -> tuple[torch.Tensor, torch.Tensor, int]:

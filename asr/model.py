@@ -52,6 +52,8 @@ class AcousticModel(nn.Module):
         self.rnn = CELLS[cfg.cell](
             cfg.conv_channels, cfg.hidden, num_layers=cfg.layers, batch_first=True,
             bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        if cfg.cell == "lstm":
+            init_forget_bias(self.rnn)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.hidden * (2 if cfg.bidirectional else 1), cfg.vocab_size)
 
@@ -74,6 +76,15 @@ class AcousticModel(nn.Module):
             y, _ = self.rnn(x)                                            # (N, T', H*dirs)
         logits = self.output(self.dropout(y))                             # (N, T', V)
         return logits.float().log_softmax(-1), out_lengths
+
+
+def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:
+    """Start LSTM forget gates open (Jozefowicz et al., 2015) so early gradients reach back in time."""
+    with torch.no_grad():
+        for name, bias in lstm.named_parameters():
+            if name.startswith("bias_"):
+                h = bias.shape[0] // 4          # gate order: input, forget, cell, output
+                bias[h:2 * h].fill_(value if name.startswith("bias_ih") else 0.0)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -154,6 +154,7 @@ def train(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    torch.set_flush_denormal(True)  # denormal floats slow CPU kernels (seen: LSTM training at a third of its speed)
     device = pick_device(cfg.device)
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)

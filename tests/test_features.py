@@ -36,16 +36,19 @@ def test_unknown_feature_kind():
         FeatureConfig(kind="wavelets")
 
 
-def test_padding_does_not_leak(an4_test_utts):
+@pytest.mark.parametrize("utterance_mean", [False, True])
+def test_padding_does_not_leak(an4_test_utts, utterance_mean):
     waves = [load_audio(u.audio) for u in an4_test_utts[:4]]
     padded, lengths = pad_waves(waves)
-    extractor = FeatureExtractor(FeatureConfig(), torch.randn(80), torch.rand(80) + 0.5)
+    extractor = FeatureExtractor(FeatureConfig(utterance_mean=utterance_mean), torch.randn(80), torch.rand(80) + 0.5)
     batch, frames = extractor(padded, lengths)
     for i, w in enumerate(waves):
         alone, n = extractor(w[None], torch.tensor([w.shape[0]]))
         assert frames[i] == n.item()
         torch.testing.assert_close(batch[i, :n], alone[0])
         assert (batch[i, n:] == 0).all()
+        if utterance_mean:
+            assert alone[0].mean(0).abs().max() < 1e-4
 
 
 def test_stats_normalise_to_zero_mean_unit_variance(tmp_path, an4_test_utts):
