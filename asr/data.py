@@ -73,14 +73,14 @@ class Batch:
     target_lengths: torch.Tensor  # (N,)
     utts: list[Utterance]
 
-    def to(self, device, non_blocking: bool = False) -> "Batch":
-        return Batch(self.waves.to(device, non_blocking=non_blocking), self.lengths.to(device, non_blocking=non_blocking),
-                     self.targets.to(device, non_blocking=non_blocking),
-                     self.target_lengths.to(device, non_blocking=non_blocking), self.utts)
+    def _map(self, fn) -> "Batch":
+        return Batch(fn(self.waves), fn(self.lengths), fn(self.targets), fn(self.target_lengths), self.utts)
 
-    def pin_memory(self) -> "Batch":
-        return Batch(self.waves.pin_memory(), self.lengths.pin_memory(), self.targets.pin_memory(),
-                     self.target_lengths.pin_memory(), self.utts)
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Batch":  # called by DataLoader(pin_memory=True)
+        return self._map(torch.Tensor.pin_memory)
 
 
 def pad_waves(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

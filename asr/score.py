@@ -45,31 +45,37 @@ def _nonempty(texts: list[str]) -> list[str]:
     return [t if t.strip() else "" for t in texts]
 
 
-def score(refs: list[str], hyps: list[str]) -> Score:
-    """WER and CER of `hyps` against `refs` (same order, normalised text)."""
+def _process(refs: list[str], hyps: list[str]):
+    """jiwer's word and character alignments of `hyps` against `refs`."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     if not refs:
         raise ValueError("nothing to score")
-    words = jiwer.process_words(_nonempty(refs), _nonempty(hyps))
-    chars = jiwer.process_characters(_nonempty(refs), _nonempty(hyps))
+    return (jiwer.process_words(_nonempty(refs), _nonempty(hyps)),
+            jiwer.process_characters(_nonempty(refs), _nonempty(hyps)))
+
+
+def score(refs: list[str], hyps: list[str]) -> Score:
+    """WER and CER of `hyps` against `refs` (same order, normalised text)."""
+    words, chars = _process(refs, hyps)
     return Score(_counts(words), _counts(chars), len(refs))
 
 
 def score_dataset(ids: list[str], refs: list[str], hyps: list[str], out_dir: str | Path | None = None) -> Score:
     """Score and, with `out_dir`, write `wer.txt` (summary), `per_utt.tsv` and `alignment.txt` there."""
-    result = score(refs, hyps)
+    words, chars = _process(refs, hyps)
+    result = Score(_counts(words), _counts(chars), len(refs))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "wer.txt").write_text(result.summary() + "\n")
         lines = ["id\terrors\tref_words\tref\thyp"]
-        for i, r, h in zip(ids, refs, hyps):
-            e = score([r], [h]).wer
-            lines.append(f"{i}\t{e.errors}\t{e.total}\t{r}\t{h}")
+        for i, r, h, chunks in zip(ids, refs, hyps, words.alignments):
+            errors = sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+                         for c in chunks if c.type != "equal")
+            lines.append(f"{i}\t{errors}\t{len(r.split())}\t{r}\t{h}")
         (out / "per_utt.tsv").write_text("\n".join(lines) + "\n")
-        align = jiwer.process_words(_nonempty(refs), _nonempty(hyps))
-        text = jiwer.visualize_alignment(align, show_measures=True, skip_correct=False)
+        text = jiwer.visualize_alignment(words, show_measures=True, skip_correct=False)
         for n, i in enumerate(ids):  # jiwer numbers sentences from 1; name them by utterance id
             text = text.replace(f"=== SENTENCE {n + 1} ===", f"=== {i} ===", 1)
         (out / "alignment.txt").write_text(text)

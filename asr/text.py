@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 BLANK = "<blank>"
 SPACE = " "
@@ -44,6 +45,6 @@ class Vocabulary:
         """Ids (blanks and repeats already removed) -> text."""
         return "".join(self.chars[i - 1] for i in ids if i > 0)
 
-    @property
+    @cached_property
     def _index(self) -> dict[str, int]:
         return {c: i + 1 for i, c in enumerate(self.chars)}

@@ -26,10 +26,10 @@ def test_mismatched_lengths_are_refused():
 
 
 def test_writes_reports(tmp_path):
-    score_dataset(["u1", "u2"], ["A B", "C D"], ["A B", "C E"], tmp_path)
-    assert (tmp_path / "wer.txt").read_text().startswith("%WER 25.00 [ 1 / 4, 0 ins, 0 del, 1 sub ]")
+    score_dataset(["u1", "u2", "u3", "u4"], ["A B", "C D", "E F", "H I J"], ["A B", "C E", "E F G", "H"], tmp_path)
+    assert (tmp_path / "wer.txt").read_text().startswith("%WER 44.44 [ 4 / 9, 1 ins, 2 del, 1 sub ]")
     per_utt = (tmp_path / "per_utt.tsv").read_text().splitlines()
-    assert per_utt[2] == "u2\t1\t2\tC D\tC E"
+    assert per_utt[1:] == ["u1\t0\t2\tA B\tA B", "u2\t1\t2\tC D\tC E", "u3\t1\t2\tE F\tE F G", "u4\t2\t3\tH I J\tH"]
     alignment = (tmp_path / "alignment.txt").read_text()
     assert "=== u2 ===" in alignment and "REF: C D" in alignment
 

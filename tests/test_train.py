@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -43,10 +44,11 @@ def test_not_a_checkpoint_is_named(tmp_path):
 
 
 def test_stats_for_other_features_are_refused(overfit_model, tmp_path):
+    from asr.features import FeatureConfig
     from asr.train import train
     path, _ = overfit_model
     exp = path.parent
     cfg = TrainConfig(exp_dir=str(tmp_path), train_manifest=str(exp / "five.jsonl"),
                       dev_manifest=str(exp / "five.jsonl"), stats=str(exp / "stats.json"), epochs=1)
     with pytest.raises(ValueError, match="run the stats stage again"):
-        train(TrainConfig(**{**cfg.__dict__, "features": cfg.features.__class__(kind="mfcc")}))
+        train(replace(cfg, features=FeatureConfig(kind="mfcc")))
