@@ -123,9 +123,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use `epoch`'s order, beginning at its `start`-th batch (to resume mid-epoch)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -134,5 +136,5 @@ class BucketBatchSampler(Sampler[list[int]]):
         order = list(range(len(self.batches)))
         if self.shuffle:
             random.Random(self.seed + self.epoch).shuffle(order)
-        for b in order:
+        for b in order[self.start:]:
             yield self.batches[b]

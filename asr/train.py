@@ -49,6 +49,8 @@ class TrainConfig:
     amp: bool = True                  # bf16 autocast (CUDA only)
     num_workers: int = 0              # DataLoader processes reading audio
     threads: int = 0                  # torch CPU threads; 0 keeps torch's default
+    save_every: int = 0               # also write last.pt every N steps (0: at epoch ends only)
+    resume: bool = False              # continue from exp_dir/last.pt, mid-epoch if it was saved there
 
 
 def pick_device(name: str) -> torch.device:
@@ -81,8 +83,10 @@ def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch
     return loss / batch.waves.shape[0]
 
 
-def train_one_epoch(model, extractor, loader, optimizer, scheduler, cfg: TrainConfig, device, generator) -> dict:
-    """One pass over `loader`; returns mean loss, audio seconds seen and wall seconds."""
+def train_one_epoch(model, extractor, loader, optimizer, scheduler, cfg: TrainConfig, device, generator,
+                    after_step=lambda: None) -> dict:
+    """One pass over `loader` (or an iterator over it), calling `after_step()` after each update;
+    returns mean loss, audio seconds and wall seconds."""
     model.train()
     total_loss, n_batches, audio_seconds, start = 0.0, 0, 0.0, time.time()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
@@ -99,6 +103,7 @@ def train_one_epoch(model, extractor, loader, optimizer, scheduler, cfg: TrainCo
         scheduler.step()
         total_loss += loss.item()
         n_batches += 1
+        after_step()
         audio_seconds += batch.lengths.sum().item() / extractor.cfg.sample_rate
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
     seconds = time.time() - start
@@ -146,6 +151,20 @@ def load_checkpoint(path: str | Path, device="cpu") -> tuple[AcousticModel, Feat
     return model.to(device).eval(), extractor.to(device), Vocabulary(tuple(ckpt["vocab"])), ckpt
 
 
+def rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["augment"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train per `cfg`; writes best.pt (lowest dev WER), last.pt and train_log.jsonl to cfg.exp_dir."""
     from .transcribe import Transcriber
@@ -184,10 +203,42 @@ def train(cfg: TrainConfig) -> dict:
     print(f"training {count_parameters(model) / 1e6:.2f} M parameters on {device}: "
           f"{len(train_utts)} train / {len(dev_utts)} dev utterances, {len(sampler)} batches per epoch", flush=True)
     best = {"wer": float("inf")}
+    position = {"epoch": 1, "batch": 0, "step": 0}  # the next batch to train on, and updates done
+    pending_rng = None
+    if cfg.resume and (exp / "last.pt").exists():
+        ckpt = torch.load(exp / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        pending_rng = ckpt["rng"]
+        position, best = ckpt["position"], ckpt["best"]
+        print(f"resuming from {exp / 'last.pt'} at step {position['step']} "
+              f"(epoch {position['epoch']}, batch {position['batch']})", flush=True)
+
+    def save_last(**meta) -> None:
+        """last.pt with everything needed to continue exactly: optimizer, schedule, RNG, data position."""
+        save_checkpoint(exp / "last.pt", model, extractor, vocab, train_config=asdict(cfg), position=dict(position),
+                        best=best, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        rng=rng_state(generator), **meta)
+
+    def after_step() -> None:
+        position["batch"] += 1
+        position["step"] += 1
+        if cfg.save_every and position["step"] % cfg.save_every == 0:
+            save_last()
+
     log = (exp / "train_log.jsonl").open("a")
-    for epoch in range(1, cfg.epochs + 1):
-        sampler.set_epoch(epoch)
-        stats = train_one_epoch(model, extractor, loader, optimizer, scheduler, cfg, device, generator)
+    for epoch in range(position["epoch"], cfg.epochs + 1):
+        sampler.set_epoch(epoch, start=position["batch"])
+        if pending_rng is not None and position["batch"] == 0:
+            set_rng_state(pending_rng, generator)
+            pending_rng = None
+        batches = iter(loader)  # draws the DataLoader's base seed from the global RNG, every epoch
+        if pending_rng is not None:  # a mid-epoch checkpoint's RNG state dates from after that draw
+            set_rng_state(pending_rng, generator)
+            pending_rng = None
+        stats = train_one_epoch(model, extractor, batches, optimizer, scheduler, cfg, device, generator, after_step)
+        position.update(epoch=epoch + 1, batch=0)
         dev = evaluate(transcriber, dev_utts)
         record = {"epoch": epoch, **stats, "dev_wer": dev["wer"], "dev_cer": dev["cer"],
                   "lr": scheduler.get_last_lr()[0]}
@@ -195,11 +246,11 @@ def train(cfg: TrainConfig) -> dict:
         log.flush()
         print(f"epoch {epoch}/{cfg.epochs} loss {stats['loss']:.3f} dev %WER {dev['wer']:.2f} %CER {dev['cer']:.2f} "
               f"({stats['seconds']:.1f}s, {stats['audio_seconds'] / stats['seconds']:.0f} audio-s/s)", flush=True)
-        meta = dict(train_config=asdict(cfg), epoch=epoch, dev_wer=dev["wer"], dev_cer=dev["cer"])
-        save_checkpoint(exp / "last.pt", model, extractor, vocab, **meta)
+        meta = dict(epoch=epoch, dev_wer=dev["wer"], dev_cer=dev["cer"])
         if dev["wer"] < best["wer"]:
             best = {"epoch": epoch, **dev}
-            save_checkpoint(exp / "best.pt", model, extractor, vocab, **meta)
+            save_checkpoint(exp / "best.pt", model, extractor, vocab, train_config=asdict(cfg), **meta)
+        save_last(**meta)
     log.close()
     print(f"best dev %WER {best['wer']:.2f} at epoch {best['epoch']}: {exp / 'best.pt'}", flush=True)
     return best

@@ -1,0 +1,66 @@
+"""Kill a real training process with SIGKILL mid-epoch, resume it, and land where an uninterrupted run lands."""
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from asr.cli import main as asr_main
+from asr.data import write_manifest
+
+
+EPOCHS = 12
+
+
+def _train_cmd(exp, manifest, dev, stats, *extra):
+    # save_every=3 with 4 batches an epoch: most step checkpoints fall mid-epoch
+    return [sys.executable, "-m", "asr.train", f"exp_dir={exp}", f"train_manifest={manifest}",
+            f"dev_manifest={dev}", f"stats={stats}", f"epochs={EPOCHS}", "save_every=3", "threads=1",
+            "max_batch_seconds=4.0", "model.hidden=32", "model.conv_channels=32", "model.layers=2", *extra]
+
+
+def _last(exp):
+    try:
+        return torch.load(exp / "last.pt", weights_only=True)
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return None
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, five_utts, an4_test_utts):
+    manifest, dev, stats = tmp_path / "five.jsonl", tmp_path / "dev.jsonl", tmp_path / "stats.json"
+    write_manifest(manifest, five_utts)
+    write_manifest(dev, an4_test_utts[:30])  # a dev pass long enough to kill the run before the epoch's end save
+    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+
+    straight = tmp_path / "straight"
+    done = subprocess.run(_train_cmd(straight, manifest, dev, stats), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    total_steps = _last(straight)["position"]["step"]
+    per_epoch = total_steps // EPOCHS
+    assert per_epoch == 4
+
+    def mid_epoch(position):
+        return 6 <= position["step"] < total_steps and 0 < position["batch"] < per_epoch
+
+    exp = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(exp, manifest, dev, stats), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = _last(exp)
+        if ckpt is not None and mid_epoch(ckpt["position"]):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = _last(exp)["position"]
+    assert mid_epoch(saved), f"killed at {saved}: not mid-epoch"
+
+    resumed = subprocess.run(_train_cmd(exp, manifest, dev, stats, "resume=true"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {exp / 'last.pt'} at step {saved['step']} " in resumed.stdout
+    end = _last(exp)
+    assert end["position"]["step"] == total_steps
+    # same data order, RNG and optimizer state: the weights are those of the run never killed
+    for name, weight in _last(straight)["model"].items():
+        torch.testing.assert_close(end["model"][name], weight, msg=name)
