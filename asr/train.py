@@ -4,11 +4,9 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -18,7 +16,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import load_config
 from .data import AudioDataset, Batch, BucketBatchSampler, collate, read_manifest
 from .features import FeatureConfig, FeatureExtractor, SpecAugmentConfig, load_stats, spec_augment
 from .model import AcousticModel, ModelConfig, count_parameters
@@ -171,7 +168,6 @@ def train(cfg: TrainConfig) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels (seen: LSTM training at a third of its speed)
     device = pick_device(cfg.device)
@@ -210,8 +206,13 @@ def train(cfg: TrainConfig) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        pending_rng = ckpt["rng"]
         position, best = ckpt["position"], ckpt["best"]
+        # The DataLoader draws its base seed from the global RNG when an epoch's iteration starts:
+        # an epoch-end state dates from before that draw, a mid-epoch one from after it.
+        if position["batch"] == 0:
+            set_rng_state(ckpt["rng"], generator)
+        else:
+            pending_rng = ckpt["rng"]
         print(f"resuming from {exp / 'last.pt'} at step {position['step']} "
               f"(epoch {position['epoch']}, batch {position['batch']})", flush=True)
 
@@ -230,11 +231,8 @@ def train(cfg: TrainConfig) -> dict:
     log = (exp / "train_log.jsonl").open("a")
     for epoch in range(position["epoch"], cfg.epochs + 1):
         sampler.set_epoch(epoch, start=position["batch"])
-        if pending_rng is not None and position["batch"] == 0:
-            set_rng_state(pending_rng, generator)
-            pending_rng = None
-        batches = iter(loader)  # draws the DataLoader's base seed from the global RNG, every epoch
-        if pending_rng is not None:  # a mid-epoch checkpoint's RNG state dates from after that draw
+        batches = iter(loader)
+        if pending_rng is not None:
             set_rng_state(pending_rng, generator)
             pending_rng = None
         stats = train_one_epoch(model, extractor, batches, optimizer, scheduler, cfg, device, generator, after_step)
@@ -257,11 +255,10 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="asr train", description="Train a CTC acoustic model.")
-    parser.add_argument("--config", help="YAML file listing what differs from TrainConfig's defaults")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. epochs=10 model.hidden=320")
-    args = parser.parse_args(argv)
-    train(load_config(TrainConfig, args.config, args.overrides))
+    """`python -m asr.train ...` is `asr train ...`."""
+    from .cli import main as cli_main
+
+    cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
