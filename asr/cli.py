@@ -6,6 +6,7 @@
     asr decode --model M --manifest T --out D      D/hyp.txt, one `id<TAB>text` per utterance
     asr score --manifest T --hyp D/hyp.txt         %WER / %CER, per-utterance results in D
     asr transcribe --model M a.wav b.flac          `path<TAB>text` (or --json)
+    asr bench train --batch-sizes 32,64 k=v ...    training throughput: model-only vs full pipeline
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def cmd_stats(args) -> None:
     from torch.utils.data import DataLoader
 
     from .config import load_config
-    from .data import AudioDataset, BucketBatchSampler, collate, read_manifest
+    from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
     from .features import FeatureExtractor, compute_stats, save_stats
     from .text import Vocabulary
     from .train import TrainConfig
@@ -36,7 +37,7 @@ def cmd_stats(args) -> None:
     cfg = load_config(TrainConfig, args.config, args.overrides)
     utts = read_manifest(args.manifest)
     loader = DataLoader(AudioDataset(utts, Vocabulary()), collate_fn=collate,
-                        batch_sampler=BucketBatchSampler([u.duration for u in utts], 200.0, shuffle=False))
+                        batch_sampler=FrameBudgetSampler([u.duration for u in utts], 20_000, shuffle=False))
     mean, std, frames = compute_stats(FeatureExtractor(cfg.features), ((b.waves, b.lengths) for b in loader))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_stats(args.out, cfg.features, mean, std, frames)
@@ -88,6 +89,22 @@ def cmd_transcribe(args) -> None:
             print(f"{result.path}\t{result.text}")
 
 
+def cmd_bench(args) -> None:
+    from .bench import bench_train, format_table, write_rows
+    from .config import load_config
+    from .corpora.an4 import locate_an4, read_split
+    from .train import TrainConfig
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    sources = read_split(Path(args.corpus) if args.corpus else locate_an4("data/an4"), "train")
+    lo, hi = (float(x) for x in args.seconds.split(","))
+    rows = bench_train(cfg, sources, [int(b) for b in args.batch_sizes.split(",")], args.steps, args.warmup,
+                       (lo, hi), args.workdir)
+    print(format_table(rows))
+    if args.out:
+        write_rows(args.out, rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description="Recurrent CTC speech recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyp", required=True, help="id<TAB>text lines")
     p.add_argument("--out", help="where to write wer.txt, per_utt.tsv, alignment.txt (default: beside --hyp)")
     p.set_defaults(func=cmd_score)
+
+    bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(dest="what", required=True)
+    p = bench.add_parser("train", help="training steps: model-only vs the full pipeline from audio files")
+    p.add_argument("--config", help="training YAML (model, features, precision, num_workers, device)")
+    p.add_argument("--batch-sizes", default="32,64,128,256", help="comma-separated utterances per batch")
+    p.add_argument("--seconds", default="10,15", help="min,max length of the concatenated utterances")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per batch size")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--corpus", help="AN4 dir to build utterances from (default: as asr prepare an4)")
+    p.add_argument("--workdir", help="where to write the scratch WAV files (default: the system temp dir)")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. model.hidden=800 model.layers=5")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("--model", required=True)

@@ -29,6 +29,11 @@ def _check(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{key}: {value!r} is not a {tp}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        elem = typing.get_args(tp)[0]
+        return tuple(_check(v, elem, f"{key}[{i}]") for i, v in enumerate(value))
     if tp is type(None):
         if value is None:
             return None

@@ -97,16 +97,21 @@ def collate(items) -> Batch:
     return Batch(padded, lengths, targets, target_lengths, list(utts))
 
 
-def length_batches(durations: list[float], max_batch_seconds: float, max_batch_size: int = 10_000) -> list[list[int]]:
-    """Group indices sorted by duration into batches whose padded size stays under the budget.
+FRAMES_PER_SECOND = 100  # feature frames: one per 10 ms hop
 
-    A batch's padded cost is its size times its longest duration; an utterance longer than the
-    budget gets a batch of its own.
+
+def length_batches(durations: list[float], max_frames: int, max_batch_size: int = 0) -> list[list[int]]:
+    """Group indices sorted by duration into batches of at most `max_frames` padded feature frames.
+
+    A batch's padded cost is its size times its longest utterance's frames; an utterance longer
+    than the budget gets a batch of its own, so no batch is larger than the budget or than the
+    longest utterance alone. `max_batch_size` (0: none) also caps the utterances per batch.
     """
     order = sorted(range(len(durations)), key=lambda i: durations[i])
     batches, current = [], []
     for i in order:
-        if current and ((len(current) + 1) * durations[i] > max_batch_seconds or len(current) >= max_batch_size):
+        frames = durations[i] * FRAMES_PER_SECOND
+        if current and ((len(current) + 1) * frames > max_frames or len(current) == max_batch_size):
             batches.append(current)
             current = []
         current.append(i)
@@ -115,26 +120,41 @@ def length_batches(durations: list[float], max_batch_seconds: float, max_batch_s
     return batches
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar-length utterances, in a new seeded order each epoch (sorted if shuffle=False)."""
+class FrameBudgetSampler(Sampler[list[int]]):
+    """Length-bucketed batches under a padded-frame budget, shuffled per epoch, split across ranks.
 
-    def __init__(self, durations: list[float], max_batch_seconds: float, shuffle: bool = True, seed: int = 0):
-        self.batches = length_batches(durations, max_batch_seconds)
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = 0
-        self.start = 0
+    Batches are fixed groups of similar-length utterances (see `length_batches`); each epoch
+    shuffles their order with `seed + epoch` (SortaGrad: `sortagrad` epochs go shortest first).
+    With `num_replicas` > 1 (DDP), rank r takes every num_replicas-th batch of the epoch's order,
+    and the order is cut to a multiple of num_replicas so every rank takes the same number of steps.
+    """
+
+    def __init__(self, durations: list[float], max_frames: int, max_batch_size: int = 0, shuffle: bool = True,
+                 sortagrad: int = 0, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.batches = length_batches(durations, max_frames, max_batch_size)
+        if len(self.batches) < num_replicas:
+            raise ValueError(f"{len(self.batches)} batches cannot feed {num_replicas} ranks; lower the frame budget")
+        self.shuffle, self.sortagrad, self.seed = shuffle, sortagrad, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch, self.start = 1, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Use `epoch`'s order, beginning at its `start`-th batch (to resume mid-epoch)."""
+        """Use `epoch`'s order (epochs count from 1), beginning at this rank's `start`-th batch (to resume)."""
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) // self.num_replicas
+
+    def epoch_order(self) -> list[int]:
+        """Batch indices of the whole epoch, all ranks together."""
+        order = list(range(len(self.batches)))
+        if self.shuffle and self.epoch > self.sortagrad:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        return order[:len(self) * self.num_replicas]
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = list(range(len(self.batches)))
-        if self.shuffle:
-            random.Random(self.seed + self.epoch).shuffle(order)
-        for b in order[self.start:]:
+        mine = self.epoch_order()[self.rank::self.num_replicas]
+        for b in mine[self.start:]:
             yield self.batches[b]

@@ -16,7 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import AudioDataset, Batch, BucketBatchSampler, collate, read_manifest
+from .audio import change_speed
+from .data import AudioDataset, Batch, FrameBudgetSampler, collate, read_manifest
+from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, gather_objects, init_distributed, shutdown
 from .features import FeatureConfig, FeatureExtractor, SpecAugmentConfig, load_stats, spec_augment
 from .model import AcousticModel, ModelConfig, count_parameters
 from .score import score
@@ -30,7 +32,9 @@ class TrainConfig:
     dev_manifest: str = "data/an4/dev.jsonl"
     stats: str = "data/an4/exp/default/stats.json"  # written by the stats stage (asr stats)
     epochs: int = 30
-    max_batch_seconds: float = 160.0  # padded audio per batch
+    batch_frames: int = 16000         # padded feature frames (10 ms each) per batch, per process
+    max_batch_size: int = 0           # also cap utterances per batch (0: no cap)
+    sortagrad: int = 0                # the first N epochs go shortest batches first
     lr: float = 2e-3                  # peak learning rate
     warmup: float = 0.05              # fraction of all steps spent warming up linearly
     final_lr: float = 0.02            # cosine decay ends at this fraction of lr
@@ -38,16 +42,24 @@ class TrainConfig:
     clip_norm: float = 5.0            # gradient clipping by global norm
     features: FeatureConfig = field(default_factory=FeatureConfig)
     spec_augment: bool = True
+    speed_perturb: tuple[float, ...] = ()  # e.g. [0.9, 1.0, 1.1]: each batch plays at one of these speeds
     pack_sequences: bool = False      # exact but slower training; inference always packs (asr.model)
     augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda | cuda:N
-    amp: bool = True                  # bf16 autocast (CUDA only)
+    device: str = "auto"              # auto | cpu | cuda | cuda:N (under torchrun: each rank's LOCAL_RANK GPU)
+    precision: str = "bf16"           # bf16 | fp16 | fp32: autocast on CUDA (fp16 with a loss scaler); CPU runs fp32
     num_workers: int = 0              # DataLoader processes reading audio
     threads: int = 0                  # torch CPU threads; 0 keeps torch's default
     save_every: int = 0               # also write last.pt every N steps (0: at epoch ends only)
+    save_epochs: int = 1              # write last.pt every N epochs (and after the last one)
     resume: bool = False              # continue from exp_dir/last.pt, mid-epoch if it was saved there
+
+    def __post_init__(self):
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be bf16, fp16 or fp32, not {self.precision!r}")
+        if any(s <= 0 for s in self.speed_perturb):
+            raise ValueError(f"speed_perturb factors must be positive, not {self.speed_perturb}")
 
 
 def pick_device(name: str) -> torch.device:
@@ -67,10 +79,11 @@ def lr_schedule(step: int, total: int, warmup: float, final: float) -> float:
 
 def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch,
                  augment: SpecAugmentConfig | None = None, generator: torch.Generator | None = None,
-                 pack: bool = True) -> torch.Tensor:
+                 pack: bool = True, speed: float = 1.0) -> torch.Tensor:
     """Mean over the batch of each utterance's CTC loss (summed over its frames)."""
     with torch.no_grad():
-        feats, frames = extractor(batch.waves, batch.lengths)            # (N, T, F), (N,)
+        waves, lengths = change_speed(batch.waves, batch.lengths, speed)  # (N, S'), (N,)
+        feats, frames = extractor(waves, lengths)                          # (N, T, F), (N,)
         if augment is not None:
             feats = spec_augment(feats, frames, augment, generator)
     log_probs, out_lengths = model(feats, frames, pack=pack)             # (N, T', V), (N,)
@@ -80,31 +93,62 @@ def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch
     return loss / batch.waves.shape[0]
 
 
-def train_one_epoch(model, extractor, loader, optimizer, scheduler, cfg: TrainConfig, device, generator,
-                    after_step=lambda: None) -> dict:
+class Stepper:
+    """One optimisation step at the configured precision: autocast, loss scaling (fp16), clipping, schedule.
+
+    Holds no Python loop over utterances and never waits for the GPU: the loss stays a device tensor.
+    """
+
+    def __init__(self, model, extractor: FeatureExtractor, optimizer, scheduler, cfg: TrainConfig,
+                 device: torch.device, generator: torch.Generator):
+        self.model, self.extractor, self.optimizer, self.scheduler = model, extractor, optimizer, scheduler
+        self.cfg, self.device, self.generator = cfg, device, generator
+        amp = device.type == "cuda" and cfg.precision != "fp32"
+        dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+        self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp and cfg.precision == "fp16")
+
+    def draw_speed(self) -> float:
+        speeds = self.cfg.speed_perturb
+        if not speeds:
+            return 1.0
+        return speeds[int(torch.randint(len(speeds), (1,), generator=self.generator))]
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        """Train on one batch already on the device; returns the (detached, device) loss."""
+        cfg = self.cfg
+        speed = self.draw_speed()
+        with self.autocast():
+            loss = compute_loss(self.model, self.extractor, batch, cfg.augment if cfg.spec_augment else None,
+                                self.generator, pack=cfg.pack_sequences, speed=speed)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+
+def train_one_epoch(step: Stepper, loader, after_step=lambda: None) -> dict:
     """One pass over `loader` (or an iterator over it), calling `after_step()` after each update;
-    returns mean loss, audio seconds and wall seconds."""
-    model.train()
-    total_loss, n_batches, audio_seconds, start = 0.0, 0, 0.0, time.time()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
-    bar = tqdm(loader, leave=False, disable=not sys.stderr.isatty(), unit="batch")
+    returns this process's summed loss, batches, audio seconds and wall seconds."""
+    step.model.train()
+    device, sample_rate = step.device, step.extractor.cfg.sample_rate
+    total_loss, n_batches, audio_seconds, start = torch.zeros((), device=device), 0, 0.0, time.time()
+    interactive = sys.stderr.isatty()
+    bar = tqdm(loader, leave=False, disable=not interactive, unit="batch")
     for batch in bar:
-        batch = batch.to(device, non_blocking=True)
-        with autocast:
-            loss = compute_loss(model, extractor, batch, cfg.augment if cfg.spec_augment else None, generator,
-                                pack=cfg.pack_sequences)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-        optimizer.step()
-        scheduler.step()
-        total_loss += loss.item()
+        audio_seconds += batch.lengths.sum().item() / sample_rate       # on the CPU copy: no GPU sync
+        loss = step(batch.to(device, non_blocking=True))
+        total_loss += loss
         n_batches += 1
         after_step()
-        audio_seconds += batch.lengths.sum().item() / extractor.cfg.sample_rate
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    seconds = time.time() - start
-    return {"loss": total_loss / max(n_batches, 1), "audio_seconds": audio_seconds, "seconds": seconds}
+        if interactive and n_batches % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{step.scheduler.get_last_lr()[0]:.2e}")
+    total = total_loss.item()                                           # the epoch's one sync
+    return {"loss_sum": total, "batches": n_batches, "audio_seconds": audio_seconds, "seconds": time.time() - start}
 
 
 def evaluate(transcriber, utts) -> dict:
@@ -162,18 +206,34 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def build_loader(cfg: TrainConfig, utts, vocab: Vocabulary, d: Dist, device: torch.device):
+    """Frame-budget batches of this rank, read and padded by `cfg.num_workers` processes, pinned for the GPU."""
+    sampler = FrameBudgetSampler([u.duration for u in utts], cfg.batch_frames, cfg.max_batch_size,
+                                 sortagrad=cfg.sortagrad, seed=cfg.seed, num_replicas=d.world, rank=d.rank)
+    loader = DataLoader(AudioDataset(utts, vocab), batch_sampler=sampler, collate_fn=collate,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.num_workers > 0, prefetch_factor=4 if cfg.num_workers else None)
+    return sampler, loader
+
+
 def train(cfg: TrainConfig) -> dict:
-    """Train per `cfg`; writes best.pt (lowest dev WER), last.pt and train_log.jsonl to cfg.exp_dir."""
+    """Train per `cfg`; writes best.pt (lowest dev WER), last.pt and train_log.jsonl to cfg.exp_dir.
+
+    Under torchrun each process trains a DistributedDataParallel replica on its share of every
+    epoch's batches; only rank 0 evaluates on dev and writes files.
+    """
     from .transcribe import Transcriber
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    d, device = init_distributed(pick_device(cfg.device))
     torch.manual_seed(cfg.seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels (seen: LSTM training at a third of its speed)
-    device = pick_device(cfg.device)
     exp = Path(cfg.exp_dir)
-    exp.mkdir(parents=True, exist_ok=True)
-    (exp / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if d.main:
+        exp.mkdir(parents=True, exist_ok=True)
+        (exp / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    say = (lambda *a: print(*a, flush=True)) if d.main else (lambda *a: None)
 
     feat_cfg, mean, std = load_stats(cfg.stats)
     if feat_cfg != cfg.features:
@@ -181,23 +241,22 @@ def train(cfg: TrainConfig) -> dict:
                          " run the stats stage again")
     extractor = FeatureExtractor(feat_cfg, mean, std).to(device)
     vocab = Vocabulary()
-    model_cfg = replace(cfg.model, n_features=feat_cfg.dim, vocab_size=len(vocab))
-    model = AcousticModel(model_cfg).to(device)
+    model = AcousticModel(replace(cfg.model, n_features=feat_cfg.dim, vocab_size=len(vocab))).to(device)
+    replica = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
 
     train_utts, dev_utts = read_manifest(cfg.train_manifest), read_manifest(cfg.dev_manifest)
-    sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed)
-    loader = DataLoader(AudioDataset(train_utts, vocab), batch_sampler=sampler, collate_fn=collate,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.num_workers > 0)
+    sampler, loader = build_loader(cfg, train_utts, vocab, d, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_schedule(s, total_steps, cfg.warmup, cfg.final_lr))
+    generator = torch.Generator().manual_seed(cfg.seed + d.rank)  # augmentation: its own stream per rank
+    step = Stepper(replica, extractor, optimizer, scheduler, cfg, device, generator)
     transcriber = Transcriber(model, extractor, vocab, device)
-    generator = torch.Generator().manual_seed(cfg.seed)
 
-    print(f"training {count_parameters(model) / 1e6:.2f} M parameters on {device}: "
-          f"{len(train_utts)} train / {len(dev_utts)} dev utterances, {len(sampler)} batches per epoch", flush=True)
+    say(f"training {count_parameters(model) / 1e6:.2f} M parameters on {device}"
+        f"{f' x {d.world} processes' if d.enabled else ''}: {len(train_utts)} train / {len(dev_utts)} dev "
+        f"utterances, {len(sampler)} batches per epoch{' per process' if d.enabled else ''}")
     best = {"wer": float("inf")}
     position = {"epoch": 1, "batch": 0, "step": 0}  # the next batch to train on, and updates done
     pending_rng = None
@@ -206,21 +265,26 @@ def train(cfg: TrainConfig) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        step.scaler.load_state_dict(ckpt["scaler"])
         position, best = ckpt["position"], ckpt["best"]
+        rng = ckpt["rng"][d.rank] if d.rank < len(ckpt["rng"]) else None  # None: resumed on more ranks
         # The DataLoader draws its base seed from the global RNG when an epoch's iteration starts:
         # an epoch-end state dates from before that draw, a mid-epoch one from after it.
-        if position["batch"] == 0:
-            set_rng_state(ckpt["rng"], generator)
+        if rng is not None and position["batch"] == 0:
+            set_rng_state(rng, generator)
         else:
-            pending_rng = ckpt["rng"]
-        print(f"resuming from {exp / 'last.pt'} at step {position['step']} "
-              f"(epoch {position['epoch']}, batch {position['batch']})", flush=True)
+            pending_rng = rng
+        say(f"resuming from {exp / 'last.pt'} at step {position['step']} "
+            f"(epoch {position['epoch']}, batch {position['batch']})")
 
     def save_last(**meta) -> None:
-        """last.pt with everything needed to continue exactly: optimizer, schedule, RNG, data position."""
-        save_checkpoint(exp / "last.pt", model, extractor, vocab, train_config=asdict(cfg), position=dict(position),
-                        best=best, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        rng=rng_state(generator), **meta)
+        """last.pt with everything needed to continue exactly: optimizer, schedule, scaler, every rank's RNG,
+        data position. A collective call: every rank must make it."""
+        rngs = gather_objects(d, rng_state(generator))
+        if d.main:
+            save_checkpoint(exp / "last.pt", model, extractor, vocab, train_config=asdict(cfg),
+                            position=dict(position), best=best, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), scaler=step.scaler.state_dict(), rng=rngs, **meta)
 
     def after_step() -> None:
         position["batch"] += 1
@@ -228,29 +292,43 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.save_every and position["step"] % cfg.save_every == 0:
             save_last()
 
-    log = (exp / "train_log.jsonl").open("a")
+    log = (exp / "train_log.jsonl").open("a") if d.main else None
+    started = time.time()
     for epoch in range(position["epoch"], cfg.epochs + 1):
         sampler.set_epoch(epoch, start=position["batch"])
         batches = iter(loader)
         if pending_rng is not None:
             set_rng_state(pending_rng, generator)
             pending_rng = None
-        stats = train_one_epoch(model, extractor, batches, optimizer, scheduler, cfg, device, generator, after_step)
+        stats = train_one_epoch(step, batches, after_step)
+        loss_sum, n_batches, audio_seconds = all_sum(d, [stats["loss_sum"], stats["batches"], stats["audio_seconds"]],
+                                                     device)
         position.update(epoch=epoch + 1, batch=0)
-        dev = evaluate(transcriber, dev_utts)
-        record = {"epoch": epoch, **stats, "dev_wer": dev["wer"], "dev_cer": dev["cer"],
-                  "lr": scheduler.get_last_lr()[0]}
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        print(f"epoch {epoch}/{cfg.epochs} loss {stats['loss']:.3f} dev %WER {dev['wer']:.2f} %CER {dev['cer']:.2f} "
-              f"({stats['seconds']:.1f}s, {stats['audio_seconds'] / stats['seconds']:.0f} audio-s/s)", flush=True)
-        meta = dict(epoch=epoch, dev_wer=dev["wer"], dev_cer=dev["cer"])
-        if dev["wer"] < best["wer"]:
-            best = {"epoch": epoch, **dev}
-            save_checkpoint(exp / "best.pt", model, extractor, vocab, train_config=asdict(cfg), **meta)
-        save_last(**meta)
-    log.close()
-    print(f"best dev %WER {best['wer']:.2f} at epoch {best['epoch']}: {exp / 'best.pt'}", flush=True)
+        record = {"epoch": epoch, "loss": loss_sum / max(n_batches, 1), "audio_seconds": audio_seconds,
+                  "seconds": stats["seconds"], "lr": scheduler.get_last_lr()[0]}  # seconds: training alone
+        if device.type == "cuda":
+            record["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        if d.main:
+            dev = evaluate(transcriber, dev_utts)
+            record.update(dev_wer=dev["wer"], dev_cer=dev["cer"], elapsed=time.time() - started)  # elapsed: with dev
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            say(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.3f} dev %WER {dev['wer']:.2f} "
+                f"%CER {dev['cer']:.2f} ({stats['seconds']:.1f}s, {audio_seconds / stats['seconds']:.0f} audio-s/s)")
+            if dev["wer"] < best["wer"]:
+                best = {"epoch": epoch, **dev}
+                save_checkpoint(exp / "best.pt", model, extractor, vocab, train_config=asdict(cfg), epoch=epoch,
+                                dev_wer=dev["wer"], dev_cer=dev["cer"])
+        if epoch % cfg.save_epochs == 0 or epoch == cfg.epochs:
+            save_last(epoch=epoch)
+    if d.enabled:
+        check_replicas_in_sync(d, model)
+        say(f"replicas in sync: {d.world} ranks hold identical parameters")
+    if d.main:
+        log.close()
+        say(f"best dev %WER {best['wer']:.2f} at epoch {best['epoch']}: {exp / 'best.pt'}")
+    barrier(d)
+    shutdown(d)
     return best
 
 

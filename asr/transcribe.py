@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .audio import AudioInput, load_audio
-from .data import length_batches, pad_waves
+from .data import FRAMES_PER_SECOND, length_batches, pad_waves
 from .decode import DecodingOptions, greedy_decode
 from .features import FeatureExtractor
 from .model import AcousticModel
@@ -43,7 +43,7 @@ class Transcriber:
         waves = [load_audio(a, self.extractor.cfg.sample_rate) for a in inputs]
         seconds = [w.shape[0] / self.extractor.cfg.sample_rate for w in waves]
         texts: list[str] = [""] * len(waves)
-        for batch in length_batches(seconds, self.options.batch_seconds):
+        for batch in length_batches(seconds, int(self.options.batch_seconds * FRAMES_PER_SECOND)):
             for i, text in zip(batch, self.decode_waves([waves[i] for i in batch])):
                 texts[i] = text
         return [Transcript(t, s, str(a) if isinstance(a, (str, Path)) else None)

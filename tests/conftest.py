@@ -61,7 +61,7 @@ def overfit_model(tmp_path_factory, five_utts):
     asr_main(["stats", "--manifest", str(manifest), "--out", str(exp / "stats.json")])
     cfg = TrainConfig(
         exp_dir=str(exp), train_manifest=str(manifest), dev_manifest=str(manifest), stats=str(exp / "stats.json"),
-        epochs=160, lr=4e-3, max_batch_seconds=5.0, warmup=0.05, final_lr=0.1, spec_augment=False, threads=2,
+        epochs=160, lr=4e-3, batch_frames=500, warmup=0.05, final_lr=0.1, spec_augment=False, threads=2,
         pack_sequences=True,  # exact: with batches this uneven, unpacked training would not match inference
         model=ModelConfig(conv_channels=96, hidden=96, layers=2, dropout=0.0))
     best = train(cfg)

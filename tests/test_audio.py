@@ -51,3 +51,22 @@ def test_non_audio_bytes_error_names_file(tmp_path):
         load_audio(path)
     with pytest.raises(AudioError, match="fake.wav"):
         audio_duration(path)
+
+
+def test_change_speed_scales_length_and_pitch(an4_test_utts):
+    from asr.audio import change_speed, load_audio
+    from asr.data import pad_waves
+
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 1000 * t)                          # 1 s at 1 kHz
+    real = load_audio(an4_test_utts[0].audio)
+    waves, lengths = pad_waves([tone, real])
+    for speed in (0.9, 1.1):
+        out, new = change_speed(waves, lengths, speed)
+        ceil = lambda n: -(-n * 100 // round(speed * 100))              # noqa: E731  samples / speed, rounded up
+        assert new.tolist() == [ceil(16000), ceil(real.shape[0])]
+        spectrum = torch.fft.rfft(out[0, :new[0]]).abs()
+        peak_hz = spectrum.argmax().item() * 16000 / new[0].item()
+        assert abs(peak_hz - 1000 * speed) < 5
+        assert real.shape[0] > 20000 and out[0, new[0] + 50:].abs().max() < 1e-3  # padding stays silent
+    assert change_speed(waves, lengths, 1.0)[0] is waves

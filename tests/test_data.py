@@ -1,6 +1,8 @@
 import pytest
 
-from asr.data import AudioDataset, BucketBatchSampler, Utterance, collate, length_batches, read_manifest, write_manifest
+from asr.corpora.an4 import read_split
+from asr.data import (FRAMES_PER_SECOND, AudioDataset, FrameBudgetSampler, collate, length_batches,
+                      read_manifest, write_manifest)
 from asr.text import Vocabulary
 
 
@@ -15,18 +17,28 @@ def test_bad_manifest_line_is_named(tmp_path):
         read_manifest(tmp_path / "m.jsonl")
 
 
-def test_length_batches_respect_budget_and_cover_everything():
+def test_length_batches_respect_frame_budget_and_cover_everything():
     durations = [0.5 + (i * 37 % 50) / 10 for i in range(200)]
-    batches = length_batches(durations, 20.0)
+    batches = length_batches(durations, 2000)
     assert sorted(i for b in batches for i in b) == list(range(200))
-    for b in batches:
-        assert len(b) == 1 or len(b) * max(durations[i] for i in b) <= 20.0
-    assert length_batches([30.0, 1.0], 20.0) == [[1], [0]]  # too long for the budget: alone
+    for b in batches:  # padded frames = size x longest
+        assert len(b) == 1 or len(b) * max(durations[i] for i in b) * FRAMES_PER_SECOND <= 2000
+    assert length_batches([30.0, 1.0], 2000) == [[1], [0]]  # too long for the budget: alone
+    assert max(map(len, length_batches(durations, 10**9, max_batch_size=16))) == 16
 
 
-def test_sampler_shuffles_per_epoch_reproducibly():
+def test_no_batch_exceeds_the_longest_utterance_alone(an4_dir):
+    """The OOM guarantee: peak padded frames is max(budget, longest utterance), on a real corpus."""
+    durations = [u.duration for u in read_split(an4_dir, "train")]
+    longest = max(durations) * FRAMES_PER_SECOND
+    for budget in (300, 2000, 8000):
+        peak = max(len(b) * max(durations[i] for i in b) * FRAMES_PER_SECOND for b in length_batches(durations, budget))
+        assert peak <= max(budget, longest)
+
+
+def test_sampler_shuffles_per_epoch_reproducibly_and_resumes_mid_epoch():
     durations = [1.0 + i % 7 for i in range(100)]
-    s = BucketBatchSampler(durations, 10.0, seed=3)
+    s = FrameBudgetSampler(durations, 1000, seed=3)
     s.set_epoch(1)
     e1 = list(s)
     s.set_epoch(2)
@@ -34,6 +46,35 @@ def test_sampler_shuffles_per_epoch_reproducibly():
     assert e1 != e2 and sorted(map(tuple, e1)) == sorted(map(tuple, e2))
     s.set_epoch(1)
     assert list(s) == e1
+    s.set_epoch(1, start=3)
+    assert list(s) == e1[3:]
+
+
+def test_sortagrad_goes_shortest_first_then_shuffles():
+    durations = [1.0 + (i * 13 % 29) / 4 for i in range(120)]
+    s = FrameBudgetSampler(durations, 1500, sortagrad=1, seed=0)
+    longest = lambda batches: [max(durations[i] for i in b) for b in batches]  # noqa: E731
+    s.set_epoch(1)
+    assert longest(list(s)) == sorted(longest(list(s)))
+    s.set_epoch(2)
+    assert longest(list(s)) != sorted(longest(list(s)))
+
+
+def test_ranks_split_each_epoch_into_equal_disjoint_shares():
+    durations = [1.0 + i % 9 for i in range(203)]
+    whole = FrameBudgetSampler(durations, 1200, seed=5)
+    ranks = [FrameBudgetSampler(durations, 1200, seed=5, num_replicas=3, rank=r) for r in range(3)]
+    for epoch in (1, 2):
+        for s in (whole, *ranks):
+            s.set_epoch(epoch)
+        shares = [list(s) for s in ranks]
+        assert len({len(x) for x in shares}) == 1 and len(shares[0]) == len(whole) // 3
+        flat = [tuple(b) for x in shares for b in x]
+        assert len(set(flat)) == len(flat)                                  # no batch on two ranks
+        assert set(flat) <= {tuple(b) for b in list(whole)}                 # the same batches, split
+        assert shares[1] == [list(whole)[i] for i in range(1, 3 * len(shares[0]), 3)]
+    with pytest.raises(ValueError, match="cannot feed 300 ranks"):
+        FrameBudgetSampler(durations, 1200, num_replicas=300, rank=0)
 
 
 def test_collate_pads_real_audio(an4_test_utts):

@@ -17,7 +17,7 @@ def _train_cmd(exp, manifest, dev, stats, *extra):
     # save_every=3 with 4 batches an epoch: most step checkpoints fall mid-epoch
     return [sys.executable, "-m", "asr.train", f"exp_dir={exp}", f"train_manifest={manifest}",
             f"dev_manifest={dev}", f"stats={stats}", f"epochs={EPOCHS}", "save_every=3", "threads=1",
-            "max_batch_seconds=4.0", "model.hidden=32", "model.conv_channels=32", "model.layers=2", *extra]
+            "batch_frames=400", "model.hidden=32", "model.conv_channels=32", "model.layers=2", *extra]
 
 
 def _last(exp):

@@ -1,0 +1,42 @@
+"""The training-throughput benchmark, on a tiny CPU setting (the GPU figures are in recipes/an4/RESULTS.md)."""
+import json
+import re
+
+import pytest
+import soundfile as sf
+
+from asr.audio import load_audio
+from asr.bench import GAP_SECONDS, build_long_utterances
+from asr.cli import main as asr_main
+from asr.corpora.an4 import read_split
+
+
+def test_long_utterances_are_real_audio_joined_within_the_length_range(an4_dir, tmp_path):
+    sources = read_split(an4_dir, "train")
+    utts = build_long_utterances(sources, 12, (10.0, 15.0), tmp_path)
+    for u in utts:
+        assert 10.0 <= u.duration <= 15.0 + min(s.duration for s in sources)
+        wave, sr = sf.read(u.audio, dtype="float32")
+        assert sr == 16000 and len(wave) / sr == pytest.approx(u.duration)
+    # the first file is a source utterance, then GAP_SECONDS of silence, then more
+    wave = load_audio(utts[0].audio).numpy()
+    firsts = [load_audio(s.audio).numpy() for s in sources if utts[0].text.startswith(s.text + " ")]
+    first = next(f for f in firsts if len(f) < len(wave) and abs(f - wave[:len(f)]).max() < 1e-4)
+    assert abs(wave[len(first):len(first) + int(GAP_SECONDS * 16000)]).max() == 0
+
+
+def test_bench_train_prints_and_writes_both_throughputs(tmp_path, an4_dir, capsys):
+    out = tmp_path / "bench.json"
+    asr_main(["bench", "train", "--batch-sizes", "2,3", "--steps", "2", "--warmup", "1", "--seconds", "2,4",
+              "--corpus", str(an4_dir), "--out", str(out), "--workdir", str(tmp_path),
+              "model.hidden=32", "model.conv_channels=32", "model.layers=2", "threads=2", "num_workers=1"])
+    printed = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert [r["batch_size"] for r in rows] == [2, 3]
+    for r in rows:
+        assert r["model_only"] > 0 and r["pipeline"] > 0 and r["peak_gib"] > 0
+        assert r["ratio"] == pytest.approx(r["pipeline"] / r["model_only"])
+        assert re.search(rf"^\s+{r['batch_size']}\s+{r['max_frames']}\s+{r['model_only']:.0f}\s+{r['pipeline']:.0f}\s+"
+                         rf"{r['ratio']:.2f}", printed, re.M)
+    assert "fastest pipeline: batch" in printed and "device cpu" in printed
+    assert list(tmp_path.glob("tmp*")) == []                            # scratch audio removed
