@@ -81,7 +81,7 @@ def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch
                  augment: SpecAugmentConfig | None = None, generator: torch.Generator | None = None,
                  pack: bool = True, speed: float = 1.0) -> torch.Tensor:
     """Mean over the batch of each utterance's CTC loss (summed over its frames)."""
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(batch.waves.device.type, enabled=False):  # input side in fp32
         waves, lengths = change_speed(batch.waves, batch.lengths, speed)  # (N, S'), (N,)
         feats, frames = extractor(waves, lengths)                          # (N, T, F), (N,)
         if augment is not None:

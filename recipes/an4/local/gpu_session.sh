@@ -8,9 +8,10 @@
 # .gpu/an4 (AN4 as FLAC, from local/an4_flac.py pack) beside the code; writes logs to $OUT.
 set -u
 mode=${1:-smoke}; budget=${2:-380}
+X=${X:-}; DEV=${DEV:-cuda}   # dry runs elsewhere: X="model.hidden=32 ..." DEV=cpu
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 t0=$(date +%s); el() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+[ -n "${NO_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 ASR="python3 -m asr.cli"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
@@ -19,52 +20,61 @@ nproc
 [ -d /tmp/an4/an4 ] || python3 recipes/an4/local/an4_flac.py unpack .gpu/an4 /tmp/an4/an4
 export AN4_DIR=/tmp/an4/an4
 DATA=/tmp/data/an4
-RECIPE="make -C recipes/an4 ASR=\"$ASR\" DATA=$DATA"
+echo "make: $(command -v make || echo missing)"
 el "setup done"
 
-recipe() { make -C recipes/an4 ASR="$ASR" DATA=$DATA "$@"; }
+# the recipe's stages, as recipes/an4/Makefile runs them (without needing make on the machine)
+prepare_stats() {  # $1: experiment name
+  [ -f $DATA/train.jsonl ] || $ASR prepare an4 --out $DATA || return 1
+  mkdir -p $DATA/exp/$1
+  [ -f $DATA/exp/$1/stats.json ] || $ASR stats --config recipes/an4/conf/gpu.yaml --manifest $DATA/train.jsonl \
+    --out $DATA/exp/$1/stats.json
+}
+train() {  # $1: experiment name, then overrides
+  local n=$1; shift
+  $ASR train --config recipes/an4/conf/gpu.yaml exp_dir=$DATA/exp/$n train_manifest=$DATA/train.jsonl \
+    dev_manifest=$DATA/dev.jsonl stats=$DATA/exp/gpu/stats.json "$@" $X
+}
+decode_score() {  # $1: experiment name
+  $ASR decode --model $DATA/exp/$1/best.pt --manifest $DATA/test.jsonl --out $DATA/exp/$1/decode_test --device $DEV \
+    && $ASR score --manifest $DATA/test.jsonl --hyp $DATA/exp/$1/decode_test/hyp.txt
+}
 
 if [ "$mode" = smoke ]; then
-  recipe prepare stats CONFIG=conf/gpu.yaml N=gpu || exit 1
+  prepare_stats gpu || exit 1
   el "prepare + stats"
-  $ASR train --config recipes/an4/conf/gpu.yaml exp_dir=$DATA/exp/smoke train_manifest=$DATA/train.jsonl \
-    dev_manifest=$DATA/dev.jsonl stats=$DATA/exp/gpu/stats.json epochs=2 save_every=20 2>&1 | tee $OUT/smoke_train.log
+  train smoke epochs=2 save_every=20 2>&1 | tee $OUT/smoke_train.log
   el "2 epochs"
-  $ASR train --config recipes/an4/conf/gpu.yaml exp_dir=$DATA/exp/smoke train_manifest=$DATA/train.jsonl \
-    dev_manifest=$DATA/dev.jsonl stats=$DATA/exp/gpu/stats.json epochs=3 precision=fp16 resume=true 2>&1 | tail -3
+  train smoke epochs=3 precision=fp16 resume=true 2>&1 | tail -3
   el "resume + fp16 epoch"
-  $ASR decode --model $DATA/exp/smoke/best.pt --manifest $DATA/test.jsonl --out $DATA/exp/smoke/dec --device cuda && \
-    $ASR score --manifest $DATA/test.jsonl --hyp $DATA/exp/smoke/dec/hyp.txt
+  decode_score smoke
   el "decode on cuda"
   $ASR bench train --batch-sizes 32,256 --steps 2 --warmup 1 --workdir /tmp num_workers=12 \
-    model.hidden=800 model.layers=5 2>&1 | tee $OUT/smoke_bench.log
+    model.hidden=800 model.layers=5 $X 2>&1 | tee $OUT/smoke_bench.log
   el "bench"
   exit 0
 fi
 
 # full: the benchmark alone on the GPU first, then the recipe
 $ASR bench train --batch-sizes 32,64,128,256 --steps 5 --warmup 2 --workdir /tmp --out $OUT/bench_gru5x800.json \
-  num_workers=12 model.hidden=800 model.layers=5 2>&1 | tee $OUT/bench.log
+  num_workers=12 model.hidden=800 model.layers=5 $X 2>&1 | tee $OUT/bench.log
 el "bench 5x800"
 $ASR bench train --batch-sizes 64,256 --seconds 5,10 --steps 5 --warmup 2 --workdir /tmp --out $OUT/bench_gru3x320.json \
-  num_workers=12 model.hidden=320 model.layers=3 2>&1 | tee -a $OUT/bench.log
+  num_workers=12 model.hidden=320 model.layers=3 $X 2>&1 | tee -a $OUT/bench.log
 el "bench 3x320"
-recipe prepare stats CONFIG=conf/gpu.yaml N=gpu || exit 1
-# probe: seconds per epoch (training + dev pass) at this config, from epoch 2 of a short run
-start=$(date +%s.%N)
-$ASR train --config recipes/an4/conf/gpu.yaml exp_dir=$DATA/exp/probe train_manifest=$DATA/train.jsonl \
-  dev_manifest=$DATA/dev.jsonl stats=$DATA/exp/gpu/stats.json epochs=3 | tee $OUT/probe.log
+prepare_stats gpu || exit 1
+# probe: seconds per epoch (training + dev pass) at this config, from epochs 2-3 of a short run
+train probe epochs=3 | tee $OUT/probe.log
 per_epoch=$(python3 -c "
 import json; r=[json.loads(l) for l in open('$DATA/exp/probe/train_log.jsonl')]
-print(r[2]['elapsed'] - r[1]['elapsed'])")
+print(r[2]['elapsed'] - r[1]['elapsed'])" || echo 3.0)
 epochs=$(python3 -c "print(min(300, int($budget / $per_epoch)))")
 el "probe: ${per_epoch}s per epoch incl. dev -> epochs=$epochs"
 tstart=$(date +%s)
-timeout $(( budget + 90 )) make -C recipes/an4 ASR="$ASR" DATA=$DATA CONFIG=conf/gpu.yaml N=gpu train \
-  EXTRA="epochs=$epochs" > $OUT/train.log 2>&1
+timeout $(( budget + 90 )) bash -c "$(declare -f train); ASR='$ASR' DATA=$DATA X='$X' train gpu epochs=$epochs" > $OUT/train.log 2>&1
 echo "train exit $? in $(( $(date +%s) - tstart ))s (epochs=$epochs)"
 el "train"
-recipe decode score CONFIG=conf/gpu.yaml N=gpu 2>&1 | tee $OUT/score.log
+decode_score gpu 2>&1 | tee $OUT/score.log
 cp $DATA/exp/gpu/train_log.jsonl $OUT/ 2>/dev/null; cp $DATA/exp/gpu/decode_test/wer.txt $OUT/ 2>/dev/null
 tail -4 $OUT/train.log
 grep -h "fastest\|^ *[0-9]" $OUT/bench.log
