@@ -65,16 +65,29 @@ class AudioDataset(Dataset):
         return load_audio(u.audio), torch.tensor(self.vocab.encode(u.text), dtype=torch.long), u
 
 
+PCM_SCALE = 32768  # int16 full scale: batches carry 16-bit PCM, half the bytes of float32
+
+
 @dataclass
 class Batch:
-    waves: torch.Tensor          # (N, S) zero-padded samples
+    pcm: torch.Tensor            # (N, S) zero-padded int16 samples (to workers' shared memory, pinned memory, GPU)
     lengths: torch.Tensor        # (N,) samples per utterance
     targets: torch.Tensor        # (N, L) zero-padded target ids
     target_lengths: torch.Tensor  # (N,)
     utts: list[Utterance]
 
     def _map(self, fn) -> "Batch":
-        return Batch(fn(self.waves), fn(self.lengths), fn(self.targets), fn(self.target_lengths), self.utts)
+        return Batch(fn(self.pcm), fn(self.lengths), fn(self.targets), fn(self.target_lengths), self.utts)
+
+    @property
+    def waves(self) -> torch.Tensor:
+        """(N, S) float32 samples in [-1, 1], on the batch's device."""
+        return self.pcm.float() / PCM_SCALE
+
+    @property
+    def audio_seconds(self) -> float:
+        """Unpadded audio in the batch, from the manifest (no device sync)."""
+        return sum(u.duration for u in self.utts)
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
@@ -92,9 +105,10 @@ def pad_waves(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def collate(items) -> Batch:
     waves, targets, utts = zip(*items)
     padded, lengths = pad_waves(list(waves))
+    pcm = (padded * PCM_SCALE).round_().clamp_(-PCM_SCALE, PCM_SCALE - 1).to(torch.int16)  # exact for 16-bit sources
     target_lengths = torch.tensor([t.shape[0] for t in targets], dtype=torch.long)
     targets = torch.nn.utils.rnn.pad_sequence(list(targets), batch_first=True)
-    return Batch(padded, lengths, targets, target_lengths, list(utts))
+    return Batch(pcm, lengths, targets, target_lengths, list(utts))
 
 
 FRAMES_PER_SECOND = 100  # feature frames: one per 10 ms hop

@@ -81,7 +81,7 @@ def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch
                  augment: SpecAugmentConfig | None = None, generator: torch.Generator | None = None,
                  pack: bool = True, speed: float = 1.0) -> torch.Tensor:
     """Mean over the batch of each utterance's CTC loss (summed over its frames)."""
-    with torch.no_grad(), torch.autocast(batch.waves.device.type, enabled=False):  # input side in fp32
+    with torch.no_grad(), torch.autocast(batch.pcm.device.type, enabled=False):  # input side in fp32
         waves, lengths = change_speed(batch.waves, batch.lengths, speed)  # (N, S'), (N,)
         feats, frames = extractor(waves, lengths)                          # (N, T, F), (N,)
         if augment is not None:
@@ -90,7 +90,7 @@ def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch
     loss = torch.nn.functional.ctc_loss(
         log_probs.transpose(0, 1), batch.targets, out_lengths, batch.target_lengths,  # (T', N, V)
         blank=0, reduction="sum", zero_infinity=True)
-    return loss / batch.waves.shape[0]
+    return loss / batch.pcm.shape[0]
 
 
 class Stepper:
@@ -135,12 +135,12 @@ def train_one_epoch(step: Stepper, loader, after_step=lambda: None) -> dict:
     """One pass over `loader` (or an iterator over it), calling `after_step()` after each update;
     returns this process's summed loss, batches, audio seconds and wall seconds."""
     step.model.train()
-    device, sample_rate = step.device, step.extractor.cfg.sample_rate
+    device = step.device
     total_loss, n_batches, audio_seconds, start = torch.zeros((), device=device), 0, 0.0, time.time()
     interactive = sys.stderr.isatty()
     bar = tqdm(loader, leave=False, disable=not interactive, unit="batch")
     for batch in bar:
-        audio_seconds += batch.lengths.sum().item() / sample_rate       # on the CPU copy: no GPU sync
+        audio_seconds += batch.audio_seconds                             # from the manifest: no GPU sync
         loss = step(batch.to(device, non_blocking=True))
         total_loss += loss
         n_batches += 1
@@ -265,7 +265,8 @@ def train(cfg: TrainConfig) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        step.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"]:  # empty when saved without loss scaling (bf16, fp32)
+            step.scaler.load_state_dict(ckpt["scaler"])
         position, best = ckpt["position"], ckpt["best"]
         rng = ckpt["rng"][d.rank] if d.rank < len(ckpt["rng"]) else None  # None: resumed on more ranks
         # The DataLoader draws its base seed from the global RNG when an epoch's iteration starts:

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from asr.corpora.an4 import read_split
 from asr.data import (FRAMES_PER_SECOND, AudioDataset, FrameBudgetSampler, collate, length_batches,
@@ -81,5 +82,9 @@ def test_collate_pads_real_audio(an4_test_utts):
     ds = AudioDataset(an4_test_utts[:3], Vocabulary())
     batch = collate([ds[i] for i in range(3)])
     assert batch.waves.shape[0] == 3 and batch.waves.shape[1] == batch.lengths.max()
+    assert batch.pcm.dtype == torch.int16                                  # half the bytes of float32...
+    for i in range(3):                                                     # ...and exact for 16-bit audio
+        assert torch.equal(batch.waves[i, :batch.lengths[i]], ds[i][0])
+        assert not batch.pcm[i, batch.lengths[i]:].any()
     assert batch.target_lengths.tolist() == [len(u.text) for u in an4_test_utts[:3]]
     assert Vocabulary().decode(batch.targets[0, :batch.target_lengths[0]].tolist()) == an4_test_utts[0].text

@@ -3,6 +3,7 @@
 #
 #   bash recipes/an4/local/gpu_session.sh smoke            # ~1 min: every CUDA path once
 #   bash recipes/an4/local/gpu_session.sh full 380         # bench + gpu.yaml recipe in 380 s of training
+#   bash recipes/an4/local/gpu_session.sh bench            # ~2 min: the benchmark + one training epoch
 #
 # Expects .whl/ (soundfile, cffi, pycparser, jiwer, rapidfuzz wheels for the image's Python) and
 # .gpu/an4 (AN4 as FLAC, from local/an4_flac.py pack) beside the code; writes logs to $OUT.
@@ -62,6 +63,10 @@ el "bench 5x800"
 $ASR bench train --batch-sizes 64,256 --seconds 5,10 --steps 5 --warmup 2 --workdir /tmp --out $OUT/bench_gru3x320.json \
   num_workers=12 model.hidden=320 model.layers=3 $X 2>&1 | tee -a $OUT/bench.log
 el "bench 3x320"
+if [ "$mode" = bench ]; then
+  prepare_stats gpu && train check epochs=1 && el "one epoch of gpu.yaml"
+  exit 0
+fi
 prepare_stats gpu || exit 1
 # probe: seconds per epoch (training + dev pass) at this config, from epochs 2-3 of a short run
 train probe epochs=3 | tee $OUT/probe.log
