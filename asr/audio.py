@@ -78,3 +78,32 @@ def audio_duration(path: str | Path) -> float:
     except Exception as e:
         raise AudioError(f"{path}: cannot read audio header ({e})") from e
     return info.frames / info.samplerate
+
+
+def find_pauses(wave: torch.Tensor, sr: int = SAMPLE_RATE, min_pause: float = 0.3, floor_db: float = 35.0,
+                frame: float = 0.02) -> list[tuple[int, int]]:
+    """(start, end) sample spans of pauses in (S,) audio: runs of at least `min_pause` seconds whose
+    20 ms frames are `floor_db` below the loud end (95th percentile) of the file's frame energies."""
+    hop = int(frame * sr)
+    n = wave.shape[0] // hop
+    if n == 0:
+        return []
+    energy = wave[: n * hop].reshape(n, hop).pow(2).mean(1)                 # (frames,)
+    db = 10 * torch.log10(energy + 1e-10)
+    quiet = (db < torch.quantile(db, 0.95) - floor_db).tolist()
+    pauses, start = [], None
+    for i, q in enumerate(quiet + [False]):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            if (i - start) * frame >= min_pause:
+                pauses.append((start * hop, i * hop))
+            start = None
+    return pauses
+
+
+def split_at_pauses(wave: torch.Tensor, sr: int = SAMPLE_RATE, min_pause: float = 0.3) -> list[tuple[int, int]]:
+    """(start, end) sample spans of the speech between pauses (each cut in a pause's middle), covering all of `wave`."""
+    cuts = [(a + b) // 2 for a, b in find_pauses(wave, sr, min_pause)]
+    bounds = [0, *[c for c in cuts if 0 < c < wave.shape[0]], wave.shape[0]]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]

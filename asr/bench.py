@@ -173,3 +173,39 @@ def format_table(rows: list[dict]) -> str:
 
 def write_rows(path: str | Path, rows: list[dict]) -> None:
     Path(path).write_text(json.dumps(rows, indent=1))
+
+
+def bench_decode(transcribers: dict, utts: list[Utterance], log=print) -> list[dict]:
+    """Real-time factor of transcribing `utts` (files to words) with each named Transcriber, and its WER.
+
+    For beam search, the search alone is also timed on log-probs computed beforehand.
+    """
+    from .decode import greedy_paths
+    from .score import score
+
+    paths, refs = [u.audio for u in utts], [u.text for u in utts]
+    audio = sum(u.duration for u in utts)
+    rows = []
+    for name, t in transcribers.items():
+        t.transcribe(paths[:4])                                        # warm-up: allocations, decoder set-up
+        start = time.perf_counter()
+        hyps = [r.text for r in t.transcribe(paths)]
+        wall = time.perf_counter() - start
+        row = {"mode": name, "audio_seconds": audio, "seconds": wall, "rtf": wall / audio,
+               "wer": score(refs, hyps).wer.rate}
+        outputs = [t.log_probs([load_audio(p)]) for p in paths]
+        start = time.perf_counter()
+        for lp, n in outputs:
+            t._beam(lp, n) if t._beam is not None else greedy_paths(lp, n)
+        row["search_x_realtime"] = audio / (time.perf_counter() - start)
+        rows.append(row)
+        log(format_decode_row(row))
+    return rows
+
+
+DECODE_HEADER = f"{'mode':<28} {'RTF':>8} {'x real time':>12} {'search x RT':>12} {'%WER':>7}"
+
+
+def format_decode_row(r: dict) -> str:
+    return (f"{r['mode']:<28} {r['rtf']:>8.4f} {1 / r['rtf']:>12.0f} {r['search_x_realtime']:>12.0f} "
+            f"{r['wer']:>7.2f}")

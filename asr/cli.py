@@ -4,6 +4,9 @@
     asr stats --config C --manifest M --out S      normalisation statistics for C's features
     asr train --config C key=value ...             train (see asr.train.TrainConfig)
     asr decode --model M --manifest T --out D      D/hyp.txt, one `id<TAB>text` per utterance
+    asr lm --manifest M --out L                    word n-gram LM (KenLM) + lexicon from transcripts
+    asr tune --model M --manifest dev --lm-dir L --out J   LM weight / word score grid on dev
+    asr export --model M --out model.ts [--int8]   TorchScript, optionally quantised
     asr score --manifest T --hyp D/hyp.txt         %WER / %CER, per-utterance results in D
     asr transcribe --model M a.wav b.flac          `path<TAB>text` (or --json)
     asr bench train --batch-sizes 32,64 k=v ...    training throughput: model-only vs full pipeline
@@ -51,17 +54,79 @@ def cmd_train(args) -> None:
     train(load_config(TrainConfig, args.config, args.overrides))
 
 
+def decoding_options(args):
+    """DecodingOptions from --decoding (a tuned JSON), then --method / --lm-dir / weights on the command line."""
+    from dataclasses import replace
+
+    from .decode import DecodingOptions
+    from .tune import load_decoding
+
+    options = load_decoding(args.decoding) if getattr(args, "decoding", None) else DecodingOptions()
+    changes = {}
+    if getattr(args, "lm_dir", None):
+        lm_dir = Path(args.lm_dir)
+        changes.update(method="beam", lm=str(lm_dir / "lm.arpa"), lexicon=str(lm_dir / "lexicon.txt"))
+    for key in ("method", "beam_size", "lm_weight", "word_score", "threads", "chunk_seconds"):
+        if getattr(args, key, None) is not None:
+            changes[key] = getattr(args, key)
+    return replace(options, **changes)
+
+
+def add_decoding_args(p) -> None:
+    p.add_argument("--decoding", help="decoding options tuned by `asr tune` (JSON)")
+    p.add_argument("--method", choices=["greedy", "beam"])
+    p.add_argument("--lm-dir", help="beam search with this dir's lm.arpa and lexicon.txt (from `asr lm`)")
+    p.add_argument("--beam-size", type=int)
+    p.add_argument("--lm-weight", type=float)
+    p.add_argument("--word-score", type=float)
+    p.add_argument("--threads", type=int, help="beam-search threads (default: one per core)")
+    p.add_argument("--chunk-seconds", type=float, help="cut longer inputs into overlapping chunks (default 30)")
+
+
 def cmd_decode(args) -> None:
     from .data import read_manifest
     from .transcribe import load_model
 
     utts = read_manifest(args.manifest)
-    transcriber = load_model(args.model, args.device)
+    options = decoding_options(args)
+    transcriber = load_model(args.model, args.device, options)
     results = transcriber.transcribe([u.audio for u in utts])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "hyp.txt").write_text("".join(f"{u.id}\t{r.text}\n" for u, r in zip(utts, results)))
-    print(f"decoded {len(utts)} utterances -> {out / 'hyp.txt'}")
+    print(f"decoded {len(utts)} utterances ({options.method}) -> {out / 'hyp.txt'}")
+
+
+def cmd_lm(args) -> None:
+    from .data import read_manifest
+    from .lm import build_lm
+
+    utts = read_manifest(args.manifest)
+    paths = build_lm([u.text for u in utts], args.out, order=args.order)
+    words = sum(1 for _ in paths["lexicon"].open())
+    print(f"{args.order}-gram LM on {len(utts)} transcripts -> {paths['lm']}; lexicon of {words} words -> {paths['lexicon']}")
+
+
+def cmd_tune(args) -> None:
+    from .data import read_manifest
+    from .transcribe import load_model
+    from .tune import save_decoding, tune_decoding
+
+    utts = read_manifest(args.manifest)
+    options = decoding_options(args)
+    best, grid = tune_decoding(load_model(args.model, args.device, options), utts, options)
+    save_decoding(args.out, best, grid)
+    row = min(grid[1:], key=lambda r: r["wer"])
+    print(f"best on {args.manifest}: lm_weight {best.lm_weight:g} word_score {best.word_score:g} "
+          f"%WER {row['wer']:.2f} (greedy {grid[0]['wer']:.2f}) -> {args.out}")
+
+
+def cmd_export(args) -> None:
+    from .export import export_torchscript
+
+    out = export_torchscript(args.model, args.out, int8=args.int8)
+    print(f"TorchScript{' (int8 dynamic quantisation)' if args.int8 else ''} -> {out} "
+          f"({out.stat().st_size / 1e6:.1f} MB)")
 
 
 def cmd_score(args) -> None:
@@ -79,12 +144,26 @@ def cmd_score(args) -> None:
 
 
 def cmd_transcribe(args) -> None:
-    from .transcribe import load_model
+    from dataclasses import asdict
 
-    transcriber = load_model(args.model, args.device)
+    from .transcribe import format_srt, load_model
+
+    fmt = "json" if args.json else args.format
+    transcriber = load_model(args.model, args.device, decoding_options(args))
     for result in transcriber.transcribe(args.audio):
-        if args.json:
-            print(json.dumps({"path": result.path, "text": result.text, "duration": round(result.duration, 3)}))
+        if fmt == "json":
+            print(json.dumps({"path": result.path, "text": result.text, "duration": round(result.duration, 3),
+                              "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)}
+                                        for w in result.words]}))
+        elif fmt == "srt":
+            srt = format_srt(result.words)
+            if args.out_dir:
+                target = Path(args.out_dir) / (Path(result.path).stem + ".srt")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(srt)
+                print(f"{result.path}\t{target}")
+            else:
+                print(srt, end="")
         else:
             print(f"{result.path}\t{result.text}")
 
@@ -103,6 +182,42 @@ def cmd_bench(args) -> None:
     print(format_table(rows))
     if args.out:
         write_rows(args.out, rows)
+
+
+def cmd_bench_decode(args) -> None:
+    import tempfile
+    from dataclasses import replace
+
+    import torch
+
+    from .bench import DECODE_HEADER, bench_decode, format_decode_row
+    from .data import read_manifest
+    from .decode import DecodingOptions
+    from .export import export_torchscript
+    from .transcribe import load_model
+
+    threads = args.threads or 2  # torch threads and beam-search threads
+    torch.set_num_threads(threads)
+    utts = read_manifest(args.manifest)[:args.limit or None]
+    beam = replace(decoding_options(args), threads=threads)
+    greedy = DecodingOptions()
+    with tempfile.TemporaryDirectory() as tmp:
+        ts = export_torchscript(args.model, Path(tmp) / "model.ts")
+        q8 = export_torchscript(args.model, Path(tmp) / "model_int8.ts", int8=True)
+        models = {"greedy, eager": load_model(args.model, options=greedy),
+                  "greedy, TorchScript": load_model(ts, options=greedy),
+                  "greedy, TorchScript int8": load_model(q8, options=greedy)}
+        if beam.method == "beam":
+            label = "LM beam" if beam.lm else "beam"
+            models.update({f"{label}, eager": load_model(args.model, options=beam),
+                           f"{label}, TorchScript int8": load_model(q8, options=beam)})
+        print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.0f} s of audio, {threads} threads")
+        rows = bench_decode(models, utts, log=lambda line: None)
+    print(DECODE_HEADER)
+    for r in rows:
+        print(format_decode_row(r))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +248,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")
+    add_decoding_args(p)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("lm", help="word n-gram LM (KenLM lmplz) and lexicon from a manifest's transcripts")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="directory for lm.arpa, lexicon.txt, words.txt")
+    p.add_argument("--order", type=int, default=3)
+    p.set_defaults(func=cmd_lm)
+
+    p = sub.add_parser("tune", help="grid search of beam-search LM weight and word score on a dev manifest")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="JSON with the chosen options and the grid")
+    p.add_argument("--device", default="cpu")
+    add_decoding_args(p)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("export", help="TorchScript (features + model in one file), optionally int8")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of recurrent and linear layers")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("score", help="WER/CER of hypotheses against a manifest's transcripts")
     p.add_argument("--manifest", required=True)
@@ -154,10 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value, e.g. model.hidden=800 model.layers=5")
     p.set_defaults(func=cmd_bench)
 
+    p = bench.add_parser("decode", help="real-time factor of transcription: eager, TorchScript, int8, LM beam")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    add_decoding_args(p)
+    p.set_defaults(func=cmd_bench_decode)
+
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("--model", required=True)
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, with words, times, confidences")
+    p.add_argument("--format", choices=["text", "json", "srt"], default="text")
+    p.add_argument("--out-dir", help="with --format srt: write <name>.srt files here instead of printing")
     p.add_argument("--device", default="cpu")
+    add_decoding_args(p)
     p.add_argument("audio", nargs="+")
     p.set_defaults(func=cmd_transcribe)
     return parser

@@ -1,35 +1,156 @@
-"""CTC decoding: model log-probabilities -> transcripts."""
+"""CTC decoding: model log-probabilities -> token paths with frame times -> words.
+
+Greedy (best frame by frame) or beam search through torchaudio's `ctc_decoder` (flashlight-text):
+with a lexicon and a word n-gram LM from `asr.lm`, or lexicon-free (any spelling; no LM).
+"""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from .text import Vocabulary
+from .text import SPACE, Vocabulary
+
+FRAME_SECONDS = 0.02  # one model output frame: 10 ms hop x the front-end's time stride of 2
 
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    method: str = "greedy"          # greedy (beam search with an LM: see issue tracker)
-    batch_seconds: float = 200.0    # padded audio per forward pass when decoding many files
+    method: str = "greedy"          # greedy | beam
+    beam_size: int = 50             # hypotheses kept per frame (beam)
+    beam_threshold: float = 25.0    # drop hypotheses this far (log) below the best (beam)
+    lexicon: str | None = None      # word spellings (asr lm); None: lexicon-free, any character sequence
+    lm: str | None = None           # KenLM ARPA / binary word LM; needs a lexicon
+    lm_weight: float = 1.0          # LM log-prob scale (beam)
+    word_score: float = 0.0         # added per word: > 0 favours more words (beam)
+    batch_seconds: float = 200.0    # padded audio per forward pass when decoding many inputs
+    chunk_seconds: float = 30.0     # longer inputs are cut into overlapping chunks of this length
+    chunk_overlap: float = 2.0      # seconds of context on each side of a chunk, discarded after the forward pass
+    min_pause: float = 0.3          # long inputs are first cut at pauses at least this long (seconds)
+    threads: int = 0                # beam-search threads (0: one per CPU core)
 
     def __post_init__(self):
-        if self.method != "greedy":
-            raise ValueError(f"decoding method must be 'greedy', not {self.method!r}")
+        if self.method not in ("greedy", "beam"):
+            raise ValueError(f"decoding method must be 'greedy' or 'beam', not {self.method!r}")
+        if self.lm and not self.lexicon:
+            raise ValueError("a word LM needs a lexicon (asr lm writes both)")
+        if self.chunk_seconds <= 2 * self.chunk_overlap:
+            raise ValueError(f"chunk_seconds ({self.chunk_seconds}) must exceed twice chunk_overlap ({self.chunk_overlap})")
 
 
-def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float        # seconds
+    end: float          # seconds
+    confidence: float   # mean posterior of its characters at the frames that emit them, 0..1
+
+
+@dataclass(frozen=True)
+class TokenPath:
+    """One utterance's decoded token ids (no blanks, repeats merged) and the frame emitting each."""
+    ids: list[int]
+    frames: list[int]
+
+
+def greedy_paths(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[TokenPath]:
     """(N, T, V) log-probs + (N,) lengths -> per utterance the best path, repeats merged, blanks dropped."""
     best = log_probs.argmax(-1).cpu()                                  # (N, T)
     out = []
     for path, n in zip(best, lengths.tolist()):
         path = path[:n]
-        keep = torch.ones_like(path, dtype=torch.bool)
-        keep[1:] = path[1:] != path[:-1]                               # first of each run
-        out.append([i for i in path[keep].tolist() if i != 0])
+        first = torch.ones_like(path, dtype=torch.bool)
+        first[1:] = path[1:] != path[:-1]                              # first frame of each run
+        keep = first & (path != 0)
+        out.append(TokenPath(path[keep].tolist(), keep.nonzero().flatten().tolist()))
     return out
+
+
+def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    return [p.ids for p in greedy_paths(log_probs, lengths)]
+
+
+class BeamSearch:
+    """Flashlight's CTC beam search over CPU log-probs, one decoder per thread (they are not thread-safe)."""
+
+    def __init__(self, options: DecodingOptions, vocab: Vocabulary):
+        from .lm import decoder_tokens
+
+        self.options, self.vocab = options, vocab
+        self.tokens = decoder_tokens(vocab)
+        self.threads = options.threads or os.cpu_count() or 1
+        self._decoders: dict[int, object] = {}   # thread -> its decoder (each loads the LM once)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _decoder(self):
+        import threading
+
+        from torchaudio.models.decoder import ctc_decoder
+
+        key = threading.get_ident()
+        if key not in self._decoders:
+            o = self.options
+            self._decoders[key] = ctc_decoder(
+                lexicon=o.lexicon, tokens=self.tokens, lm=o.lm, nbest=1, beam_size=o.beam_size,
+                beam_threshold=o.beam_threshold, lm_weight=o.lm_weight, word_score=o.word_score,
+                blank_token=self.tokens[0], sil_token="|", unk_word="<unk>")
+        return self._decoders[key]
+
+    def _one(self, emissions: torch.Tensor) -> TokenPath:
+        n = emissions.shape[0]
+        if self.options.lexicon:
+            # lexicon spellings end in a word boundary the model never emits after the last word:
+            # one extra frame that is certainly a boundary lets that word complete
+            boundary = torch.full((1, emissions.shape[1]), -1e4)
+            boundary[0, self.tokens.index("|")] = 0.0
+            emissions = torch.cat([emissions, boundary])                  # (T + 1, V)
+        hyps = self._decoder()(emissions[None])[0]                    # (1, T, V) -> n-best list
+        if not hyps:
+            return TokenPath([], [])
+        h = hyps[0]
+        # flashlight's path has T + 2 steps: a virtual start and end around the T frames
+        kept = [(i, t - 1) for i, t in zip(h.tokens.tolist(), h.timesteps.tolist()) if 0 < t <= n]
+        return TokenPath([i for i, _ in kept], [t for _, t in kept])
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[TokenPath]:
+        """(N, T, V) log-probs + (N,) lengths -> one TokenPath per utterance, decoded in parallel threads."""
+        emissions = [log_probs[i, :n].float().cpu().contiguous() for i, n in enumerate(lengths.tolist())]
+        if self.threads == 1 or len(emissions) == 1:
+            return [self._one(e) for e in emissions]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="beam")
+        return list(self._pool.map(self._one, emissions))
+
+
+def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary) -> list[Word]:
+    """Split a path at spaces into words with start / end times and confidences.
+
+    A word starts at the frame emitting its first character and ends one frame after its last;
+    its confidence is the mean posterior of its characters at their frames. (T, V) log-probs.
+    """
+    space = vocab.encode(SPACE)[0]
+    words, chars, frames = [], [], []
+
+    def close():
+        if chars:
+            probs = log_probs[frames, chars].exp()
+            words.append(Word(vocab.decode(chars), frames[0] * FRAME_SECONDS, (frames[-1] + 1) * FRAME_SECONDS,
+                              round(probs.mean().item(), 4)))
+            chars.clear()
+            frames.clear()
+
+    for i, t in zip(path.ids, path.frames):
+        if i == space:
+            close()
+        else:
+            chars.append(i)
+            frames.append(t)
+    close()
+    return words
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary) -> list[str]:
     """(N, T, V) log-probs + (N,) lengths -> N transcripts with single spaces, no edge spaces."""
-    return [" ".join(vocab.decode(ids).split()) for ids in greedy_ids(log_probs, lengths)]
+    return [" ".join(vocab.decode(p.ids).split()) for p in greedy_paths(log_probs, lengths)]

@@ -30,6 +30,12 @@ def fsdd_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def an4_model() -> Path:
+    """The AN4 recipe's CPU model (test WER 14.49), see tests/fixtures/README.md."""
+    return ROOT / "tests" / "fixtures" / "an4_cpu_3x256.pt"
+
+
+@pytest.fixture(scope="session")
 def an4_test_utts(an4_dir):
     """The 130 AN4 test utterances (real speech, 0.7-6.2 s)."""
     return read_split(an4_dir, "test")

@@ -40,3 +40,23 @@ def test_bench_train_prints_and_writes_both_throughputs(tmp_path, an4_dir, capsy
                          rf"{r['ratio']:.2f}", printed, re.M)
     assert "fastest pipeline: batch" in printed and "device cpu" in printed
     assert list(tmp_path.glob("tmp*")) == []                            # scratch audio removed
+
+
+def test_bench_decode_prints_rtf_for_eager_exported_int8_and_lm_beam(an4_model, an4_test_utts, tmp_path, capsys):
+    from asr.data import write_manifest
+    from asr.lm import build_lm
+
+    manifest = tmp_path / "test.jsonl"
+    write_manifest(manifest, an4_test_utts[:12])
+    build_lm([u.text for u in an4_test_utts], tmp_path / "lm")
+    asr_main(["bench", "decode", "--model", str(an4_model), "--manifest", str(manifest), "--lm-dir",
+              str(tmp_path / "lm"), "--out", str(tmp_path / "rtf.json")])
+    printed = capsys.readouterr().out
+    rows = {r["mode"]: r for r in json.loads((tmp_path / "rtf.json").read_text())}
+    assert set(rows) == {"greedy, eager", "greedy, TorchScript", "greedy, TorchScript int8",
+                         "LM beam, eager", "LM beam, TorchScript int8"}
+    for r in rows.values():
+        assert 0 < r["rtf"] < 1 and r["search_x_realtime"] > 1 and 0 <= r["wer"] <= 100
+        assert r["mode"] in printed
+    assert rows["greedy, TorchScript"]["wer"] == rows["greedy, eager"]["wer"]
+    assert "12 utterances" in printed and "2 threads" in printed

@@ -27,14 +27,17 @@ def small_run(tmp_path_factory):
 
 def test_all_stages_run_and_print_wer(small_run):
     data, _, out = small_run
-    for n, name in enumerate(["prepare", "stats", "train", "decode", "score"], 1):
+    for n, name in enumerate(["prepare", "stats", "train", "lm", "tune", "decode", "score"], 1):
         assert f"stage {n} {name}" in out
-    assert re.search(r"^%WER \d+\.\d\d \[ \d+ / \d+, \d+ ins, \d+ del, \d+ sub \]$", out, re.M)
-    assert re.search(r"^%CER \d+\.\d\d ", out, re.M)
+    assert len(re.findall(r"^%WER \d+\.\d\d \[ \d+ / \d+, \d+ ins, \d+ del, \d+ sub \]$", out, re.M)) == 2
+    assert len(re.findall(r"^%CER \d+\.\d\d ", out, re.M)) == 2       # greedy, then with the LM
     exp = data / "exp" / "small"
-    for f in ["stats.json", "best.pt", "last.pt", "train_log.jsonl", "decode_test/hyp.txt",
-              "decode_test/wer.txt", "decode_test/per_utt.tsv", "decode_test/alignment.txt"]:
+    for f in ["stats.json", "best.pt", "last.pt", "train_log.jsonl", "decoding.json", "decode_test/hyp.txt",
+              "decode_test/wer.txt", "decode_test/per_utt.tsv", "decode_test/alignment.txt",
+              "decode_test_lm/hyp.txt", "decode_test_lm/wer.txt"]:
         assert (exp / f).exists(), f
+    for f in ["lm.arpa", "lexicon.txt"]:
+        assert (data / "lm" / f).exists(), f
     assert len((exp / "decode_test" / "hyp.txt").read_text().splitlines()) == 10
     # the model file alone is enough to transcribe, from a script
     first_test = read_manifest(data / "test.jsonl")[0]
@@ -45,12 +48,12 @@ def test_done_stages_are_skipped(small_run):
     data, args, _ = small_run
     again = _make("all", *args, "STOP_STAGE=4")
     assert again.returncode == 0, again.stderr
-    for n, name in enumerate(["prepare", "stats", "train", "decode"], 1):
+    for n, name in enumerate(["prepare", "stats", "train", "lm"], 1):
         assert re.search(rf"^stage {n} {name}: .*: done, skipping", again.stdout, re.M), again.stdout
-    assert "%WER" not in again.stdout                     # stage 5 was outside the range
+    assert "stage 5" not in again.stdout and "%WER" not in again.stdout  # outside the range
 
 
 def test_stage_range_runs_only_that_range(small_run):
     data, args, _ = small_run
-    only = _make("all", *args, "STAGE=5", "STOP_STAGE=5")
-    assert only.returncode == 0 and "stage 5 score" in only.stdout and "stage 1" not in only.stdout
+    only = _make("all", *args, "STAGE=7", "STOP_STAGE=7")
+    assert only.returncode == 0 and "stage 7 score" in only.stdout and "stage 1" not in only.stdout

@@ -55,3 +55,62 @@ def test_cli_bad_file_exits_nonzero_naming_it(overfit_model, tmp_path):
     bad.write_bytes(b"RIFF....garbage")
     out = _asr("transcribe", "--model", overfit_model[0], bad)
     assert out.returncode != 0 and "broken.wav" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_two_minutes_of_test_speech_score_as_its_utterances_do(an4_model, an4_test_utts):
+    """AN4 test utterances joined by short silences into a 2-minute file: cut at its pauses, it is
+    transcribed as well as the same utterances one by one (within a point of WER)."""
+    import random
+
+    import torch
+
+    from asr.audio import load_audio
+    from asr.score import score
+
+    rng = random.Random(0)
+    pieces, chosen, seconds = [], [], 0.0
+    for u in an4_test_utts:
+        wave, gap = load_audio(u.audio), torch.zeros(int(rng.uniform(0.3, 0.6) * 16000))
+        pieces += [wave, gap]
+        chosen.append(u)
+        seconds += (wave.shape[0] + gap.shape[0]) / 16000
+        if seconds >= 120:
+            break
+    model = asr.load_model(an4_model)
+    refs = [u.text for u in chosen]
+    per_utt = score(refs, [r.text for r in model.transcribe([u.audio for u in chosen])])
+    long = model.with_options(chunk_seconds=20.0).transcribe(torch.cat(pieces))
+    joined = score([" ".join(refs)], [long.text])
+    assert long.duration >= 120 and abs(joined.wer.rate - per_utt.wer.rate) <= 1.0, (joined.summary(), per_utt.summary())
+    assert per_utt.wer.rate < 20                                          # a model that transcribes AN4
+    starts = [w.start for w in long.words]
+    assert starts == sorted(starts) and long.words[-1].end <= long.duration + 0.05
+
+
+def test_overlapping_chunks_join_into_the_frames_of_one_pass(an4_model, an4_test_utts):
+    """40 s of speech in 10 s windows with 2 s of context each side (the window path, below the pause cutting):
+    the joined frames are as many as one pass gives, and no word is duplicated or dropped at the seams."""
+    import torch
+
+    from asr.audio import find_pauses, load_audio
+    from asr.decode import greedy_decode
+    from asr.score import score
+
+    model = asr.load_model(an4_model).with_options(chunk_seconds=10.0, chunk_overlap=2.0)
+    waves, seconds = [], 0.0
+    for u in an4_test_utts:
+        w = load_audio(u.audio)
+        waves.append(w)
+        seconds += w.shape[0] / 16000
+        if seconds > 40:
+            break
+    wave = torch.cat(waves)
+    one_pass, n = model._forward([wave])                                 # (1, T', V)
+    chunked, m = model.log_probs([wave])                                 # via 10 s windows
+    assert torch.equal(n, m)
+    agree = (one_pass.argmax(-1) == chunked.argmax(-1)).float().mean().item()
+    assert agree > 0.97, agree
+    a, b = greedy_decode(one_pass, n, model.vocab)[0], greedy_decode(chunked, m, model.vocab)[0]
+    diff = score([a], [b]).wer
+    seams = int(seconds // 6)                                           # a window every 10 - 2 x 2 s
+    assert diff.ins == 0 and diff.dels == 0 and diff.subs <= seams        # no word duplicated or dropped

@@ -1,0 +1,76 @@
+"""Word n-gram language models (KenLM's lmplz) and lexicons, for beam search with `asr.decode`.
+
+    asr lm --manifest data/an4/train.jsonl --out data/an4/lm      # lm.arpa, lexicon.txt, words.txt
+
+`lmplz` is built from the `kenlm` source distribution by `make install` (into .venv/bin); any
+other lmplz on the PATH, or $LMPLZ, works too.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from .text import SPACE, Vocabulary
+
+SIL_TOKEN = "|"  # the decoder's word boundary: our SPACE character
+
+
+def decoder_tokens(vocab: Vocabulary) -> list[str]:
+    """Token names for flashlight's decoder, index for index with `vocab.tokens` (space -> '|')."""
+    return [SIL_TOKEN if t == SPACE else t for t in vocab.tokens]
+
+
+def spell(word: str) -> str:
+    """'HELLO' -> 'H E L L O |': a lexicon entry's spelling in decoder tokens, ending at a word boundary.
+
+    (The model emits no space after an utterance's last word: `asr.decode.BeamSearch` appends one
+    word-boundary frame so that word completes.)
+    """
+    return " ".join([*word, SIL_TOKEN])
+
+
+def write_lexicon(words: list[str], path: str | Path, vocab: Vocabulary = Vocabulary()) -> int:
+    """One `WORD<TAB>W O R D |` line per word; returns the number written. Words outside `vocab` raise."""
+    with Path(path).open("w") as f:
+        for w in words:
+            vocab.encode(w)  # ValueError names a character outside the vocabulary
+            f.write(f"{w}\t{spell(w)}\n")
+    return len(words)
+
+
+def find_lmplz() -> str:
+    for candidate in (os.environ.get("LMPLZ"), str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "lmplz"),
+                      shutil.which("lmplz")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise FileNotFoundError("lmplz not found: run `make install` (it builds KenLM into .venv/bin), "
+                            "put lmplz on the PATH, or set $LMPLZ")
+
+
+def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str | None = None) -> dict[str, Path]:
+    """Train an `order`-gram ARPA LM on `texts` (normalised transcripts) and write its lexicon.
+
+    Writes out_dir/corpus.txt, lm.arpa, words.txt (word counts) and lexicon.txt; returns their paths.
+    Kneser-Ney discounts fall back to defaults when a small corpus cannot estimate them.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError("no transcripts to build a language model from")
+    corpus = out / "corpus.txt"
+    corpus.write_text("".join(t + "\n" for t in texts))
+    counts = Counter(w for t in texts for w in t.split())
+    (out / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in counts.most_common()))
+    write_lexicon(sorted(counts), out / "lexicon.txt")
+    arpa = out / "lm.arpa"
+    cmd = [lmplz or find_lmplz(), "-o", str(order), "--discount_fallback", "-S", "256M", "-T", str(out)]
+    with corpus.open() as stdin, (out / "lm.arpa.tmp").open("w") as stdout:
+        run = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed on {corpus} ({run.returncode}): {run.stderr.strip()[-500:]}")
+    os.replace(out / "lm.arpa.tmp", arpa)
+    return {"corpus": corpus, "lm": arpa, "words": out / "words.txt", "lexicon": out / "lexicon.txt"}
