@@ -107,3 +107,24 @@ def test_decode_tune_picks_weights_on_dev_and_decode_uses_them(overfit_model, fi
 def test_lm_without_lexicon_is_refused():
     with pytest.raises(ValueError, match="needs a lexicon"):
         DecodingOptions(method="beam", lm="x.arpa")
+
+
+def test_beam_search_in_worker_processes_matches_one_process(an4_model, an4_test_utts, tmp_path):
+    """Flashlight holds the GIL, so parallel beam search runs in processes: same paths as one process."""
+    from dataclasses import replace
+
+    from asr.decode import BeamSearch
+
+    build_lm([u.text for u in an4_test_utts], tmp_path)
+    model = asr.load_model(an4_model)
+    outputs = [model.log_probs([load_audio(u.audio)]) for u in an4_test_utts[:16]]
+    lengths = torch.cat([n for _, n in outputs])                        # (N,)
+    log_probs = torch.zeros(len(outputs), int(lengths.max()), 29)       # (N, T', V)
+    for i, (lp, n) in enumerate(outputs):
+        log_probs[i, :n[0]] = lp[0, :n[0]]
+    for options in (DecodingOptions(method="beam"),
+                    DecodingOptions(method="beam", lm=str(tmp_path / "lm.arpa"), lexicon=str(tmp_path / "lexicon.txt"))):
+        one = BeamSearch(replace(options, threads=1), model.vocab)(log_probs, lengths)
+        two = BeamSearch(replace(options, threads=2), model.vocab)
+        assert two(log_probs, lengths) == one and two._pool is not None  # the worker processes did it
+        assert any(p.ids for p in one)
