@@ -20,10 +20,24 @@ from pathlib import Path
 
 
 def cmd_prepare(args) -> None:
-    from .corpora.an4 import locate_an4, prepare_an4
+    if args.corpus_name == "an4":
+        from .corpora.an4 import locate_an4, prepare_an4
 
-    corpus = Path(args.corpus) if args.corpus else locate_an4(args.out)
-    paths = prepare_an4(corpus, args.out, max_utts=args.max_utts)
+        corpus = Path(args.corpus) if args.corpus else locate_an4(args.out)
+        paths = prepare_an4(corpus, args.out, max_utts=args.max_utts)
+    elif args.corpus_name == "fsdd":
+        from .corpora.fsdd import download_fsdd, prepare_fsdd
+
+        shared = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "fsdd"
+        corpus = Path(args.corpus) if args.corpus else shared if shared.is_dir() else download_fsdd(args.out)
+        paths = prepare_fsdd(corpus, args.out)
+    else:
+        if not args.corpus:
+            sys.exit(f"asr prepare {args.corpus_name}: --corpus is required")
+        from .corpora import folder, kaldi
+
+        prepare = {"folder": folder.prepare_folder, "csv": folder.prepare_csv, "kaldi": kaldi.prepare_kaldi}
+        paths = prepare[args.corpus_name](args.corpus, args.out)
     for name, path in paths.items():
         print(f"{name}: {sum(1 for _ in path.open())} utterances -> {path}")
 
@@ -220,16 +234,31 @@ def cmd_bench_decode(args) -> None:
         Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
+def cmd_kaldi_export(args) -> None:
+    from .corpora.kaldi import export_kaldi
+    from .data import read_manifest
+
+    utts = read_manifest(args.manifest)
+    paths = export_kaldi(utts, args.out)
+    print(f"{len(utts)} utterances -> {', '.join(str(p) for p in paths.values())}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description="Recurrent CTC speech recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="write JSONL manifests for a corpus")
-    p.add_argument("corpus_name", choices=["an4"])
-    p.add_argument("--out", required=True, help="directory for train/dev/test.jsonl (and a download)")
-    p.add_argument("--corpus", help="corpus dir (default: $AN4_DIR, ../shared/corpora/an4/an4, else download)")
+    p.add_argument("corpus_name", choices=["an4", "fsdd", "folder", "csv", "kaldi"])
+    p.add_argument("--out", required=True, help="directory for train/dev/test.jsonl (an4, fsdd) or all.jsonl")
+    p.add_argument("--corpus", help="corpus dir (an4: default $AN4_DIR, ../shared/corpora/an4/an4, else download; "
+                                    "fsdd: ../shared/corpora/fsdd, else download), a folder, a CSV, a Kaldi dir")
     p.add_argument("--max-utts", type=int, help="keep only the first N train utterances (N/4 dev and test)")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("kaldi-export", help="write a manifest as a Kaldi data dir (wav.scp, text, utt2spk, spk2utt)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_kaldi_export)
 
     p = sub.add_parser("stats", help="feature normalisation statistics over a manifest")
     p.add_argument("--config", help="training YAML; its `features` section picks the features")

@@ -1,0 +1,74 @@
+"""Your own data: a folder of audio files with same-named .txt transcripts, or a CSV/TSV of path,text.
+
+    asr prepare folder --corpus my_recordings/ --out data/mine      # a.wav + a.txt, b.flac + b.txt, ...
+    asr prepare csv --corpus list.csv --out data/mine               # header: path,text (TSV: path<TAB>text)
+
+Transcripts are normalised (`asr.text.normalize_text`); relative CSV paths are taken from the
+CSV's folder. Both write `<out>/all.jsonl`.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..audio import AudioError, audio_duration
+from ..data import Utterance, write_manifest
+from ..text import normalize_text
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
+
+
+def _utterance(uid: str, audio: Path, text: str, where: str) -> Utterance:
+    try:
+        duration = audio_duration(audio)
+    except AudioError as e:
+        raise AudioError(f"{where}: {e}") from e
+    return Utterance(uid, str(audio), round(duration, 3), normalize_text(text))
+
+
+def read_folder(folder: str | Path) -> list[Utterance]:
+    """Every audio file under `folder` (recursively) with a .txt of the same name beside it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    audio = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    missing = [p for p in audio if not p.with_suffix(".txt").exists()]
+    if missing:
+        raise ValueError(f"{folder}: {len(missing)} audio file(s) without a transcript, e.g. {missing[0]} "
+                         f"(expected {missing[0].with_suffix('.txt').name} beside it)")
+    if not audio:
+        raise ValueError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return [_utterance(str(p.relative_to(folder).with_suffix("")).replace("/", "_"), p,
+                       p.with_suffix(".txt").read_text(encoding="utf-8"), str(p)) for p in audio]
+
+
+def read_csv(path: str | Path) -> list[Utterance]:
+    """Rows of a CSV (or TSV, by extension) with `path` and `text` columns; ids from the file names."""
+    path = Path(path)
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        if not reader.fieldnames or not {"path", "text"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: needs a header with 'path' and 'text' columns, found {reader.fieldnames}")
+        utts, seen = [], set()
+        for line, row in enumerate(reader, 2):
+            audio = Path(row["path"])
+            audio = audio if audio.is_absolute() else path.parent / audio
+            uid = audio.stem
+            if uid in seen:
+                uid = f"{uid}_{line}"
+            seen.add(uid)
+            utts.append(_utterance(uid, audio, row["text"] or "", f"{path}:{line}"))
+    return utts
+
+
+def prepare_folder(corpus: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir) / "all.jsonl"
+    write_manifest(out, read_folder(corpus))
+    return {"all": out}
+
+
+def prepare_csv(corpus: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir) / "all.jsonl"
+    write_manifest(out, read_csv(corpus))
+    return {"all": out}

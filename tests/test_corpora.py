@@ -1,0 +1,88 @@
+"""FSDD, generic folders / CSVs and Kaldi data dirs, on real audio from ../shared/corpora."""
+import shutil
+import tarfile
+
+import pytest
+
+from asr.audio import AudioError
+from asr.cli import main as asr_main
+from asr.corpora.folder import read_csv, read_folder
+from asr.corpora.fsdd import DIGITS, download_fsdd, prepare_fsdd
+from asr.corpora.kaldi import export_kaldi, import_kaldi
+from asr.data import read_manifest
+
+
+def test_fsdd_official_split_with_dev_carved_from_train(fsdd_dir, tmp_path):
+    paths = prepare_fsdd(fsdd_dir, tmp_path)
+    splits = {name: read_manifest(p) for name, p in paths.items()}
+    assert {n: len(u) for n, u in splits.items()} == {"train": 2400, "dev": 300, "test": 300}
+    index = lambda u: int(u.id.rsplit("_", 1)[1])  # noqa: E731
+    assert {index(u) for u in splits["test"]} == set(range(5)) and {index(u) for u in splits["dev"]} == set(range(5, 10))
+    u = next(u for u in splits["test"] if u.id == "7_jackson_3")
+    assert u.text == "SEVEN" and u.speaker == "jackson" and 0.1 < u.duration < 2.5
+    assert {u.text for u in splits["train"]} == set(DIGITS)
+    assert prepare_fsdd(fsdd_dir.parent, tmp_path / "again")["test"].read_text() == paths["test"].read_text()
+
+
+def test_fsdd_download_extracts_a_release_archive(fsdd_dir, tmp_path):
+    archive = tmp_path / "release.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("0_george_0.wav", "1_theo_7.wav"):
+            tar.add(fsdd_dir / name, f"free-spoken-digit-dataset-1.0.10/recordings/{name}")
+    recordings = download_fsdd(tmp_path / "dl", url=archive.as_uri())
+    assert sorted(p.name for p in recordings.glob("*.wav")) == ["0_george_0.wav", "1_theo_7.wav"]
+    assert download_fsdd(tmp_path / "dl", url="file:///nonexistent") == recordings  # already there: no fetch
+
+
+def test_folder_of_audio_with_transcripts(an4_test_utts, tmp_path):
+    for u in an4_test_utts[:3]:
+        shutil.copy(u.audio, tmp_path / f"{u.id}.sph")
+        (tmp_path / f"{u.id}.txt").write_text(u.text.lower() + ", ok!\n")
+    utts = read_folder(tmp_path)
+    assert [u.text for u in utts] == [u.text + " OK" for u in sorted(an4_test_utts[:3], key=lambda u: u.id)]
+    (tmp_path / "orphan.wav").write_bytes((tmp_path / f"{an4_test_utts[0].id}.sph").read_bytes())
+    with pytest.raises(ValueError, match="1 audio file.* without a transcript, e.g. .*orphan.wav"):
+        read_folder(tmp_path)
+
+
+def test_csv_and_tsv_lists(an4_test_utts, tmp_path):
+    rows = [(u.audio, u.text) for u in an4_test_utts[:4]]
+    (tmp_path / "list.csv").write_text("path,text\n" + "".join(f"{p},{t}\n" for p, t in rows))
+    (tmp_path / "list.tsv").write_text("path\ttext\n" + "".join(f"{p}\t{t}\n" for p, t in rows))
+    for name in ("list.csv", "list.tsv"):
+        utts = read_csv(tmp_path / name)
+        assert [(u.audio, u.text) for u in utts] == rows and utts[0].duration == an4_test_utts[0].duration
+    (tmp_path / "bad.csv").write_text("file,words\nx.wav,hi\n")
+    with pytest.raises(ValueError, match="bad.csv: needs a header with 'path' and 'text'"):
+        read_csv(tmp_path / "bad.csv")
+    (tmp_path / "missing.csv").write_text("path,text\nnope.wav,hi\n")
+    with pytest.raises(AudioError, match="missing.csv:2: .*nope.wav"):
+        read_csv(tmp_path / "missing.csv")
+
+
+def test_kaldi_export_then_import_round_trips(an4_test_utts, tmp_path, capsys):
+    utts = an4_test_utts[:20]
+    files = export_kaldi(utts, tmp_path / "kaldi")
+    back = import_kaldi(tmp_path / "kaldi")
+    assert back == sorted(utts, key=lambda u: u.id)
+    export_kaldi(back, tmp_path / "again")
+    for name, path in files.items():                                    # export(import(x)) reproduces x
+        assert (tmp_path / "again" / name).read_text() == path.read_text(), name
+    spk2utt = (tmp_path / "kaldi" / "spk2utt").read_text().splitlines()
+    assert sum(len(line.split()) - 1 for line in spk2utt) == 20
+    asr_main(["prepare", "kaldi", "--corpus", str(tmp_path / "kaldi"), "--out", str(tmp_path / "m")])
+    assert read_manifest(tmp_path / "m" / "all.jsonl") == back
+    asr_main(["kaldi-export", "--manifest", str(tmp_path / "m" / "all.jsonl"), "--out", str(tmp_path / "k2")])
+    assert (tmp_path / "k2" / "text").read_text() == files["text"].read_text()
+
+
+def test_kaldi_pipes_and_segments_are_refused_by_name(an4_test_utts, tmp_path):
+    export_kaldi(an4_test_utts[:2], tmp_path)
+    (tmp_path / "segments").write_text(f"{an4_test_utts[0].id} rec 0.0 1.0\n")
+    with pytest.raises(ValueError, match="segments: utterances cut from recordings are not supported"):
+        import_kaldi(tmp_path)
+    (tmp_path / "segments").unlink()
+    uid = sorted(u.id for u in an4_test_utts[:2])[0]
+    (tmp_path / "wav.scp").write_text(f"{uid} sph2pipe -f wav x.sph |\n")
+    with pytest.raises(ValueError, match="command pipe"):
+        import_kaldi(tmp_path)
