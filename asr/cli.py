@@ -26,11 +26,9 @@ def cmd_prepare(args) -> None:
         corpus = Path(args.corpus) if args.corpus else locate_an4(args.out)
         paths = prepare_an4(corpus, args.out, max_utts=args.max_utts)
     elif args.corpus_name == "fsdd":
-        from .corpora.fsdd import download_fsdd, prepare_fsdd
+        from .corpora.fsdd import locate_fsdd, prepare_fsdd
 
-        shared = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "fsdd"
-        corpus = Path(args.corpus) if args.corpus else shared if shared.is_dir() else download_fsdd(args.out)
-        paths = prepare_fsdd(corpus, args.out)
+        paths = prepare_fsdd(Path(args.corpus) if args.corpus else locate_fsdd(args.out), args.out)
     else:
         if not args.corpus:
             sys.exit(f"asr prepare {args.corpus_name}: --corpus is required")

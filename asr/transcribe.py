@@ -139,18 +139,34 @@ class Transcriber:
         return log_probs.float().cpu(), out_lengths.cpu()
 
     def _chunked(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames of a long (S,) input from overlapping chunks: each keeps its central frames."""
+        """Frames of a long (S,) input from overlapping chunks, joined at seams in their overlaps.
+
+        Chunk k covers [k*step - pad, (k+1)*step + pad) samples. Near each nominal seam (within
+        half the overlap) the cut goes where both neighbours are most sure of a blank, so no
+        character is emitted on both sides of it or on neither.
+        """
         frame = self.extractor.cfg.hop_length * TIME_STRIDE                # samples per output frame
         step = int((self.options.chunk_seconds - 2 * self.options.chunk_overlap) * self.sample_rate) // frame * frame
         pad = int(self.options.chunk_overlap * self.sample_rate) // frame * frame
-        pieces = []
+        chunks = []                                                         # (first global frame, (T'_k, V))
         for start in range(0, wave.shape[0], step):
             begin = max(0, start - pad)                                    # a multiple of `frame`: frames line up
-            chunk = wave[begin:start + step + pad]
-            lp, n = self._forward([chunk])                                 # (1, T'_chunk, V)
-            first = (start - begin) // frame                                # drop the left context
-            last = n.item() if start + step >= wave.shape[0] else first + step // frame
-            pieces.append(lp[0, first:last])
+            lp, n = self._forward([wave[begin:start + step + pad]])        # (1, T'_k, V)
+            chunks.append((begin // frame, lp[0, :n[0]]))
+        pieces, cut = [], 0                                                 # cut: next global frame to take
+        for k, (first, lp) in enumerate(chunks):
+            end = first + lp.shape[0]
+            if k + 1 < len(chunks):
+                nxt_first, nxt = chunks[k + 1]
+                seam, reach = (k + 1) * step // frame, pad // frame // 2
+                lo, hi = max(seam - reach, nxt_first, cut), min(seam + reach, end)
+                if hi > lo:
+                    both = torch.minimum(lp[lo - first:hi - first, 0], nxt[lo - nxt_first:hi - nxt_first, 0])
+                    seam = lo + int(both.argmax())                          # the surest shared blank
+                pieces.append(lp[cut - first:seam - first])
+                cut = seam
+            else:
+                pieces.append(lp[cut - first:])
         joined = torch.cat(pieces)                                          # (T', V)
         return joined[None], torch.tensor([joined.shape[0]])
 

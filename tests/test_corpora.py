@@ -86,3 +86,11 @@ def test_kaldi_pipes_and_segments_are_refused_by_name(an4_test_utts, tmp_path):
     (tmp_path / "wav.scp").write_text(f"{uid} sph2pipe -f wav x.sph |\n")
     with pytest.raises(ValueError, match="command pipe"):
         import_kaldi(tmp_path)
+
+
+def test_locate_fsdd_prefers_the_environment_then_shared(fsdd_dir, tmp_path, monkeypatch):
+    from asr.corpora.fsdd import locate_fsdd
+    monkeypatch.delenv("FSDD_DIR", raising=False)
+    assert locate_fsdd(tmp_path) == fsdd_dir.parent                     # ../shared/corpora/fsdd
+    monkeypatch.setenv("FSDD_DIR", str(tmp_path))
+    assert locate_fsdd(tmp_path / "dl") == tmp_path

@@ -57,3 +57,15 @@ def test_stage_range_runs_only_that_range(small_run):
     data, args, _ = small_run
     only = _make("all", *args, "STAGE=7", "STOP_STAGE=7")
     assert only.returncode == 0 and "stage 7 score" in only.stdout and "stage 1" not in only.stdout
+
+
+def test_fsdd_recipe_runs_end_to_end(tmp_path):
+    """The FSDD recipe through its Makefile: full prepare (3000 files), one epoch of a tiny model, LM, decoding."""
+    run = subprocess.run(["make", "-C", str(ROOT / "recipes" / "fsdd"), "all", f"DATA={tmp_path}", "N=tiny",
+                          "EXTRA=epochs=1 model.hidden=32 model.conv_channels=32 model.layers=1"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for n, name in enumerate(["prepare", "stats", "train", "lm", "tune", "decode", "score"], 1):
+        assert f"stage {n} {name}" in run.stdout
+    assert "lexicon of 10 words" in run.stdout
+    assert len(re.findall(r"^%WER \d+\.\d\d \[ \d+ / 300,", run.stdout, re.M)) == 2  # 300 test digits, twice

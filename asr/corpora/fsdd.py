@@ -6,6 +6,7 @@ test, as FSDD has only six), train 10-49.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tarfile
@@ -45,6 +46,18 @@ def download_fsdd(target_dir: str | Path, url: str = FSDD_URL) -> Path:
     if not found:
         raise ValueError(f"{archive}: extracted, but no recordings/ folder inside: not the FSDD archive?")
     return found[0]
+
+
+def locate_fsdd(download_dir: str | Path, project_root: str | Path | None = None) -> Path:
+    """The corpus to use: $FSDD_DIR, else ../shared/corpora/fsdd beside the project, else a download."""
+    from .an4 import PROJECT_ROOT
+
+    if os.environ.get("FSDD_DIR"):
+        return Path(os.environ["FSDD_DIR"])
+    shared = Path(project_root or PROJECT_ROOT).resolve().parent / "shared" / "corpora" / "fsdd"
+    if shared.is_dir():
+        return shared
+    return download_fsdd(download_dir)
 
 
 def read_fsdd(recordings: str | Path) -> list[Utterance]:
