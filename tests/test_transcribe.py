@@ -93,7 +93,7 @@ def test_overlapping_chunks_join_into_the_frames_of_one_pass(an4_model, an4_test
     duplicated or dropped words (WER, insertions and deletions as one pass's, within one)."""
     import torch
 
-    from asr.audio import find_pauses, load_audio
+    from asr.audio import load_audio
     from asr.decode import greedy_decode
     from asr.score import score
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import tarfile
-import urllib.request
 from pathlib import Path
 
+from . import fetch
 from ..audio import AudioError, audio_duration
 from ..data import Utterance, write_manifest
 from ..text import normalize_text
@@ -48,12 +47,7 @@ def download_an4(target_dir: str | Path, url: str = AN4_URL, sha256: str | None 
         return corpus
     target.mkdir(parents=True, exist_ok=True)
     archive = target / "an4_sphere.tar.gz"
-    if not archive.exists():
-        partial = archive.with_suffix(".part")
-        print(f"downloading {url} -> {archive}")
-        with urllib.request.urlopen(url) as response, partial.open("wb") as f:
-            shutil.copyfileobj(response, f)
-        partial.replace(archive)
+    fetch(url, archive)
     if sha256 is not None and (actual := _sha256(archive)) != sha256:
         archive.unlink()
         raise ValueError(f"{archive}: checksum mismatch (sha256 {actual}, expected {sha256}); removed, download again")

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tarfile
-import urllib.request
 from pathlib import Path
 
+from . import fetch
 from ..audio import AudioError, audio_duration
 from ..data import Utterance, write_manifest
 
@@ -34,12 +33,7 @@ def download_fsdd(target_dir: str | Path, url: str = FSDD_URL) -> Path:
         return found[0]
     target.mkdir(parents=True, exist_ok=True)
     archive = target / "fsdd.tar.gz"
-    if not archive.exists():
-        partial = archive.with_suffix(".part")
-        print(f"downloading {url} -> {archive}")
-        with urllib.request.urlopen(url) as response, partial.open("wb") as f:
-            shutil.copyfileobj(response, f)
-        partial.replace(archive)
+    fetch(url, archive)
     with tarfile.open(archive) as tar:
         tar.extractall(target, filter="data")
     found = sorted(target.glob("*/recordings"))
