@@ -29,12 +29,17 @@ def cmd_prepare(args) -> None:
         from .corpora.fsdd import locate_fsdd, prepare_fsdd
 
         paths = prepare_fsdd(Path(args.corpus) if args.corpus else locate_fsdd(args.out), args.out)
+    elif args.corpus_name == "vctk":
+        from .corpora.vctk import locate_vctk, prepare_vctk
+
+        paths = prepare_vctk(Path(args.corpus) if args.corpus else locate_vctk(args.out), args.out)
     else:
         if not args.corpus:
             sys.exit(f"asr prepare {args.corpus_name}: --corpus is required")
-        from .corpora import folder, kaldi
+        from .corpora import folder, kaldi, librispeech
 
-        prepare = {"folder": folder.prepare_folder, "csv": folder.prepare_csv, "kaldi": kaldi.prepare_kaldi}
+        prepare = {"folder": folder.prepare_folder, "csv": folder.prepare_csv, "kaldi": kaldi.prepare_kaldi,
+                   "librispeech": librispeech.prepare_librispeech, "ljspeech": librispeech.prepare_ljspeech}
         paths = prepare[args.corpus_name](args.corpus, args.out)
     for name, path in paths.items():
         print(f"{name}: {sum(1 for _ in path.open())} utterances -> {path}")
@@ -246,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="write JSONL manifests for a corpus")
-    p.add_argument("corpus_name", choices=["an4", "fsdd", "folder", "csv", "kaldi"])
+    p.add_argument("corpus_name", choices=["an4", "fsdd", "vctk", "librispeech", "ljspeech", "folder", "csv", "kaldi"])
     p.add_argument("--out", required=True, help="directory for train/dev/test.jsonl (an4, fsdd) or all.jsonl")
     p.add_argument("--corpus", help="corpus dir (an4: default $AN4_DIR, ../shared/corpora/an4/an4, else download; "
                                     "fsdd: ../shared/corpora/fsdd, else download), a folder, a CSV, a Kaldi dir")

@@ -94,3 +94,68 @@ def test_locate_fsdd_prefers_the_environment_then_shared(fsdd_dir, tmp_path, mon
     assert locate_fsdd(tmp_path) == fsdd_dir.parent                     # ../shared/corpora/fsdd
     monkeypatch.setenv("FSDD_DIR", str(tmp_path))
     assert locate_fsdd(tmp_path / "dl") == tmp_path
+
+
+def test_vctk_p239_split_by_utterance_with_normalised_text(tmp_path):
+    from asr.corpora.vctk import locate_vctk, prepare_vctk
+    corpus = locate_vctk(tmp_path / "dl")
+    assert corpus.name == "VCTK-Corpus"
+    splits = {n: read_manifest(p) for n, p in prepare_vctk(corpus, tmp_path).items()}
+    assert {n: len(u) for n, u in splits.items()} == {"train": 401, "dev": 51, "test": 51}  # 503: k % 10 == 0, 1
+    first = splits["test"][0]
+    assert first.id == "p239_001" and first.text == "PLEASE CALL STELLA" and first.audio.endswith(".flac")
+    assert first.speaker == "p239" and 1.0 < first.duration < 10
+    assert not {u.id for u in splits["test"]} & {u.id for u in splits["train"]}
+
+
+def test_vctk_download_extracts_a_zip_of_the_published_layout(tmp_path):
+    import zipfile
+
+    from asr.corpora.vctk import download_vctk, locate_vctk, read_vctk
+    src = locate_vctk(tmp_path)
+    archive = tmp_path / "vctk.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for stem in ("p239_001", "p239_002"):
+            z.write(src / "txt" / "p239" / f"{stem}.txt", f"VCTK-Corpus/txt/p239/{stem}.txt")
+            z.write(src / "flac16k" / "p239" / f"{stem}.flac", f"VCTK-Corpus/flac16k/p239/{stem}.flac")
+    corpus = download_vctk(tmp_path / "dl", url=archive.as_uri())
+    assert [u.id for u in read_vctk(corpus)] == ["p239_001", "p239_002"]
+    (corpus / "flac16k" / "p239" / "p239_002.flac").unlink()
+    with pytest.raises(FileNotFoundError, match="p239_002.txt: no audio for it"):
+        read_vctk(corpus)
+
+
+def test_librispeech_layout_built_from_real_audio(an4_test_utts, tmp_path, capsys):
+    """Real AN4 audio arranged as LibriSpeech publishes it: <subset>/<speaker>/<chapter>/*.flac + trans.txt."""
+    import soundfile as sf
+
+    from asr.audio import load_audio
+    from asr.corpora.librispeech import read_librispeech
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121123"
+    chapter.mkdir(parents=True)
+    lines = []
+    for n, u in enumerate(an4_test_utts[:3]):
+        uid = f"84-121123-{n:04d}"
+        sf.write(chapter / f"{uid}.flac", load_audio(u.audio).numpy(), 16000)
+        lines.append(f"{uid} {u.text}")
+    (chapter / "84-121123.trans.txt").write_text("\n".join(lines) + "\n")
+    utts = read_librispeech(tmp_path / "LibriSpeech" / "dev-clean")
+    assert [u.text for u in utts] == [u.text for u in an4_test_utts[:3]] and {u.speaker for u in utts} == {"84"}
+    assert utts[0].duration == pytest.approx(an4_test_utts[0].duration, abs=1e-3)
+    asr_main(["prepare", "librispeech", "--corpus", str(tmp_path / "LibriSpeech"), "--out", str(tmp_path / "m")])
+    assert read_manifest(tmp_path / "m" / "dev-clean.jsonl") == utts
+    (chapter / "84-121123-0001.flac").unlink()
+    with pytest.raises(FileNotFoundError, match="trans.txt:2: 84-121123-0001: no audio"):
+        read_librispeech(tmp_path / "LibriSpeech" / "dev-clean")
+
+
+def test_ljspeech_layout_uses_the_normalised_column(an4_test_utts, tmp_path):
+    from asr.corpora.librispeech import read_ljspeech
+    (tmp_path / "wavs").mkdir()
+    shutil.copy(an4_test_utts[0].audio, tmp_path / "wavs" / "LJ001-0001.wav")  # SPHERE bytes: soundfile reads by content
+    (tmp_path / "metadata.csv").write_text("LJ001-0001|Printing, in 1912.|Printing, in nineteen twelve.\n")
+    (u,) = read_ljspeech(tmp_path)
+    assert u.text == "PRINTING IN NINETEEN TWELVE" and u.duration == an4_test_utts[0].duration
+    (tmp_path / "metadata.csv").write_text("LJ001-0001|only two\n")
+    with pytest.raises(ValueError, match="metadata.csv:1: expected id|text|normalized text"):
+        read_ljspeech(tmp_path)

@@ -1,0 +1,76 @@
+"""LibriSpeech and LJSpeech, in the layouts they are published in.
+
+LibriSpeech: `<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<n>.flac` with one
+`<speaker>-<chapter>.trans.txt` per chapter (`<id> <TRANSCRIPT>` lines); each subset
+(train-clean-100, dev-clean, test-clean...) becomes one manifest.
+LJSpeech: `metadata.csv` (`id|text|normalized text`, no header) beside `wavs/<id>.wav`; the
+normalised column (numbers spelled out) is used. Neither prepare function downloads.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..audio import AudioError, audio_duration
+from ..data import Utterance, write_manifest
+from ..text import normalize_text
+
+
+def _utt(uid: str, audio: Path, text: str, speaker: str, where: str) -> Utterance:
+    if not audio.exists():
+        raise FileNotFoundError(f"{where}: {uid}: no audio at {audio}")
+    try:
+        duration = audio_duration(audio)
+    except AudioError as e:
+        raise AudioError(f"{where}: {uid}: {e}") from e
+    return Utterance(uid, str(audio), round(duration, 3), normalize_text(text), speaker)
+
+
+def read_librispeech(subset_dir: str | Path) -> list[Utterance]:
+    """Every utterance of one LibriSpeech subset folder (e.g. .../LibriSpeech/dev-clean)."""
+    subset = Path(subset_dir)
+    trans = sorted(subset.glob("*/*/*.trans.txt"))
+    if not trans:
+        raise FileNotFoundError(f"{subset}: no <speaker>/<chapter>/*.trans.txt: not a LibriSpeech subset dir?")
+    utts = []
+    for t in trans:
+        for lineno, line in enumerate(t.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            uid, _, text = line.partition(" ")
+            utts.append(_utt(uid, t.parent / f"{uid}.flac", text, uid.split("-")[0], f"{t}:{lineno}"))
+    return utts
+
+
+def read_ljspeech(corpus_dir: str | Path) -> list[Utterance]:
+    """Every row of LJSpeech's metadata.csv, with the normalised transcript; one speaker."""
+    corpus = Path(corpus_dir)
+    meta = corpus / "metadata.csv"
+    if not meta.exists():
+        raise FileNotFoundError(f"{meta}: missing; is {corpus} an LJSpeech dir?")
+    utts = []
+    for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split("|")
+        if len(fields) != 3:
+            raise ValueError(f"{meta}:{lineno}: expected id|text|normalized text, got {len(fields)} fields")
+        uid, _, normalized = fields
+        utts.append(_utt(uid, corpus / "wavs" / f"{uid}.wav", normalized, "LJ", f"{meta}:{lineno}"))
+    return utts
+
+
+def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """One manifest per subset folder found in `corpus_dir` (a LibriSpeech/ dir), named after it."""
+    corpus, out = Path(corpus_dir), Path(out_dir)
+    subsets = sorted(p for p in corpus.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
+    if not subsets:
+        raise FileNotFoundError(f"{corpus}: no LibriSpeech subset folders (train-clean-100/, dev-clean/...)")
+    paths = {}
+    for s in subsets:
+        paths[s.name] = out / f"{s.name}.jsonl"
+        write_manifest(paths[s.name], read_librispeech(s))
+    return paths
+
+
+def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir) / "all.jsonl"
+    write_manifest(out, read_ljspeech(corpus_dir))
+    return {"all": out}
