@@ -237,6 +237,22 @@ def cmd_bench_decode(args) -> None:
         Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
+def cmd_vocab(args) -> None:
+    from .data import read_manifest
+    from .text import vocabulary_report
+
+    utts = read_manifest(args.manifest)
+    report = vocabulary_report([u.text for u in utts])
+    print(f"{len(utts)} utterances, {sum(report['counts'].values())} characters, {len(report['counts'])} distinct")
+    for c, n in report["counts"].items():
+        flag = "\toutside the vocabulary" if c in report["outside"] else ""
+        print(f"{c!r}\t{n}{flag}")
+    for i in report["bad_utterances"]:
+        print(f"outside the vocabulary: {utts[i].id}\t{utts[i].text}")
+    if report["bad_utterances"]:
+        sys.exit(f"asr vocab: {len(report['bad_utterances'])} utterance(s) with characters outside the vocabulary")
+
+
 def cmd_kaldi_export(args) -> None:
     from .corpora.kaldi import export_kaldi
     from .data import read_manifest
@@ -257,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "fsdd: ../shared/corpora/fsdd, else download), a folder, a CSV, a Kaldi dir")
     p.add_argument("--max-utts", type=int, help="keep only the first N train utterances (N/4 dev and test)")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("vocab", help="characters of a manifest's transcripts, counts, and any outside the vocabulary")
+    p.add_argument("--manifest", required=True)
+    p.set_defaults(func=cmd_vocab)
 
     p = sub.add_parser("kaldi-export", help="write a manifest as a Kaldi data dir (wav.scp, text, utt2spk, spk2utt)")
     p.add_argument("--manifest", required=True)

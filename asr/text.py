@@ -48,3 +48,14 @@ class Vocabulary:
     @cached_property
     def _index(self) -> dict[str, int]:
         return {c: i + 1 for i, c in enumerate(self.chars)}
+
+
+def vocabulary_report(texts: list[str], vocab: Vocabulary = Vocabulary()) -> dict:
+    """Characters of `texts` with their counts, and the indices of texts holding characters outside `vocab`."""
+    from collections import Counter
+
+    counts = Counter(c for t in texts for c in t)
+    known = set(vocab.chars)
+    outside = {c: n for c, n in counts.items() if c not in known}
+    bad = [i for i, t in enumerate(texts) if any(c not in known for c in t)]
+    return {"counts": dict(counts.most_common()), "outside": outside, "bad_utterances": bad}
