@@ -11,19 +11,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..audio import AudioError, audio_duration
-from ..data import Utterance, write_manifest
+from . import utterance, write_splits
+from ..data import Utterance
 from ..text import normalize_text
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
-
-
-def _utterance(uid: str, audio: Path, text: str, where: str) -> Utterance:
-    try:
-        duration = audio_duration(audio)
-    except AudioError as e:
-        raise AudioError(f"{where}: {e}") from e
-    return Utterance(uid, str(audio), round(duration, 3), normalize_text(text))
 
 
 def read_folder(folder: str | Path) -> list[Utterance]:
@@ -38,8 +30,8 @@ def read_folder(folder: str | Path) -> list[Utterance]:
                          f"(expected {missing[0].with_suffix('.txt').name} beside it)")
     if not audio:
         raise ValueError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    return [_utterance(str(p.relative_to(folder).with_suffix("")).replace("/", "_"), p,
-                       p.with_suffix(".txt").read_text(encoding="utf-8"), str(p)) for p in audio]
+    return [utterance(str(p.relative_to(folder).with_suffix("")).replace("/", "_"), p,
+                      normalize_text(p.with_suffix(".txt").read_text(encoding="utf-8")), where=str(p)) for p in audio]
 
 
 def read_csv(path: str | Path) -> list[Utterance]:
@@ -58,17 +50,13 @@ def read_csv(path: str | Path) -> list[Utterance]:
             if uid in seen:
                 uid = f"{uid}_{line}"
             seen.add(uid)
-            utts.append(_utterance(uid, audio, row["text"] or "", f"{path}:{line}"))
+            utts.append(utterance(uid, audio, normalize_text(row["text"] or ""), where=f"{path}:{line}"))
     return utts
 
 
 def prepare_folder(corpus: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir) / "all.jsonl"
-    write_manifest(out, read_folder(corpus))
-    return {"all": out}
+    return write_splits({"all": read_folder(corpus)}, out_dir)
 
 
 def prepare_csv(corpus: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir) / "all.jsonl"
-    write_manifest(out, read_csv(corpus))
-    return {"all": out}
+    return write_splits({"all": read_csv(corpus)}, out_dir)

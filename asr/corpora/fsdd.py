@@ -11,9 +11,8 @@ import re
 import tarfile
 from pathlib import Path
 
-from . import fetch
-from ..audio import AudioError, audio_duration
-from ..data import Utterance, write_manifest
+from . import fetch, utterance, write_splits
+from ..data import Utterance
 
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
 DIGITS = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
@@ -64,11 +63,7 @@ def read_fsdd(recordings: str | Path) -> list[Utterance]:
         m = _name.match(path.name)
         if m is None:
             raise ValueError(f"{path}: not named {{digit}}_{{speaker}}_{{index}}.wav")
-        try:
-            duration = audio_duration(path)
-        except AudioError as e:
-            raise AudioError(f"{path}: unusable ({e})") from e
-        utts.append(Utterance(path.stem, str(path), round(duration, 3), DIGITS[int(m["digit"])], m["speaker"]))
+        utts.append(utterance(path.stem, path, DIGITS[int(m["digit"])], m["speaker"]))
     if not utts:
         raise ValueError(f"{recordings}: no FSDD recordings in it")
     return utts
@@ -86,9 +81,4 @@ def prepare_fsdd(corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Path]
     splits = {"train": [u for u in utts if index(u) >= DEV_INDICES.stop],
               "dev": [u for u in utts if index(u) in DEV_INDICES],
               "test": [u for u in utts if index(u) in TEST_INDICES]}
-    out = Path(out_dir)
-    paths = {}
-    for name, split in splits.items():
-        paths[name] = out / f"{name}.jsonl"
-        write_manifest(paths[name], split)
-    return paths
+    return write_splits(splits, out_dir)

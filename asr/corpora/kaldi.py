@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..audio import AudioError, audio_duration
-from ..data import Utterance, write_manifest
+from ..data import Utterance
 
 
 def _table(path: Path) -> dict[str, str]:
@@ -70,6 +70,6 @@ def export_kaldi(utts: list[Utterance], data_dir: str | Path) -> dict[str, Path]
 
 
 def prepare_kaldi(corpus: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir) / "all.jsonl"
-    write_manifest(out, import_kaldi(corpus))
-    return {"all": out}
+    from . import write_splits
+
+    return write_splits({"all": import_kaldi(corpus)}, out_dir)

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..audio import AudioError, audio_duration
-from ..data import Utterance, write_manifest
+from . import utterance, write_splits
+from ..data import Utterance
 from ..text import normalize_text
 
 
 def _utt(uid: str, audio: Path, text: str, speaker: str, where: str) -> Utterance:
     if not audio.exists():
         raise FileNotFoundError(f"{where}: {uid}: no audio at {audio}")
-    try:
-        duration = audio_duration(audio)
-    except AudioError as e:
-        raise AudioError(f"{where}: {uid}: {e}") from e
-    return Utterance(uid, str(audio), round(duration, 3), normalize_text(text), speaker)
+    return utterance(uid, audio, normalize_text(text), speaker, f"{where}: {uid}")
 
 
 def read_librispeech(subset_dir: str | Path) -> list[Utterance]:
@@ -63,14 +59,8 @@ def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path) -> dict[str
     subsets = sorted(p for p in corpus.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
     if not subsets:
         raise FileNotFoundError(f"{corpus}: no LibriSpeech subset folders (train-clean-100/, dev-clean/...)")
-    paths = {}
-    for s in subsets:
-        paths[s.name] = out / f"{s.name}.jsonl"
-        write_manifest(paths[s.name], read_librispeech(s))
-    return paths
+    return write_splits({s.name: read_librispeech(s) for s in subsets}, out)
 
 
 def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir) / "all.jsonl"
-    write_manifest(out, read_ljspeech(corpus_dir))
-    return {"all": out}
+    return write_splits({"all": read_ljspeech(corpus_dir)}, out_dir)

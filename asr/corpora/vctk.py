@@ -11,9 +11,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from . import fetch
-from ..audio import AudioError, audio_duration
-from ..data import Utterance, write_manifest
+from . import fetch, utterance, write_splits
+from ..data import Utterance
 from ..text import normalize_text
 
 VCTK_URL = "https://datashare.ed.ac.uk/bitstream/handle/10283/2651/VCTK-Corpus.zip"
@@ -63,12 +62,7 @@ def read_vctk(corpus: str | Path, speakers: list[str] | None = None) -> list[Utt
                           if (corpus / d / spk_dir.name / (txt.stem + ext)).exists()), None)
             if audio is None:
                 raise FileNotFoundError(f"{txt}: no audio for it under {' or '.join(d for d, _ in AUDIO_DIRS)}")
-            try:
-                duration = audio_duration(audio)
-            except AudioError as e:
-                raise AudioError(f"{audio}: unusable ({e})") from e
-            utts.append(Utterance(txt.stem, str(audio), round(duration, 3),
-                                  normalize_text(txt.read_text(encoding="utf-8")), spk_dir.name))
+            utts.append(utterance(txt.stem, audio, normalize_text(txt.read_text(encoding="utf-8")), spk_dir.name))
     if not utts:
         raise ValueError(f"{corpus}: no VCTK utterances{f' for {speakers}' if speakers else ''}")
     return utts
@@ -82,9 +76,4 @@ def prepare_vctk(corpus_dir: str | Path, out_dir: str | Path, speakers: list[str
     for u in utts:
         k = position[u.speaker] = position.get(u.speaker, -1) + 1
         splits["test" if k % 10 == 0 else "dev" if k % 10 == 1 else "train"].append(u)
-    out = Path(out_dir)
-    paths = {}
-    for name, split in splits.items():
-        paths[name] = out / f"{name}.jsonl"
-        write_manifest(paths[name], split)
-    return paths
+    return write_splits(splits, out_dir)
