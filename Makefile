@@ -8,12 +8,13 @@ RECIPE ?= an4
 STAGE ?= 1
 STOP_STAGE ?= 100
 
-.PHONY: install recipe test clean-data help
+.PHONY: install recipe test clean-data help chromium
 
 help:
 	@echo "make install   create .venv and install asr with its dev extra"
 	@echo "make recipe    run recipes/$(RECIPE) end to end (STAGE=, STOP_STAGE=, CONFIG=, N= pick a range / config)"
 	@echo "make test      run the test suite"
+	@echo "make chromium  (optional) headless Chromium from Debian, for the test that screenshots report.html"
 
 install: $(VENV)/.installed $(BIN)/lmplz
 
@@ -44,6 +45,11 @@ recipe: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Optional: the suite renders report.html to a PNG where Chromium is installed (and skips that test otherwise).
+chromium:
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q --no-install-recommends chromium \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
 
 clean-data:
 	rm -rf data/$(RECIPE)

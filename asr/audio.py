@@ -19,13 +19,26 @@ class AudioError(ValueError):
     """Raised when an audio file cannot be used; the message names the file and the reason."""
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a file as it is stored: (samples, channels) float32 in [-1, 1], and its sample rate."""
+def read_audio(path: str | Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
+    """Read a file as it is stored: (samples, channels) float32 in [-1, 1], and its sample rate.
+
+    `start` / `end` (seconds) read only that span (a segment of a longer recording).
+    """
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     try:
-        samples, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
+        with sf.SoundFile(str(path)) as f:
+            sr = f.samplerate
+            first = round((start or 0.0) * sr)
+            last = f.frames if end is None else min(round(end * sr), f.frames)
+            if start is not None and first >= last:
+                raise AudioError(f"{path}: segment {start:.2f}-{end:.2f} s is outside its {f.frames / sr:.2f} s")
+            if first:
+                f.seek(first)
+            samples = f.read(last - first, dtype="float32", always_2d=True)  # (S, C)
+    except AudioError:
+        raise
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise AudioError(f"{path}: cannot decode audio ({e})") from e
     if samples.shape[0] == 0:
@@ -55,14 +68,31 @@ def change_speed(waves: torch.Tensor, lengths: torch.Tensor, speed: float) -> tu
     return out, torch.ceil(lengths * (new / orig)).long().clamp(max=out.shape[-1])
 
 
-def load_audio(audio: AudioInput, sr: int = SAMPLE_RATE) -> torch.Tensor:
-    """Return (S,) float32 mono samples at `sr`.
+def add_noise(waves: torch.Tensor, lengths: torch.Tensor, snr_db: tuple[float, float],
+              generator: torch.Generator) -> torch.Tensor:
+    """(N, S) zero-padded samples plus white noise at a signal-to-noise ratio drawn per utterance from
+    `snr_db` (min, max); padding stays zero. Reproducible: every draw comes from `generator` (CPU)."""
+    n, s = waves.shape
+    snr = snr_db[0] + torch.rand(n, generator=generator) * (snr_db[1] - snr_db[0])          # (N,) dB
+    seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+    noise = torch.randn(n, s, device=waves.device, generator=torch.Generator(waves.device).manual_seed(seed))
+    valid = torch.arange(s, device=waves.device)[None, :] < lengths[:, None].to(waves.device)  # (N, S)
+    power = (waves.pow(2) * valid).sum(1) / lengths.to(waves.device).clamp(min=1)             # (N,)
+    scale = (power / 10 ** (snr.to(waves.device) / 10)).sqrt()                                 # noise RMS
+    return waves + noise * scale[:, None] * valid
+
+
+def load_audio(audio: AudioInput, sr: int = SAMPLE_RATE, start: float | None = None,
+               end: float | None = None) -> torch.Tensor:
+    """Return (S,) float32 mono samples at `sr` (of a path: only `start`-`end` seconds, when given).
 
     A path is read with soundfile, downmixed by averaging channels and resampled; an array or
     tensor is taken to be mono (S,) samples already at `sr`.
     """
     if isinstance(audio, (str, Path)):
-        samples, file_sr = read_audio(audio)
+        samples, file_sr = read_audio(audio, start, end)
+        if not np.isfinite(samples).all():
+            raise AudioError(f"{audio}: non-finite samples (NaN or infinity)")
         wave = torch.from_numpy(samples.mean(axis=1))  # (S,)
         return resample(wave, file_sr, sr).contiguous()
     wave = torch.as_tensor(audio, dtype=torch.float32)

@@ -183,7 +183,7 @@ def bench_decode(transcribers: dict, utts: list[Utterance], log=print) -> list[d
     from .decode import greedy_paths
     from .score import score
 
-    paths, refs = [u.audio for u in utts], [u.text for u in utts]
+    paths, refs = [u.input for u in utts], [u.text for u in utts]
     audio = sum(u.duration for u in utts)
     rows = []
     for name, t in transcribers.items():

@@ -1,6 +1,7 @@
 """`asr <subcommand>`: thin wrappers over the library.
 
-    asr prepare an4 --out data/an4                 manifests (train/dev/test.jsonl)
+    asr prepare an4 --out data/an4                 manifests (train/dev/test.jsonl), rejected.jsonl
+    asr validate data/an4/train.jsonl              every entry checked, problems named, exit 1 if any is unusable
     asr stats --config C --manifest M --out S      normalisation statistics for C's features
     asr train --config C key=value ...             train (see asr.train.TrainConfig)
     asr decode --model M --manifest T --out D      D/hyp.txt, one `id<TAB>text` per utterance
@@ -8,6 +9,8 @@
     asr tune --model M --manifest dev --lm-dir L --out J   LM weight / word score grid on dev
     asr export --model M --out model.ts [--int8]   TorchScript, optionally quantised
     asr score --manifest T --hyp D/hyp.txt         %WER / %CER, per-utterance results in D
+    asr report EXP --manifest T                    EXP/report.html with curves, scores, worst utterances
+    asr average --exp EXP --last 5 --out avg.pt    checkpoint averaging (train with keep_epochs=5)
     asr transcribe --model M a.wav b.flac          `path<TAB>text` (or --json)
     asr bench train --batch-sizes 32,64 k=v ...    training throughput: model-only vs full pipeline
 """
@@ -19,20 +22,33 @@ import sys
 from pathlib import Path
 
 
+def text_config(args, manifest: str | None = None):
+    """The TextConfig of --config's `text` section; else the one prepare recorded beside `manifest`; else the default."""
+    from .config import load_config
+    from .corpora import read_text_config
+    from .text import TextConfig
+    from .train import TrainConfig
+
+    if getattr(args, "config", None):
+        return load_config(TrainConfig, args.config).text
+    return (read_text_config(manifest) if manifest else None) or TextConfig()
+
+
 def cmd_prepare(args) -> None:
+    text = text_config(args)
     if args.corpus_name == "an4":
         from .corpora.an4 import locate_an4, prepare_an4
 
         corpus = Path(args.corpus) if args.corpus else locate_an4(args.out)
-        paths = prepare_an4(corpus, args.out, max_utts=args.max_utts)
+        paths = prepare_an4(corpus, args.out, max_utts=args.max_utts, text=text)
     elif args.corpus_name == "fsdd":
         from .corpora.fsdd import locate_fsdd, prepare_fsdd
 
-        paths = prepare_fsdd(Path(args.corpus) if args.corpus else locate_fsdd(args.out), args.out)
+        paths = prepare_fsdd(Path(args.corpus) if args.corpus else locate_fsdd(args.out), args.out, text=text)
     elif args.corpus_name == "vctk":
         from .corpora.vctk import locate_vctk, prepare_vctk
 
-        paths = prepare_vctk(Path(args.corpus) if args.corpus else locate_vctk(args.out), args.out)
+        paths = prepare_vctk(Path(args.corpus) if args.corpus else locate_vctk(args.out), args.out, text=text)
     else:
         if not args.corpus:
             sys.exit(f"asr prepare {args.corpus_name}: --corpus is required")
@@ -40,13 +56,40 @@ def cmd_prepare(args) -> None:
 
         prepare = {"folder": folder.prepare_folder, "csv": folder.prepare_csv, "kaldi": kaldi.prepare_kaldi,
                    "librispeech": librispeech.prepare_librispeech, "ljspeech": librispeech.prepare_ljspeech}
-        paths = prepare[args.corpus_name](args.corpus, args.out)
+        paths = prepare[args.corpus_name](args.corpus, args.out, text=text)
     for name, path in paths.items():
         print(f"{name}: {sum(1 for _ in path.open())} utterances -> {path}")
+    rejected = Path(args.out) / "rejected.jsonl"
+    n = sum(1 for _ in rejected.open()) if rejected.exists() else 0
+    print(f"rejected: {n} utterance(s){f' -> {rejected} (with reasons; asr validate explains)' if n else ''}")
+
+
+def cmd_validate(args) -> None:
+    from .config import load_config
+    from .data import read_manifest
+    from .train import TrainConfig
+    from .validate import Checker, screen, summary, write_rejected
+
+    cfg = load_config(TrainConfig, args.config) if args.config else TrainConfig(text=text_config(args, args.manifest))
+    checker = Checker.for_config(cfg)
+    if args.max_seconds:
+        from dataclasses import replace
+
+        checker = replace(checker, max_seconds=args.max_seconds)
+    utts = read_manifest(args.manifest)
+    _, findings = screen(utts, checker, full=not args.quick, progress=sys.stderr.isatty())
+    for f in findings:
+        print(f"{'REJECT' if f.fatal else 'note  '} {f.id}: {f.reason} ({f.audio})")
+    out = Path(args.rejected or Path(args.manifest).with_suffix(".rejected.jsonl"))
+    n = write_rejected(out, findings)
+    print(summary(len(utts), findings) + (f"; rejected entries -> {out}" if n else ""))
+    if n:
+        sys.exit(1)
 
 
 def cmd_stats(args) -> None:
     from torch.utils.data import DataLoader
+    from tqdm import tqdm
 
     from .config import load_config
     from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
@@ -58,7 +101,8 @@ def cmd_stats(args) -> None:
     utts = read_manifest(args.manifest)
     loader = DataLoader(AudioDataset(utts, Vocabulary()), collate_fn=collate,
                         batch_sampler=FrameBudgetSampler([u.duration for u in utts], 20_000, shuffle=False))
-    mean, std, frames = compute_stats(FeatureExtractor(cfg.features), ((b.waves, b.lengths) for b in loader))
+    batches = tqdm(loader, desc="statistics", unit="batch", disable=not sys.stderr.isatty(), leave=False)
+    mean, std, frames = compute_stats(FeatureExtractor(cfg.features), ((b.waves, b.lengths) for b in batches if b))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_stats(args.out, cfg.features, mean, std, frames)
     print(f"{cfg.features.kind} statistics over {frames} frames of {len(utts)} utterances -> {args.out}")
@@ -107,7 +151,7 @@ def cmd_decode(args) -> None:
     utts = read_manifest(args.manifest)
     options = decoding_options(args)
     transcriber = load_model(args.model, args.device, options)
-    results = transcriber.transcribe([u.audio for u in utts])
+    results = transcriber.transcribe([u.input for u in utts])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "hyp.txt").write_text("".join(f"{u.id}\t{r.text}\n" for u, r in zip(utts, results)))
@@ -150,14 +194,67 @@ def cmd_score(args) -> None:
     from .data import read_manifest
     from .score import read_hyps, score_dataset
 
+    from .text import normalize_text
+
     utts = read_manifest(args.manifest)
     hyps = read_hyps(args.hyp)
     missing = [u.id for u in utts if u.id not in hyps]
     if missing:
         sys.exit(f"{args.hyp}: no hypothesis for {len(missing)} utterance(s) of {args.manifest}, e.g. {missing[0]}")
     out = args.out or Path(args.hyp).parent
-    result = score_dataset([u.id for u in utts], [u.text for u in utts], [hyps[u.id] for u in utts], out)
+    text = text_config(args, args.manifest)  # references and hypotheses normalised alike, as training targets were
+    result = score_dataset([u.id for u in utts], [normalize_text(u.text, text) for u in utts],
+                           [normalize_text(hyps[u.id], text) for u in utts], out)
     print(result.summary())
+    if args.results:
+        log_result(args, result)
+
+
+def log_result(args, result) -> None:
+    """Append the score to the recipe's RESULTS.md (date, config, decoding, WER/CER, device, training time)."""
+    import datetime
+
+    from .report import append_result, read_log
+
+    exp = Path(args.exp) if args.exp else Path(args.hyp).parent.parent
+    log = read_log(exp)
+    mode = "beam + LM" if Path(args.hyp).parent.name.endswith("_lm") else "greedy"
+    append_result(Path(args.results), {
+        "date": datetime.date.today().isoformat(), "config": args.config or "-", "decoding": mode,
+        "wer": f"{result.wer.rate:.2f}", "cer": f"{result.cer.rate:.2f}",
+        "device": log[-1].get("device", "?") if log else "?",
+        "wall": f"{log[-1].get('elapsed', 0) / 60:.1f} min" if log else "?", "exp": exp.name})
+    print(f"logged in {args.results}")
+
+
+def cmd_bench_stream(args) -> None:
+    from .data import read_manifest
+    from .stream import stream_latency
+    from .transcribe import load_model
+
+    utts = read_manifest(args.manifest)[: args.limit]
+    row = stream_latency(load_model(args.model), utts, args.chunk_ms / 1000)
+    print(f"{len(utts)} utterances streamed in {args.chunk_ms} ms chunks: %WER {row['wer']:.2f} %CER {row['cer']:.2f}; "
+          f"word latency (end of word -> shown) mean {row['latency_mean'] * 1000:.0f} ms, median "
+          f"{row['latency_median'] * 1000:.0f} ms, p90 {row['latency_p90'] * 1000:.0f} ms; RTF {row['rtf']:.4f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(row, indent=1) + "\n")
+
+
+def cmd_average(args) -> None:
+    from .average import average_checkpoints, epoch_checkpoints
+
+    if bool(args.checkpoints) == bool(args.exp):
+        sys.exit("asr average: give checkpoint files, or --exp with --last N or --best N")
+    paths = args.checkpoints or epoch_checkpoints(args.exp, last=args.last or 0, best=args.best or 0)
+    out = average_checkpoints(paths, args.out)
+    print(f"averaged {len(paths)} checkpoints ({', '.join(Path(p).name for p in paths)}) -> {out}")
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    print(f"report -> {write_report(args.exp, args.manifest, args.results)}")
 
 
 def cmd_transcribe(args) -> None:
@@ -167,8 +264,13 @@ def cmd_transcribe(args) -> None:
 
     fmt = "json" if args.json else args.format
     transcriber = load_model(args.model, args.device, decoding_options(args))
-    for result in transcriber.transcribe(args.audio):
-        if fmt == "json":
+    results = transcriber.transcribe(args.audio, errors="keep")   # a bad file is reported; the others go on
+    for result in results:
+        if result.error:
+            print(json.dumps({"path": result.path, "error": result.error}) if fmt == "json"
+                  else f"{result.path}\tERROR: {result.error}")
+            print(f"asr transcribe: {result.error}", file=sys.stderr)
+        elif fmt == "json":
             print(json.dumps({"path": result.path, "text": result.text, "duration": round(result.duration, 3),
                               "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)}
                                         for w in result.words]}))
@@ -183,6 +285,9 @@ def cmd_transcribe(args) -> None:
                 print(srt, end="")
         else:
             print(f"{result.path}\t{result.text}")
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        sys.exit(f"asr transcribe: {failed} of {len(results)} file(s) could not be transcribed")
 
 
 def cmd_bench(args) -> None:
@@ -239,10 +344,10 @@ def cmd_bench_decode(args) -> None:
 
 def cmd_vocab(args) -> None:
     from .data import read_manifest
-    from .text import vocabulary_report
+    from .text import Vocabulary, vocabulary_report
 
     utts = read_manifest(args.manifest)
-    report = vocabulary_report([u.text for u in utts])
+    report = vocabulary_report([u.text for u in utts], Vocabulary(text_config(args, args.manifest).alphabet))
     print(f"{len(utts)} utterances, {sum(report['counts'].values())} characters, {len(report['counts'])} distinct")
     for c, n in report["counts"].items():
         flag = "\toutside the vocabulary" if c in report["outside"] else ""
@@ -272,10 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", help="corpus dir (an4: default $AN4_DIR, ../shared/corpora/an4/an4, else download; "
                                     "fsdd: ../shared/corpora/fsdd, else download), a folder, a CSV, a Kaldi dir")
     p.add_argument("--max-utts", type=int, help="keep only the first N train utterances (N/4 dev and test)")
+    p.add_argument("--config", help="training YAML; its `text` section says how to normalise transcripts")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("validate", help="check every entry of a manifest; name each problem; reject unusable ones")
+    p.add_argument("manifest")
+    p.add_argument("--config", help="training YAML (its text alphabet, features and model set the checks)")
+    p.add_argument("--rejected", help="JSONL of rejected entries with reasons (default: <manifest>.rejected.jsonl)")
+    p.add_argument("--max-seconds", type=float, help="reject longer utterances (default 60)")
+    p.add_argument("--quick", action="store_true", help="headers and transcripts only; do not decode the audio")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("vocab", help="characters of a manifest's transcripts, counts, and any outside the vocabulary")
     p.add_argument("--manifest", required=True)
+    p.add_argument("--config", help="training YAML whose `text` section sets the vocabulary (default: the "
+                                    "normalisation prepare recorded beside the manifest)")
     p.set_defaults(func=cmd_vocab)
 
     p = sub.add_parser("kaldi-export", help="write a manifest as a Kaldi data dir (wav.scp, text, utt2spk, spk2utt)")
@@ -327,7 +443,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--hyp", required=True, help="id<TAB>text lines")
     p.add_argument("--out", help="where to write wer.txt, per_utt.tsv, alignment.txt (default: beside --hyp)")
+    p.add_argument("--config", help="training YAML whose `text` section normalises references and hypotheses "
+                                    "(default: the normalisation prepare recorded beside the manifest)")
+    p.add_argument("--results", help="append a line (date, config, decoding, WER, CER, device, time) to this "
+                                     "RESULTS.md")
+    p.add_argument("--exp", help="the experiment dir, for --results (default: the hyp dir's parent)")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("average", help="average checkpoints' weights into one model file")
+    p.add_argument("checkpoints", nargs="*", help="checkpoint files (or --exp with --last / --best)")
+    p.add_argument("--exp", help="an exp dir trained with keep_epochs=N")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--last", type=int, help="the last N epochs")
+    group.add_argument("--best", type=int, help="the N epochs with the lowest dev WER")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("report", help="report.html (curves, scores, worst utterances, posteriorgram) for an exp dir")
+    p.add_argument("exp")
+    p.add_argument("--manifest", help="the test manifest the decode_* dirs were decoded from")
+    p.add_argument("--results", help="the recipe's RESULTS.md, to compare with its best")
+    p.set_defaults(func=cmd_report)
 
     bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(dest="what", required=True)
     p = bench.add_parser("train", help="training steps: model-only vs the full pipeline from audio files")
@@ -350,6 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_args(p)
     p.set_defaults(func=cmd_bench_decode)
 
+    p = bench.add_parser("stream", help="streaming: WER, word latency and RTF of a unidirectional model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--chunk-ms", type=int, default=100, help="audio per feed() call")
+    p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--out", help="also write the numbers as JSON here")
+    p.set_defaults(func=cmd_bench_stream)
+
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("--model", required=True)
     p.add_argument("--json", action="store_true", help="one JSON object per line, with words, times, confidences")
@@ -365,11 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from .audio import AudioError
     from .config import ConfigError
+    from .guards import NonFiniteError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (AudioError, ConfigError, FileNotFoundError, ValueError) as e:
+    except (AudioError, ConfigError, FileNotFoundError, ValueError, NonFiniteError) as e:
         sys.exit(f"asr {args.command}: error: {e}")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -10,7 +11,7 @@ from typing import Iterable, Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .audio import load_audio
+from .audio import AudioError, load_audio
 from .text import Vocabulary
 
 
@@ -21,6 +22,17 @@ class Utterance:
     duration: float   # seconds
     text: str         # normalised transcript
     speaker: str = ""
+    start: float | None = None   # a segment of a longer recording: its start and end (seconds) in `audio`
+    end: float | None = None
+
+    def samples(self) -> torch.Tensor:
+        """(S,) float32 samples at 16 kHz: the file, or the segment of it."""
+        return load_audio(self.audio, start=self.start, end=self.end)
+
+    @property
+    def input(self):
+        """What `Transcriber.transcribe` takes for it: the path, or a segment's samples."""
+        return self.audio if self.start is None else self.samples()
 
 
 def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> int:
@@ -31,7 +43,7 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> int:
     n = 0
     with tmp.open("w") as f:
         for u in utts:
-            f.write(json.dumps(asdict(u)) + "\n")
+            f.write(json.dumps({k: v for k, v in asdict(u).items() if v is not None}) + "\n")
             n += 1
     tmp.replace(path)
     return n
@@ -61,8 +73,14 @@ class AudioDataset(Dataset):
         return len(self.utts)
 
     def __getitem__(self, i: int):
+        """None (and a line on stderr naming it) for a file that cannot be decoded: the batch goes on without it."""
         u = self.utts[i]
-        return load_audio(u.audio), torch.tensor(self.vocab.encode(u.text), dtype=torch.long), u
+        try:
+            samples = u.samples()
+        except AudioError as e:
+            print(f"skipping {u.id}: {e}", file=sys.stderr, flush=True)
+            return None
+        return samples, torch.tensor(self.vocab.encode(u.text), dtype=torch.long), u
 
 
 PCM_SCALE = 32768  # int16 full scale: batches carry 16-bit PCM, half the bytes of float32
@@ -89,6 +107,14 @@ class Batch:
         """Unpadded audio in the batch, from the manifest (no device sync)."""
         return sum(u.duration for u in self.utts)
 
+    def halves(self) -> list["Batch"]:
+        """The batch split in two by utterances (for retrying one that ran out of memory); [] for one utterance."""
+        n = len(self.utts)
+        if n < 2:
+            return []
+        return [Batch(self.pcm[a:b], self.lengths[a:b], self.targets[a:b], self.target_lengths[a:b], self.utts[a:b])
+                for a, b in ((0, n // 2), (n // 2, n))]
+
     def to(self, device, non_blocking: bool = False) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
@@ -102,7 +128,11 @@ def pad_waves(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), lengths
 
 
-def collate(items) -> Batch:
+def collate(items) -> Batch | None:
+    """Items of AudioDataset -> one Batch (None when none of them could be read)."""
+    items = [item for item in items if item is not None]
+    if not items:
+        return None
     waves, targets, utts = zip(*items)
     padded, lengths = pad_waves(list(waves))
     pcm = (padded * PCM_SCALE).round_().clamp_(-PCM_SCALE, PCM_SCALE - 1).to(torch.int16)  # exact for 16-bit sources

@@ -9,10 +9,11 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
-from .text import SPACE, Vocabulary
+from .text import BPEVocabulary, Vocabulary
 
 FRAME_SECONDS = 0.02  # one model output frame: 10 ms hop x the front-end's time stride of 2
 
@@ -51,9 +52,11 @@ class Word:
 
 @dataclass(frozen=True)
 class TokenPath:
-    """One utterance's decoded token ids (no blanks, repeats merged) and the frame emitting each."""
+    """One utterance's decoded token ids (no blanks, repeats merged) and the frame emitting each, and,
+    from lexicon beam search, the words the decoder chose."""
     ids: list[int]
     frames: list[int]
+    words: tuple[str, ...] | None = None
 
 
 def greedy_paths(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[TokenPath]:
@@ -81,14 +84,39 @@ class BeamSearch:
     `threads` worker processes instead, each with its own decoder and LM.
     """
 
-    def __init__(self, options: DecodingOptions, vocab: Vocabulary):
-        from .lm import decoder_tokens
-
-        self.options, self.vocab = options, vocab
-        self.tokens = decoder_tokens(vocab)
+    def __init__(self, options: DecodingOptions, vocab: Vocabulary | BPEVocabulary, respell: bool = True):
+        self.vocab = vocab
+        self.tokens = vocab.decoder_tokens
+        self._tmp = None
+        if options.lexicon and respell:
+            options = replace(options, lexicon=self._respell(options.lexicon))
+        self.options = options
         self.threads = options.threads or os.cpu_count() or 1
         self._decoders: dict[int, object] = {}   # thread -> its decoder (each loads the LM once)
         self._pool: ProcessPoolExecutor | None = None
+
+    def _respell(self, lexicon: str) -> str:
+        """The lexicon's words spelled in this model's tokens (characters or BPE pieces), in a temporary file.
+
+        Words the model cannot spell (characters outside its vocabulary) are left out: it could never emit them.
+        """
+        import tempfile
+
+        from .lm import read_lexicon_words, write_lexicon
+
+        words = []
+        for w in read_lexicon_words(lexicon):
+            try:
+                self.vocab.spell(w)
+                words.append(w)
+            except ValueError:
+                pass
+        if not words:
+            raise ValueError(f"{lexicon}: the model's vocabulary can spell none of its words")
+        self._tmp = tempfile.TemporaryDirectory(prefix="asr-lexicon-")
+        path = Path(self._tmp.name) / "lexicon.txt"
+        write_lexicon(words, path, self.vocab)
+        return str(path)
 
     def _decoder(self):
         import threading
@@ -101,24 +129,27 @@ class BeamSearch:
             self._decoders[key] = ctc_decoder(
                 lexicon=o.lexicon, tokens=self.tokens, lm=o.lm, nbest=1, beam_size=o.beam_size,
                 beam_threshold=o.beam_threshold, lm_weight=o.lm_weight, word_score=o.word_score,
-                blank_token=self.tokens[0], sil_token="|", unk_word="<unk>")
+                blank_token=self.tokens[0], sil_token=self.vocab.boundary_token or self.tokens[1], unk_word="<unk>")
         return self._decoders[key]
 
     def _one(self, emissions: torch.Tensor) -> TokenPath:
         n = emissions.shape[0]
-        if self.options.lexicon:
-            # lexicon spellings end in a word boundary the model never emits after the last word:
+        if self.options.lexicon and self.vocab.boundary_token:
+            # character lexicon spellings end in a word boundary the model never emits after the last word:
             # one extra frame that is certainly a boundary lets that word complete
             boundary = torch.full((1, emissions.shape[1]), -1e4)
-            boundary[0, self.tokens.index("|")] = 0.0
+            boundary[0, self.tokens.index(self.vocab.boundary_token)] = 0.0
             emissions = torch.cat([emissions, boundary])                  # (T + 1, V)
         hyps = self._decoder()(emissions[None])[0]                    # (1, T, V) -> n-best list
         if not hyps:
             return TokenPath([], [])
         h = hyps[0]
-        # flashlight's path has T + 2 steps: a virtual start and end around the T frames
-        kept = [(i, t - 1) for i, t in zip(h.tokens.tolist(), h.timesteps.tolist()) if 0 < t <= n]
-        return TokenPath([i for i, _ in kept], [t for _, t in kept])
+        # flashlight's path has T + 2 steps: a virtual start and end around the T frames. Without a word
+        # boundary token (BPE), the decoder's silence is <unk>, which it may place between words: not ours.
+        sil = None if self.vocab.boundary_token else 1
+        kept = [(i, t - 1) for i, t in zip(h.tokens.tolist(), h.timesteps.tolist()) if 0 < t <= n and i != sil]
+        words = tuple(h.words) if self.options.lexicon else None
+        return TokenPath([i for i, _ in kept], [t for _, t in kept], words)
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[TokenPath]:
         """(N, T, V) log-probs + (N,) lengths -> one TokenPath per utterance, decoded in parallel threads."""
@@ -139,43 +170,35 @@ class BeamSearch:
 _WORKER: BeamSearch | None = None
 
 
-def _init_worker(options: DecodingOptions, vocab: Vocabulary) -> None:
+def _init_worker(options: DecodingOptions, vocab: Vocabulary | BPEVocabulary) -> None:
     global _WORKER
     torch.set_num_threads(1)
-    _WORKER = BeamSearch(replace(options, threads=1), vocab)
+    _WORKER = BeamSearch(replace(options, threads=1), vocab, respell=False)  # options hold the respelled lexicon
 
 
 def _decode_in_worker(emissions) -> TokenPath:
     return _WORKER._one(torch.from_numpy(emissions))
 
 
-def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary) -> list[Word]:
-    """Split a path at spaces into words with start / end times and confidences.
+def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary | BPEVocabulary) -> list[Word]:
+    """Split a path into words (at spaces, or at BPE pieces starting a word) with times and confidences.
 
-    A word starts at the frame emitting its first character and ends one frame after its last;
-    its confidence is the mean posterior of its characters at their frames. (T, V) log-probs.
+    A word starts at the frame emitting its first token and ends one frame after its last; its
+    confidence is the mean posterior of its tokens at their frames. (T, V) log-probs.
     """
-    space = vocab.encode(SPACE)[0]
-    words, chars, frames = [], [], []
-
-    def close():
-        if chars:
-            probs = log_probs[frames, chars].exp()
-            words.append(Word(vocab.decode(chars), frames[0] * FRAME_SECONDS, (frames[-1] + 1) * FRAME_SECONDS,
-                              round(probs.mean().item(), 4)))
-            chars.clear()
-            frames.clear()
-
-    for i, t in zip(path.ids, path.frames):
-        if i == space:
-            close()
-        else:
-            chars.append(i)
-            frames.append(t)
-    close()
+    spans = vocab.word_spans(path.ids)
+    # The lexicon decoder's words are the truth: it may spell a double letter on two consecutive frames,
+    # which the token path (repeats merged) shows as one. Its spans still give each word's times.
+    texts = list(path.words) if path.words is not None and len(path.words) == len(spans) else None
+    words = []
+    for k, (start, end) in enumerate(spans):
+        ids, frames = path.ids[start:end], path.frames[start:end]
+        probs = log_probs[frames, ids].exp()
+        words.append(Word(texts[k] if texts else vocab.decode(ids).strip(), frames[0] * FRAME_SECONDS,
+                          (frames[-1] + 1) * FRAME_SECONDS, round(probs.mean().item(), 4)))
     return words
 
 
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary) -> list[str]:
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary | BPEVocabulary) -> list[str]:
     """(N, T, V) log-probs + (N,) lengths -> N transcripts with single spaces, no edge spaces."""
     return [" ".join(vocab.decode(p.ids).split()) for p in greedy_paths(log_probs, lengths)]

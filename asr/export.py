@@ -20,14 +20,14 @@ from torch import nn
 
 from .decode import DecodingOptions
 from .features import FeatureConfig, FeatureExtractor
-from .text import Vocabulary
+from .text import vocabulary_from_state
 
 META = "asr.json"
 
 
 def export_torchscript(checkpoint: str | Path, out: str | Path, int8: bool = False) -> Path:
     """Trace checkpoint's Recognizer (features + model) to TorchScript at `out`; returns `out`."""
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
     from .transcribe import Recognizer
 
     model, extractor, vocab, ckpt = load_checkpoint(checkpoint)
@@ -37,7 +37,7 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, int8: bool = Fal
     example = torch.randn(1, 2 * extractor.cfg.sample_rate) * 0.1           # (1, S): 2 s of noise
     with torch.no_grad():
         traced = torch.jit.trace(network, (example, torch.tensor([example.shape[1]])), check_trace=False)
-    meta = {"vocab": list(vocab.chars), "feature_config": asdict(extractor.cfg), "model_config": ckpt["model_config"],
+    meta = {"vocab": vocab.state(), "feature_config": asdict(extractor.cfg), "model_config": ckpt["model_config"],
             "int8": int8, "source": str(checkpoint)}
     out = Path(out)
     torch.jit.save(traced, str(out), _extra_files={META: json.dumps(meta)})
@@ -61,4 +61,4 @@ def load_exported(path: str | Path, options: DecodingOptions = DecodingOptions()
     network = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     meta = json.loads(extra[META])
     extractor = FeatureExtractor(FeatureConfig(**meta["feature_config"]))  # for its settings; the network holds the stats
-    return Transcriber(network, extractor, Vocabulary(tuple(meta["vocab"])), "cpu", options, network=network, batch=False)
+    return Transcriber(network, extractor, vocabulary_from_state(meta["vocab"]), "cpu", options, network=network, batch=False)

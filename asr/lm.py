@@ -13,32 +13,22 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from .text import SPACE, Vocabulary
-
-SIL_TOKEN = "|"  # the decoder's word boundary: our SPACE character
+from .text import SPACE, BPEVocabulary, Vocabulary
 
 
-def decoder_tokens(vocab: Vocabulary) -> list[str]:
-    """Token names for flashlight's decoder, index for index with `vocab.tokens` (space -> '|')."""
-    return [SIL_TOKEN if t == SPACE else t for t in vocab.tokens]
-
-
-def spell(word: str) -> str:
-    """'HELLO' -> 'H E L L O |': a lexicon entry's spelling in decoder tokens, ending at a word boundary.
-
-    (The model emits no space after an utterance's last word: `asr.decode.BeamSearch` appends one
-    word-boundary frame so that word completes.)
-    """
-    return " ".join([*word, SIL_TOKEN])
-
-
-def write_lexicon(words: list[str], path: str | Path, vocab: Vocabulary = Vocabulary()) -> int:
-    """One `WORD<TAB>W O R D |` line per word; returns the number written. Words outside `vocab` raise."""
+def write_lexicon(words: list[str], path: str | Path, vocab: Vocabulary | BPEVocabulary = Vocabulary()) -> int:
+    """One `WORD<TAB>spelling` line per word, spelled in `vocab`'s decoder tokens (characters:
+    `W O R D |`; BPE: `▁WO RD`); returns the number written. Words `vocab` cannot spell raise ValueError."""
     with Path(path).open("w") as f:
         for w in words:
-            vocab.encode(w)  # ValueError names a character outside the vocabulary
-            f.write(f"{w}\t{spell(w)}\n")
+            f.write(f"{w}\t{vocab.spell(w)}\n")
     return len(words)
+
+
+def read_lexicon_words(path: str | Path) -> list[str]:
+    """The words (first column) of a lexicon file."""
+    with Path(path).open() as f:
+        return [line.split("\t", 1)[0].split(" ", 1)[0] for line in f if line.strip()]
 
 
 def find_lmplz() -> str:
@@ -53,7 +43,8 @@ def find_lmplz() -> str:
 def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str | None = None) -> dict[str, Path]:
     """Train an `order`-gram ARPA LM on `texts` (normalised transcripts) and write its lexicon.
 
-    Writes out_dir/corpus.txt, lm.arpa, words.txt (word counts) and lexicon.txt; returns their paths.
+    Writes out_dir/corpus.txt, lm.arpa, words.txt (word counts) and lexicon.txt (spelled in
+    characters; beam search respells it in its model's own tokens); returns their paths.
     Kneser-Ney discounts fall back to defaults when a small corpus cannot estimate them.
     """
     out = Path(out_dir)
@@ -65,7 +56,8 @@ def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str |
     corpus.write_text("".join(t + "\n" for t in texts))
     counts = Counter(w for t in texts for w in t.split())
     (out / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in counts.most_common()))
-    write_lexicon(sorted(counts), out / "lexicon.txt")
+    spelling = Vocabulary(tuple(sorted({SPACE, *"".join(counts)})))  # the words' own characters
+    write_lexicon(sorted(counts), out / "lexicon.txt", spelling)
     arpa = out / "lm.arpa"
     cmd = [lmplz or find_lmplz(), "-o", str(order), "--discount_fallback", "-S", "256M", "-T", str(out)]
     with corpus.open() as stdin, (out / "lm.arpa.tmp").open("w") as stdout:

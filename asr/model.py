@@ -21,12 +21,15 @@ class ModelConfig:
     layers: int = 3
     bidirectional: bool = True
     dropout: float = 0.1          # between recurrent layers and before the output layer
+    lookahead: int = 0            # unidirectional models: output frames of future context (a lookahead convolution)
 
     def __post_init__(self):
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, not {self.cell!r}")
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd, not {self.conv_kernel}")
+        if self.lookahead and self.bidirectional:
+            raise ValueError("lookahead is for unidirectional (streaming) models: set bidirectional: false")
 
 
 TIME_STRIDE = 2  # the front-end halves the frame rate: 20 ms per output frame
@@ -55,6 +58,13 @@ class AcousticModel(nn.Module):
         if cfg.cell == "lstm":
             init_forget_bias(self.rnn)
         self.dropout = nn.Dropout(cfg.dropout)
+        # Lookahead convolution (Wang et al. 2016, in DeepSpeech 2): each frame also sees the next
+        # `lookahead` recurrent outputs, per channel; the only future context a streaming model has.
+        self.lookahead = (nn.Conv1d(cfg.hidden, cfg.hidden, cfg.lookahead + 1, groups=cfg.hidden, bias=False)
+                          if cfg.lookahead else None)
+        if self.lookahead is not None:   # start as the identity (no future), let training learn to look ahead
+            with torch.no_grad():
+                self.lookahead.weight.zero_()[:, 0, 0] = 1.0
         self.output = nn.Linear(cfg.hidden * (2 if cfg.bidirectional else 1), cfg.vocab_size)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -74,8 +84,15 @@ class AcousticModel(nn.Module):
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # (N, T', H*dirs)
         else:
             y, _ = self.rnn(x)                                            # (N, T', H*dirs)
+        if self.lookahead is not None:
+            y = self.look_ahead(y * mask.transpose(1, 2))                 # padding must not leak back in time
         logits = self.output(self.dropout(y))                             # (N, T', V)
         return logits.float().log_softmax(-1), out_lengths
+
+    def look_ahead(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, T', H) recurrent outputs -> (N, T', H): frame t mixes frames t .. t + lookahead (zeros past the end)."""
+        y = nn.functional.pad(y.transpose(1, 2), (0, self.cfg.lookahead))  # (N, H, T' + L)
+        return self.lookahead(y).transpose(1, 2)                           # (N, T', H)
 
 
 def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:

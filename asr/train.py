@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -16,13 +16,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .audio import change_speed
+from .audio import add_noise, change_speed
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .data import AudioDataset, Batch, FrameBudgetSampler, collate, read_manifest
 from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, gather_objects, init_distributed, shutdown
 from .features import FeatureConfig, FeatureExtractor, SpecAugmentConfig, load_stats, spec_augment
+from .guards import Interrupted, NonFiniteError, out_of_memory, stop_on_signals
 from .model import AcousticModel, ModelConfig, count_parameters
 from .score import score
-from .text import Vocabulary
+from .text import BPEVocabulary, TextConfig, Vocabulary, normalize_text, train_bpe
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,13 @@ class TrainConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     spec_augment: bool = True
     speed_perturb: tuple[float, ...] = ()  # e.g. [0.9, 1.0, 1.1]: each batch plays at one of these speeds
+    noise_snr: tuple[float, ...] = ()  # e.g. [10, 30]: white noise at an SNR (dB) drawn per utterance in this range
     pack_sequences: bool = False      # exact but slower training; inference always packs (asr.model)
     augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    text: TextConfig = field(default_factory=TextConfig)  # how transcripts are normalised (prepare and score use it too)
+    tokens: str = "chars"             # chars | bpe: sentencepiece pieces trained on the train transcripts
+    bpe_vocab_size: int = 200         # pieces (with tokens=bpe), written to exp_dir/bpe.model and into checkpoints
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda | cuda:N (under torchrun: each rank's LOCAL_RANK GPU)
     precision: str = "bf16"           # bf16 | fp16 | fp32: autocast on CUDA (fp16 with a loss scaler); CPU runs fp32
@@ -53,13 +59,21 @@ class TrainConfig:
     threads: int = 0                  # torch CPU threads; 0 keeps torch's default
     save_every: int = 0               # also write last.pt every N steps (0: at epoch ends only)
     save_epochs: int = 1              # write last.pt every N epochs (and after the last one)
+    keep_epochs: int = 0              # also keep the last N epochs' weights as epoch_<k>.pt (for asr average)
     resume: bool = False              # continue from exp_dir/last.pt, mid-epoch if it was saved there
+    max_bad_steps: int = 20           # stop after this many steps in a row with a non-finite loss or gradient
+    log_every: int = 0                # also print `step N loss L` every N steps (0: per epoch only)
+    tensorboard: bool = True          # scalars (loss, lr, grad norm, dev WER/CER, throughput) in exp_dir/tensorboard
 
     def __post_init__(self):
         if self.precision not in ("bf16", "fp16", "fp32"):
             raise ValueError(f"precision must be bf16, fp16 or fp32, not {self.precision!r}")
         if any(s <= 0 for s in self.speed_perturb):
             raise ValueError(f"speed_perturb factors must be positive, not {self.speed_perturb}")
+        if self.noise_snr and (len(self.noise_snr) != 2 or self.noise_snr[0] > self.noise_snr[1]):
+            raise ValueError(f"noise_snr must be [min, max] dB, not {self.noise_snr}")
+        if self.tokens not in ("chars", "bpe"):
+            raise ValueError(f"tokens must be 'chars' or 'bpe', not {self.tokens!r}")
 
 
 def pick_device(name: str) -> torch.device:
@@ -79,10 +93,13 @@ def lr_schedule(step: int, total: int, warmup: float, final: float) -> float:
 
 def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch,
                  augment: SpecAugmentConfig | None = None, generator: torch.Generator | None = None,
-                 pack: bool = True, speed: float = 1.0) -> torch.Tensor:
-    """Mean over the batch of each utterance's CTC loss (summed over its frames)."""
+                 pack: bool = True, speed: float = 1.0, noise_snr: tuple[float, ...] = ()) -> torch.Tensor:
+    """Mean over the batch of each utterance's CTC loss (summed over its frames). `speed`, `noise_snr`
+    and `augment` perturb the input (training only)."""
     with torch.no_grad(), torch.autocast(batch.pcm.device.type, enabled=False):  # input side in fp32
         waves, lengths = change_speed(batch.waves, batch.lengths, speed)  # (N, S'), (N,)
+        if noise_snr:
+            waves = add_noise(waves, lengths, noise_snr, generator)
         feats, frames = extractor(waves, lengths)                          # (N, T, F), (N,)
         if augment is not None:
             feats = spec_augment(feats, frames, augment, generator)
@@ -107,6 +124,11 @@ class Stepper:
         dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
         self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp and cfg.precision == "fp16")
+        self.last: dict = {}         # the last step's loss and gradient norm (before clipping), as floats
+        self.skipped = 0             # steps with a non-finite loss or gradient, not applied
+        self.oom_split = 0           # batches that ran out of memory and were trained as two halves
+        self.oom_skipped = 0         # ... and those skipped because a half ran out too
+        self.bad_in_a_row = 0
 
     def draw_speed(self) -> float:
         speeds = self.cfg.speed_perturb
@@ -115,95 +137,154 @@ class Stepper:
         return speeds[int(torch.randint(len(speeds), (1,), generator=self.generator))]
 
     def __call__(self, batch: Batch) -> torch.Tensor:
-        """Train on one batch already on the device; returns the (detached, device) loss."""
+        """Train on one batch already on the device; returns the (detached, device) loss.
+
+        A batch that runs out of memory is retried as two halves (gradients summed, one update);
+        if a half does too, the batch is skipped. Both are logged on stderr and counted. (Not under
+        DDP: the other replicas would wait for gradients this one no longer sends in step.)
+        """
+        try:
+            return self._update([batch])
+        except (RuntimeError, MemoryError) as e:   # torch.OutOfMemoryError is a RuntimeError
+            if not out_of_memory(e) or isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+                raise
+            first = type(e).__name__  # not the exception: its traceback would keep the activations alive
+        self._free()
+        halves = batch.halves()
+        if halves:
+            try:
+                loss = self._update(halves)
+                self.oom_split += 1
+                print(f"out of memory on a batch of {len(batch.utts)} ({first}): "
+                      f"trained it as two halves", file=sys.stderr, flush=True)
+                return loss
+            except (RuntimeError, MemoryError) as e:
+                if not out_of_memory(e):
+                    raise
+                self._free()
+        self.oom_skipped += 1
+        self.scheduler.step()
+        print(f"out of memory on a batch of {len(batch.utts)} utterances (longest "
+              f"{max(u.duration for u in batch.utts):.1f} s), even halved: skipped; lower batch_frames",
+              file=sys.stderr, flush=True)
+        return torch.zeros((), device=self.device)
+
+    def _free(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _update(self, parts: list[Batch]) -> torch.Tensor:
+        """One optimizer step on the summed gradients of `parts` (each weighted by its share of utterances)."""
         cfg = self.cfg
         speed = self.draw_speed()
-        with self.autocast():
-            loss = compute_loss(self.model, self.extractor, batch, cfg.augment if cfg.spec_augment else None,
-                                self.generator, pack=cfg.pack_sequences, speed=speed)
+        total = sum(len(p.utts) for p in parts)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        loss = torch.zeros((), device=self.device)
+        for part in parts:
+            with self.autocast():
+                part_loss = compute_loss(self.model, self.extractor, part, cfg.augment if cfg.spec_augment else None,
+                                         self.generator, pack=cfg.pack_sequences, speed=speed,
+                                         noise_snr=cfg.noise_snr)
+                part_loss = part_loss * (len(part.utts) / total)
+            self.scaler.scale(part_loss).backward()
+            loss = loss + part_loss.detach()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        # One host sync per step: the price of never applying a NaN update (fp16's GradScaler pays it anyway).
+        loss_value, norm_value = torch.stack([loss.detach().float(), norm.float()]).tolist()
+        self.last = {"loss": loss_value, "grad_norm": norm_value}
+        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)        # with loss scaling: skips non-finite steps itself
+            self.scaler.update()
         self.scheduler.step()
-        return loss.detach()
+        if finite:
+            self.bad_in_a_row = 0
+            return loss.detach()
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        if not self.scaler.is_enabled() and self.bad_in_a_row >= cfg.max_bad_steps:
+            raise NonFiniteError(
+                f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient ({self.skipped} skipped in all): "
+                f"training cannot go on. Lower lr (now {cfg.lr:g}) or clip_norm, check the data with asr validate, "
+                f"or try precision=fp32; the last good weights are in last.pt")
+        return torch.zeros((), device=loss.device)
 
 
-def train_one_epoch(step: Stepper, loader, after_step=lambda: None) -> dict:
-    """One pass over `loader` (or an iterator over it), calling `after_step()` after each update;
+def train_one_epoch(step: Stepper, loader, after_step=lambda loss: None) -> dict:
+    """One pass over `loader` (or an iterator over it), calling `after_step(loss)` after each update;
     returns this process's summed loss, batches, audio seconds and wall seconds."""
     step.model.train()
     device = step.device
     total_loss, n_batches, audio_seconds, start = torch.zeros((), device=device), 0, 0.0, time.time()
+    skipped = step.skipped
     interactive = sys.stderr.isatty()
     bar = tqdm(loader, leave=False, disable=not interactive, unit="batch")
     for batch in bar:
+        if batch is None:   # none of its files could be read (each named on stderr)
+            after_step(None)
+            continue
         audio_seconds += batch.audio_seconds                             # from the manifest: no GPU sync
         loss = step(batch.to(device, non_blocking=True))
         total_loss += loss
         n_batches += 1
-        after_step()
-        if interactive and n_batches % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{step.scheduler.get_last_lr()[0]:.2e}")
+        after_step(loss)
+        if interactive and step.last:
+            bar.set_postfix(loss=f"{step.last['loss']:.3f}", lr=f"{step.scheduler.get_last_lr()[0]:.2e}",
+                            audio_s_per_s=f"{audio_seconds / (time.time() - start):.0f}", refresh=False)
     total = total_loss.item()                                           # the epoch's one sync
-    return {"loss_sum": total, "batches": n_batches, "audio_seconds": audio_seconds, "seconds": time.time() - start}
+    return {"loss_sum": total, "batches": n_batches, "audio_seconds": audio_seconds, "seconds": time.time() - start,
+            "skipped": step.skipped - skipped}
 
 
 def evaluate(transcriber, utts) -> dict:
     """Greedy WER/CER (percent) of the model on `utts`."""
-    hyps = [r.text for r in transcriber.transcribe([u.audio for u in utts])]
+    hyps = [r.text for r in transcriber.transcribe([u.input for u in utts])]
     s = score([u.text for u in utts], hyps)
     return {"wer": s.wer.rate, "cer": s.cer.rate}
 
 
-def save_checkpoint(path: str | Path, model: AcousticModel, extractor: FeatureExtractor, vocab: Vocabulary,
-                    **extra) -> None:
-    """Everything needed to transcribe: configs, vocabulary, normalisation stats and weights.
+def read_targets(cfg: TrainConfig, manifest: str) -> list:
+    """`manifest`'s utterances with transcripts normalised per cfg.text (a no-op on manifests prepared with it).
 
-    Written to a temporary file then renamed, so a kill at any moment leaves the old or new file whole.
+    A manifest prepared with another normalisation (its text.json) is refused: what it dropped cannot come back.
     """
-    ckpt = {
-        "model_config": asdict(model.cfg),
-        "feature_config": asdict(extractor.cfg),
-        "stats": {"mean": extractor.mean.cpu(), "std": extractor.std.cpu()},
-        "vocab": list(vocab.chars),
-        "model": {k: v.cpu() for k, v in model.state_dict().items()},
-        **extra,
-    }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    from .corpora import read_text_config
+
+    prepared = read_text_config(manifest)
+    if prepared is not None and prepared != cfg.text:
+        raise ValueError(f"{manifest}: transcripts were prepared with {prepared}, but the config asks for "
+                         f"{cfg.text}; run the prepare stage again with this config")
+    return [replace(u, text=normalize_text(u.text, cfg.text)) for u in read_manifest(manifest)]
 
 
-def load_checkpoint(path: str | Path, device="cpu") -> tuple[AcousticModel, FeatureExtractor, Vocabulary, dict]:
-    """Rebuild model, feature extractor and vocabulary from a checkpoint file alone."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such checkpoint") from None
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
-    model = AcousticModel(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    extractor = FeatureExtractor(FeatureConfig(**ckpt["feature_config"]), ckpt["stats"]["mean"], ckpt["stats"]["std"])
-    return model.to(device).eval(), extractor.to(device), Vocabulary(tuple(ckpt["vocab"])), ckpt
+def build_vocabulary(cfg: TrainConfig, train_utts, d: Dist) -> Vocabulary | BPEVocabulary:
+    """Characters of cfg.text's alphabet, or BPE pieces trained on the train transcripts (exp_dir/bpe.model,
+    kept when resuming)."""
+    if cfg.tokens == "chars":
+        return Vocabulary(cfg.text.alphabet)
+    path = Path(cfg.exp_dir) / "bpe.model"
+    if d.main and not (cfg.resume and path.exists()):
+        train_bpe([u.text for u in train_utts], cfg.bpe_vocab_size, path)
+    barrier(d)
+    return BPEVocabulary.load(path)
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def reject_unusable(cfg: TrainConfig, utts, name: str, d: Dist, say) -> list:
+    """`utts` without those training cannot use (asr.validate's quick check: files, headers, transcripts,
+    CTC lengths), which go to exp_dir/rejected.jsonl with their reasons; up front, not mid-epoch."""
+    from .validate import Checker, screen, write_rejected
 
-
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["augment"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    usable, findings = screen(utts, Checker.for_config(cfg), full=False)
+    if len(usable) < len(utts):
+        if d.main:
+            write_rejected(Path(cfg.exp_dir) / "rejected.jsonl", findings, split=name, mode="a")
+        say(f"{name}: rejected {len(utts) - len(usable)} of {len(utts)} utterances "
+            f"(reasons in {Path(cfg.exp_dir) / 'rejected.jsonl'})")
+    if not usable:
+        raise ValueError(f"{name}: no usable utterances left (reasons in {Path(cfg.exp_dir) / 'rejected.jsonl'})")
+    return usable
 
 
 def build_loader(cfg: TrainConfig, utts, vocab: Vocabulary, d: Dist, device: torch.device):
@@ -240,11 +321,14 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError(f"{cfg.stats}: statistics are for {feat_cfg}, but the config asks for {cfg.features};"
                          " run the stats stage again")
     extractor = FeatureExtractor(feat_cfg, mean, std).to(device)
-    vocab = Vocabulary()
+    if d.main:
+        (exp / "rejected.jsonl").unlink(missing_ok=True)
+    train_utts = reject_unusable(cfg, read_targets(cfg, cfg.train_manifest), cfg.train_manifest, d, say)
+    dev_utts = reject_unusable(cfg, read_targets(cfg, cfg.dev_manifest), cfg.dev_manifest, d, say)
+    vocab = build_vocabulary(cfg, train_utts, d)
     model = AcousticModel(replace(cfg.model, n_features=feat_cfg.dim, vocab_size=len(vocab))).to(device)
     replica = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
 
-    train_utts, dev_utts = read_manifest(cfg.train_manifest), read_manifest(cfg.dev_manifest)
     sampler, loader = build_loader(cfg, train_utts, vocab, d, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(sampler)
@@ -254,7 +338,7 @@ def train(cfg: TrainConfig) -> dict:
     step = Stepper(replica, extractor, optimizer, scheduler, cfg, device, generator)
     transcriber = Transcriber(model, extractor, vocab, device)
 
-    say(f"training {count_parameters(model) / 1e6:.2f} M parameters on {device}"
+    say(f"training {count_parameters(model) / 1e6:.2f} M parameters on {device}, {len(vocab)} {cfg.tokens} tokens"
         f"{f' x {d.world} processes' if d.enabled else ''}: {len(train_utts)} train / {len(dev_utts)} dev "
         f"utterances, {len(sampler)} batches per epoch{' per process' if d.enabled else ''}")
     best = {"wer": float("inf")}
@@ -287,50 +371,106 @@ def train(cfg: TrainConfig) -> dict:
                             position=dict(position), best=best, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), scaler=step.scaler.state_dict(), rng=rngs, **meta)
 
-    def after_step() -> None:
+    def after_step(loss: torch.Tensor | None) -> None:
         position["batch"] += 1
         position["step"] += 1
+        if loss is not None and board is not None:
+            for name, value in (*step.last.items(), ("lr", scheduler.get_last_lr()[0])):
+                board.add_scalar(f"train/{name}", value, position["step"])
+        if cfg.log_every and position["step"] % cfg.log_every == 0 and loss is not None:
+            say(f"step {position['step']} loss {step.last['loss']:.3f} grad norm {step.last['grad_norm']:.2f} "
+                f"(epoch {position['epoch']}, batch {position['batch']})")
         if cfg.save_every and position["step"] % cfg.save_every == 0:
             save_last()
+        if stop:
+            save_last()
+            raise Interrupted(stop[0])
 
     log = (exp / "train_log.jsonl").open("a") if d.main else None
+    board = tensorboard(exp) if d.main and cfg.tensorboard else None
     started = time.time()
-    for epoch in range(position["epoch"], cfg.epochs + 1):
-        sampler.set_epoch(epoch, start=position["batch"])
-        batches = iter(loader)
-        if pending_rng is not None:
-            set_rng_state(pending_rng, generator)
-            pending_rng = None
-        stats = train_one_epoch(step, batches, after_step)
-        loss_sum, n_batches, audio_seconds = all_sum(d, [stats["loss_sum"], stats["batches"], stats["audio_seconds"]],
-                                                     device)
-        position.update(epoch=epoch + 1, batch=0)
-        record = {"epoch": epoch, "loss": loss_sum / max(n_batches, 1), "audio_seconds": audio_seconds,
-                  "seconds": stats["seconds"], "lr": scheduler.get_last_lr()[0]}  # seconds: training alone
-        if device.type == "cuda":
-            record["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-        if d.main:
-            dev = evaluate(transcriber, dev_utts)
-            record.update(dev_wer=dev["wer"], dev_cer=dev["cer"], elapsed=time.time() - started)  # elapsed: with dev
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            say(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.3f} dev %WER {dev['wer']:.2f} "
-                f"%CER {dev['cer']:.2f} ({stats['seconds']:.1f}s, {audio_seconds / stats['seconds']:.0f} audio-s/s)")
-            if dev["wer"] < best["wer"]:
-                best = {"epoch": epoch, **dev}
-                save_checkpoint(exp / "best.pt", model, extractor, vocab, train_config=asdict(cfg), epoch=epoch,
-                                dev_wer=dev["wer"], dev_cer=dev["cer"])
-        if epoch % cfg.save_epochs == 0 or epoch == cfg.epochs:
-            save_last(epoch=epoch)
+    stop: list[int] = []  # the signal that asked us to stop, once one has
+    try:
+        with stop_on_signals(stop):
+            for epoch in range(position["epoch"], cfg.epochs + 1):
+                sampler.set_epoch(epoch, start=position["batch"])
+                batches = iter(loader)
+                if pending_rng is not None:
+                    set_rng_state(pending_rng, generator)
+                    pending_rng = None
+                stats = train_one_epoch(step, batches, after_step)
+                position.update(epoch=epoch + 1, batch=0)
+                record = epoch_record(d, device, epoch, stats, scheduler, step)
+                if d.main:
+                    dev = evaluate(transcriber, dev_utts)
+                    record.update(dev_wer=dev["wer"], dev_cer=dev["cer"], elapsed=time.time() - started)  # with dev
+                    if board is not None:
+                        epoch_scalars(board, record, position["step"])
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    say(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.3f} dev %WER {dev['wer']:.2f} "
+                        f"%CER {dev['cer']:.2f} ({stats['seconds']:.1f}s, "
+                        f"{record['audio_seconds'] / stats['seconds']:.0f} audio-s/s)"
+                        + (f", {step.skipped} non-finite steps skipped so far" if step.skipped else ""))
+                    if dev["wer"] < best["wer"]:
+                        best = {"epoch": epoch, **dev}
+                        save_checkpoint(exp / "best.pt", model, extractor, vocab, train_config=asdict(cfg),
+                                        epoch=epoch, dev_wer=dev["wer"], dev_cer=dev["cer"])
+                if d.main and cfg.keep_epochs:
+                    save_checkpoint(exp / f"epoch_{epoch}.pt", model, extractor, vocab, train_config=asdict(cfg),
+                                    epoch=epoch)
+                    (exp / f"epoch_{epoch - cfg.keep_epochs}.pt").unlink(missing_ok=True)
+                if epoch % cfg.save_epochs == 0 or epoch == cfg.epochs:
+                    save_last(epoch=epoch)
+    except Interrupted as e:
+        say(f"{signal.Signals(e.signal).name}: stopped at step {position['step']} (epoch {position['epoch']}, "
+            f"batch {position['batch']}); saved {exp / 'last.pt'}: continue with resume=true")
+        raise SystemExit(128 + e.signal) from None
+    except NonFiniteError:
+        save_last()
+        raise
+    finally:
+        if log is not None:
+            log.close()
+        if board is not None:
+            board.close()
     if d.enabled:
         check_replicas_in_sync(d, model)
         say(f"replicas in sync: {d.world} ranks hold identical parameters")
     if d.main:
-        log.close()
         say(f"best dev %WER {best['wer']:.2f} at epoch {best['epoch']}: {exp / 'best.pt'}")
     barrier(d)
     shutdown(d)
     return best
+
+
+def tensorboard(exp: Path):
+    """A SummaryWriter on exp_dir/tensorboard (`tensorboard --logdir data/an4/exp`)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(exp / "tensorboard"))
+
+
+def epoch_scalars(board, record: dict, step: int) -> None:
+    for tag, key in (("dev/wer", "dev_wer"), ("dev/cer", "dev_cer"), ("train/epoch_loss", "loss"),
+                     ("train/skipped_steps", "skipped_steps"), ("train/oom_batches", "oom_split")):
+        board.add_scalar(tag, record[key], step)
+    board.add_scalar("train/audio_seconds_per_second", record["audio_seconds"] / max(record["seconds"], 1e-9), step)
+    board.flush()
+
+
+def epoch_record(d: Dist, device: torch.device, epoch: int, stats: dict, scheduler, step: Stepper) -> dict:
+    """The epoch's line of train_log.jsonl, summed over processes; `seconds` is training alone (no dev pass)."""
+    loss_sum, n_batches, audio_seconds = all_sum(d, [stats["loss_sum"], stats["batches"], stats["audio_seconds"]],
+                                                 device)
+    record = {"epoch": epoch, "loss": loss_sum / max(n_batches - d.world * stats["skipped"], 1),  # applied steps
+              "audio_seconds": audio_seconds, "seconds": stats["seconds"], "lr": scheduler.get_last_lr()[0],
+              "skipped_steps": step.skipped, "oom_split": step.oom_split, "oom_skipped": step.oom_skipped,
+              "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                         else f"cpu x {torch.get_num_threads()} threads")}
+    if device.type == "cuda":
+        record["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,13 +8,15 @@ sequence of frames (nothing duplicated or dropped at the seams).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from .audio import AudioInput, load_audio, split_at_pauses
+from .audio import AudioError, AudioInput, load_audio, split_at_pauses
 from .data import FRAMES_PER_SECOND, length_batches, pad_waves
 from .decode import FRAME_SECONDS, BeamSearch, DecodingOptions, TokenPath, Word, greedy_paths, words_of
 from .features import FeatureExtractor
@@ -28,6 +30,7 @@ class Transcript:
     duration: float                 # seconds of audio
     path: str | None = None         # the file, when the input was one
     words: tuple[Word, ...] = ()    # each with start, end (seconds) and confidence
+    error: str | None = None        # why the input could not be transcribed (transcribe(..., errors="keep"))
 
 
 class Recognizer(nn.Module):
@@ -74,20 +77,47 @@ class Transcriber:
                             self.network, self.batch)
         return other
 
-    def transcribe(self, audio: AudioInput | list[AudioInput]) -> Transcript | list[Transcript]:
+    def stream(self):
+        """A StreamingTranscriber (asr.stream) for this unidirectional model: feed chunks, read partials."""
+        from .stream import StreamingTranscriber
+
+        if not isinstance(self.model, AcousticModel):
+            raise ValueError("streaming needs the eager model (a checkpoint), not an exported one")
+        return StreamingTranscriber(self)
+
+    def transcribe(self, audio: AudioInput | list[AudioInput], errors: str = "raise") -> Transcript | list[Transcript]:
         """One input -> one Transcript; a list -> a list, decoded in length-sorted batches.
 
-        Inputs are paths (any soundfile format, any rate, mono or not) or (S,) 16 kHz samples.
+        Inputs are paths (any soundfile format, any rate, mono or not) or (S,) 16 kHz samples. An
+        input that cannot be read raises AudioError naming it; with errors="keep" it gives a
+        Transcript with empty text and `error` set instead, and the other inputs are transcribed.
         """
+        if errors not in ("raise", "keep"):
+            raise ValueError(f"errors must be 'raise' or 'keep', not {errors!r}")
         if isinstance(audio, (list, tuple)):
-            return self._transcribe_many(list(audio))
-        return self._transcribe_many([audio])[0]
+            return self._transcribe_many(list(audio), errors)
+        return self._transcribe_many([audio], errors)[0]
 
-    def _transcribe_many(self, inputs: list[AudioInput]) -> list[Transcript]:
-        waves = [load_audio(a, self.sample_rate) for a in inputs]
+    def _transcribe_many(self, inputs: list[AudioInput], errors: str = "raise") -> list[Transcript]:
+        loaded: dict[int, torch.Tensor | str] = {}
+        for i, a in enumerate(inputs):
+            try:
+                loaded[i] = load_audio(a, self.sample_rate)
+            except AudioError as e:
+                if errors == "raise":
+                    raise
+                loaded[i] = str(e)
+        ok = [i for i in range(len(inputs)) if not isinstance(loaded[i], str)]
+        done = dict(zip(ok, self._decode_inputs([inputs[i] for i in ok], [loaded[i] for i in ok])))
+        name = lambda a: str(a) if isinstance(a, (str, Path)) else None  # noqa: E731
+        return [done[i] if i in done else Transcript("", 0.0, name(a), (), loaded[i]) for i, a in enumerate(inputs)]
+
+    def _decode_inputs(self, inputs: list[AudioInput], waves: list[torch.Tensor]) -> list[Transcript]:
         pieces, owner, offset = self._segments(waves)
         results: list[list[Word]] = [[] for _ in pieces]
-        for group in self._groups(pieces):
+        groups = self._groups(pieces)
+        for group in tqdm(groups, desc="decoding", unit="batch", leave=False,
+                          disable=len(groups) < 4 or not sys.stderr.isatty()):
             for i, words in zip(group, self.decode_waves([pieces[i] for i in group])):
                 results[i] = words
         words: list[list[Word]] = [[] for _ in waves]
@@ -201,7 +231,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     """A Transcriber rebuilt from a checkpoint file alone (e.g. `data/an4/exp/cpu/best.pt`), or from an
     exported TorchScript file (`asr export`)."""
     from .export import is_exported, load_exported
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     if is_exported(path):
         return load_exported(path, options)

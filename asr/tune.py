@@ -8,7 +8,6 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .audio import load_audio
 from .decode import DecodingOptions, greedy_paths, words_of
 from .score import score
 
@@ -26,7 +25,7 @@ def tune_decoding(transcriber, utts, options: DecodingOptions, lm_weights=LM_WEI
 
     log_probs, lengths = [], []
     for u in utts:  # one pass of the model; the grid reuses its outputs
-        lp, n = transcriber.log_probs([load_audio(u.audio)])
+        lp, n = transcriber.log_probs([u.samples()])
         log_probs.append(lp[0, :n[0]])
         lengths.append(n[0])
     refs = [u.text for u in utts]

@@ -13,7 +13,8 @@ STAGE ?= 1
 STOP_STAGE ?= 100
 
 LM     ?= $(DATA)/lm
-STAGES := prepare stats train lm tune decode score
+RESULTS ?= RESULTS.md   # the score stage appends its lines here
+STAGES := prepare stats train lm tune decode score report
 .PHONY: all $(STAGES)
 
 all:
@@ -29,7 +30,7 @@ endef
 
 prepare:
 	$(call stage,1 prepare: $(PREPARE_DESC) in $(DATA),$(DATA)/.prepare.done,\
-	  $(ASR) prepare $(CORPUS) --out $(DATA) $(PREPARE_ARGS))
+	  $(ASR) prepare $(CORPUS) --out $(DATA) --config $(CONFIG) $(PREPARE_ARGS))
 
 stats:
 	@mkdir -p $(EXP)
@@ -58,6 +59,12 @@ decode:
 
 score:
 	@echo "stage 7 score: test WER / CER, greedy ($(EXP)/decode_test) and with the LM ($(EXP)/decode_test_lm)"
-	@echo "greedy:" && $(ASR) score --manifest $(DATA)/test.jsonl --hyp $(EXP)/decode_test/hyp.txt
+	@echo "greedy:" && $(ASR) score --config $(CONFIG) --manifest $(DATA)/test.jsonl --hyp $(EXP)/decode_test/hyp.txt \
+	  --results $(RESULTS) --exp $(EXP)
 	@echo "beam search + 3-gram LM + lexicon:" && \
-	  $(ASR) score --manifest $(DATA)/test.jsonl --hyp $(EXP)/decode_test_lm/hyp.txt
+	  $(ASR) score --config $(CONFIG) --manifest $(DATA)/test.jsonl --hyp $(EXP)/decode_test_lm/hyp.txt \
+	    --results $(RESULTS) --exp $(EXP)
+
+report:
+	@echo "stage 8 report: curves, scores, worst utterances -> $(EXP)/report.html"
+	@$(ASR) report $(EXP) --manifest $(DATA)/test.jsonl --results $(RESULTS)

@@ -70,3 +70,21 @@ def test_change_speed_scales_length_and_pitch(an4_test_utts):
         assert abs(peak_hz - 1000 * speed) < 5
         assert real.shape[0] > 20000 and out[0, new[0] + 50:].abs().max() < 1e-3  # padding stays silent
     assert change_speed(waves, lengths, 1.0)[0] is waves
+
+
+def test_add_noise_hits_the_snr_asked_for_reproducibly_and_keeps_padding_silent(an4_test_utts):
+    from asr.audio import add_noise
+    from asr.data import pad_waves
+    waves, lengths = pad_waves([u.samples() for u in an4_test_utts[:4]])          # (4, S), real speech
+    noisy = add_noise(waves, lengths, (10.0, 10.0), torch.Generator().manual_seed(0))
+    again = add_noise(waves, lengths, (10.0, 10.0), torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, again)                                              # seeded: the same noise
+    for i, n in enumerate(lengths.tolist()):
+        signal, noise = waves[i, :n], noisy[i, :n] - waves[i, :n]
+        snr = 10 * torch.log10(signal.pow(2).mean() / noise.pow(2).mean())
+        assert abs(snr.item() - 10.0) < 0.3, snr
+        assert torch.all(noisy[i, n:] == 0)                                       # padding stays zero
+    ranged = add_noise(waves, lengths, (0.0, 30.0), torch.Generator().manual_seed(1))
+    snrs = [10 * torch.log10(waves[i, :n].pow(2).mean() / (ranged[i, :n] - waves[i, :n]).pow(2).mean()).item()
+            for i, n in enumerate(lengths.tolist())]
+    assert all(-0.5 < s < 30.5 for s in snrs) and max(snrs) - min(snrs) > 1     # drawn per utterance

@@ -1,10 +1,11 @@
 """FSDD, generic folders / CSVs and Kaldi data dirs, on real audio from ../shared/corpora."""
+import json
 import shutil
 import tarfile
 
 import pytest
 
-from asr.audio import AudioError
+import asr
 from asr.cli import main as asr_main
 from asr.corpora.folder import read_csv, read_folder
 from asr.corpora.fsdd import DIGITS, download_fsdd, prepare_fsdd
@@ -45,6 +46,29 @@ def test_folder_of_audio_with_transcripts(an4_test_utts, tmp_path):
         read_folder(tmp_path)
 
 
+def test_recipe_text_config_normalises_targets_and_scoring_alike(an4_test_utts, tmp_path, capsys):
+    """One `text` section (lower case, digits kept) drives prepare, training's check and scoring."""
+    from asr.train import TrainConfig, read_targets
+    corpus = tmp_path / "mine"
+    corpus.mkdir()
+    for i, u in enumerate(an4_test_utts[:2]):
+        shutil.copy(u.audio, corpus / f"u{i}.sph")
+        (corpus / f"u{i}.txt").write_text(f"Room {i + 7}, please!\n")
+    conf = tmp_path / "lower.yaml"
+    conf.write_text("text:\n  case: lower\n  numbers: keep\n")
+    asr_main(["prepare", "folder", "--corpus", str(corpus), "--out", str(tmp_path / "d"), "--config", str(conf)])
+    manifest = tmp_path / "d" / "all.jsonl"
+    assert [u.text for u in read_manifest(manifest)] == ["room 7 please", "room 8 please"]
+    assert '"case": "lower"' in (tmp_path / "d" / "text.json").read_text()
+    with pytest.raises(ValueError, match="prepared with TextConfig.*case='lower'.*run the prepare stage again"):
+        read_targets(TrainConfig(), str(manifest))                 # the default config spells numbers, upper case
+    (tmp_path / "hyp.txt").write_text("u0\tROOM 7 PLEASE\nu1\tRoom 8 please\n")
+    asr_main(["score", "--config", str(conf), "--manifest", str(manifest), "--hyp", str(tmp_path / "hyp.txt")])
+    assert "%WER 0.00 [ 0 / 6" in capsys.readouterr().out       # hypotheses normalised as the references were
+    asr_main(["prepare", "folder", "--corpus", str(corpus), "--out", str(tmp_path / "up")])
+    assert [u.text for u in read_manifest(tmp_path / "up" / "all.jsonl")] == ["ROOM SEVEN PLEASE", "ROOM EIGHT PLEASE"]
+
+
 def test_csv_and_tsv_lists(an4_test_utts, tmp_path):
     rows = [(u.audio, u.text) for u in an4_test_utts[:4]]
     (tmp_path / "list.csv").write_text("path,text\n" + "".join(f"{p},{t}\n" for p, t in rows))
@@ -55,9 +79,12 @@ def test_csv_and_tsv_lists(an4_test_utts, tmp_path):
     (tmp_path / "bad.csv").write_text("file,words\nx.wav,hi\n")
     with pytest.raises(ValueError, match="bad.csv: needs a header with 'path' and 'text'"):
         read_csv(tmp_path / "bad.csv")
-    (tmp_path / "missing.csv").write_text("path,text\nnope.wav,hi\n")
-    with pytest.raises(AudioError, match="missing.csv:2: .*nope.wav"):
-        read_csv(tmp_path / "missing.csv")
+    (tmp_path / "missing.csv").write_text(f"path,text\nnope.wav,hi\n{rows[0][0]},{rows[0][1]}\n")
+    asr_main(["prepare", "csv", "--corpus", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")])
+    assert [u.audio for u in read_manifest(tmp_path / "m" / "all.jsonl")] == [rows[0][0]]   # the rest is kept
+    rejected = [json.loads(line) for line in (tmp_path / "m" / "rejected.jsonl").read_text().splitlines()]
+    assert rejected == [{"id": "nope", "audio": str(tmp_path / "nope.wav"), "reasons": ["missing file"],
+                         "split": "all"}]
 
 
 def test_kaldi_export_then_import_round_trips(an4_test_utts, tmp_path, capsys):
@@ -76,16 +103,71 @@ def test_kaldi_export_then_import_round_trips(an4_test_utts, tmp_path, capsys):
     assert (tmp_path / "k2" / "text").read_text() == files["text"].read_text()
 
 
-def test_kaldi_pipes_and_segments_are_refused_by_name(an4_test_utts, tmp_path):
+def test_kaldi_pipes_and_bad_segments_are_refused_by_name(an4_test_utts, tmp_path):
     export_kaldi(an4_test_utts[:2], tmp_path)
-    (tmp_path / "segments").write_text(f"{an4_test_utts[0].id} rec 0.0 1.0\n")
-    with pytest.raises(ValueError, match="segments: utterances cut from recordings are not supported"):
+    uid = sorted(u.id for u in an4_test_utts[:2])[0]
+    (tmp_path / "segments").write_text(f"{uid} rec 0.0 1.0\n")
+    with pytest.raises(ValueError, match="segments: .*recording rec has no entry in wav.scp"):
+        import_kaldi(tmp_path)
+    (tmp_path / "segments").write_text(f"{uid} {uid} 1.5 1.0\n")
+    with pytest.raises(ValueError, match="segments:1: .*start 1.5 must be >= 0 and before end 1.0"):
+        import_kaldi(tmp_path)
+    (tmp_path / "segments").write_text(f"{uid} {uid} 0.0 99.0\n")
+    with pytest.raises(ValueError, match="ends at 99.00 s, after its recording"):
         import_kaldi(tmp_path)
     (tmp_path / "segments").unlink()
-    uid = sorted(u.id for u in an4_test_utts[:2])[0]
     (tmp_path / "wav.scp").write_text(f"{uid} sph2pipe -f wav x.sph |\n")
     with pytest.raises(ValueError, match="command pipe"):
         import_kaldi(tmp_path)
+
+
+def test_kaldi_segments_cut_utterances_from_one_recording(an4_model, an4_test_utts, tmp_path):
+    """Six AN4 test utterances joined (with 0.5 s silences) into one WAV, listed by a Kaldi `segments`
+    file: imported, each span holds its utterance's samples, decodes as the separate file does, and
+    exports back to the same files."""
+    import soundfile as sf
+    import torch
+
+    from asr.data import AudioDataset
+    from asr.text import Vocabulary
+    utts = an4_test_utts[:6]
+    pieces, lines, t = [], [], 0.0
+    for u in utts:
+        wave = u.samples()
+        pieces += [wave, torch.zeros(8000)]
+        lines.append(f"{u.id} session {t:.2f} {t + wave.shape[0] / 16000:.2f}")
+        t += wave.shape[0] / 16000 + 0.5
+    sf.write(tmp_path / "session.wav", torch.cat(pieces).numpy(), 16000, subtype="PCM_16")
+    kaldi = tmp_path / "kaldi"
+    kaldi.mkdir()
+    (kaldi / "wav.scp").write_text(f"session {tmp_path / 'session.wav'}\n")
+    (kaldi / "segments").write_text("".join(sorted(line + "\n" for line in lines)))
+    (kaldi / "text").write_text("".join(sorted(f"{u.id} {u.text}\n" for u in utts)))
+    (kaldi / "utt2spk").write_text("".join(sorted(f"{u.id} {u.speaker}\n" for u in utts)))
+    (kaldi / "spk2utt").write_text("".join(f"{s} {' '.join(sorted(u.id for u in utts if u.speaker == s))}\n"
+                                           for s in sorted({u.speaker for u in utts})))
+
+    asr_main(["prepare", "kaldi", "--corpus", str(kaldi), "--out", str(tmp_path / "m")])
+    segs = {u.id: u for u in read_manifest(tmp_path / "m" / "all.jsonl")}
+    assert len(segs) == 6 and all(s.audio == str(tmp_path / "session.wav") and s.start is not None
+                                  for s in segs.values())
+    for u in utts:                                        # the span is the utterance, to the 10 ms of the times
+        seg, whole = segs[u.id].samples(), u.samples()
+        assert abs(seg.shape[0] - whole.shape[0]) <= 160 and segs[u.id].text == u.text
+        n = min(seg.shape[0], whole.shape[0]) - 160
+        assert torch.allclose(seg[:n], whole[:n], atol=1 / 32768)
+    audio, targets, _ = AudioDataset(list(segs.values()), Vocabulary())[0]   # training reads the span too
+    assert audio.shape[0] == pytest.approx(list(segs.values())[0].duration * 16000, abs=2)
+
+    asr_main(["decode", "--model", str(an4_model), "--manifest", str(tmp_path / "m" / "all.jsonl"),
+              "--out", str(tmp_path / "dec")])
+    hyps = dict(line.split("\t") for line in (tmp_path / "dec" / "hyp.txt").read_text().splitlines())
+    separate = asr.load_model(an4_model).transcribe([u.audio for u in utts])
+    assert [hyps[u.id] for u in utts] == [r.text for r in separate]
+
+    files = export_kaldi(list(segs.values()), tmp_path / "back")
+    for name in ("wav.scp", "segments", "text", "utt2spk", "spk2utt"):
+        assert files[name].read_text() == (kaldi / name).read_text(), name
 
 
 def test_locate_fsdd_prefers_the_environment_then_shared(fsdd_dir, tmp_path, monkeypatch):
@@ -145,8 +227,9 @@ def test_librispeech_layout_built_from_real_audio(an4_test_utts, tmp_path, capsy
     asr_main(["prepare", "librispeech", "--corpus", str(tmp_path / "LibriSpeech"), "--out", str(tmp_path / "m")])
     assert read_manifest(tmp_path / "m" / "dev-clean.jsonl") == utts
     (chapter / "84-121123-0001.flac").unlink()
-    with pytest.raises(FileNotFoundError, match="trans.txt:2: 84-121123-0001: no audio"):
-        read_librispeech(tmp_path / "LibriSpeech" / "dev-clean")
+    asr_main(["prepare", "librispeech", "--corpus", str(tmp_path / "LibriSpeech"), "--out", str(tmp_path / "m2")])
+    assert [u.id for u in read_manifest(tmp_path / "m2" / "dev-clean.jsonl")] == [u.id for u in utts if u.id != "84-121123-0001"]
+    assert '"84-121123-0001"' in (tmp_path / "m2" / "rejected.jsonl").read_text()
 
 
 def test_ljspeech_layout_uses_the_normalised_column(an4_test_utts, tmp_path):

@@ -4,8 +4,8 @@ import re
 import pytest
 
 from asr.corpora.an4 import read_split
-from asr.lm import build_lm, decoder_tokens, spell, write_lexicon
-from asr.text import Vocabulary
+from asr.lm import build_lm, read_lexicon_words, write_lexicon
+from asr.text import Vocabulary, train_bpe
 
 
 def test_lmplz_builds_a_trigram_lm_and_lexicon_from_an4_transcripts(an4_dir, tmp_path):
@@ -23,12 +23,26 @@ def test_lmplz_builds_a_trigram_lm_and_lexicon_from_an4_transcripts(an4_dir, tmp
 
 
 def test_lexicon_spells_in_decoder_tokens_and_names_bad_characters(tmp_path):
-    tokens = decoder_tokens(Vocabulary())
+    v = Vocabulary()
+    tokens = v.decoder_tokens
     assert tokens[:3] == ["<blank>", "|", "'"] and len(tokens) == 29
-    assert spell("DON'T") == "D O N ' T |"
-    assert set(spell("DON'T").split()) <= set(tokens)
+    assert v.spell("DON'T") == "D O N ' T |"
+    assert set(v.spell("DON'T").split()) <= set(tokens)
     with pytest.raises(ValueError, match="'é' is not in the vocabulary"):
         write_lexicon(["CAFé"], tmp_path / "lexicon.txt")
+
+
+def test_bpe_lexicon_spells_words_in_pieces(an4_dir, tmp_path):
+    texts = [u.text for u in read_split(an4_dir, "train")]
+    bpe = train_bpe(texts, 60, tmp_path / "bpe.model")
+    words = sorted({w for t in texts for w in t.split()})
+    write_lexicon(words, tmp_path / "lexicon.txt", bpe)
+    assert read_lexicon_words(tmp_path / "lexicon.txt") == words
+    for line in (tmp_path / "lexicon.txt").read_text().splitlines():
+        word, spelling = line.split("\t")
+        pieces = spelling.split()
+        assert set(pieces) <= set(bpe.decoder_tokens) and pieces[0].startswith("\u2581")   # a word starts at '▁'
+        assert "".join(pieces).lstrip("\u2581") == word and bpe.boundary_token is None
 
 
 def test_empty_corpus_is_refused(tmp_path):

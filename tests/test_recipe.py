@@ -18,7 +18,7 @@ def _make(*args):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("an4")
-    args = [f"DATA={data}", "MAX_UTTS=40", "N=small",
+    args = [f"DATA={data}", "MAX_UTTS=40", "N=small", f"RESULTS={data / 'RESULTS.md'}",
             "EXTRA=epochs=2 threads=2 model.hidden=64 model.conv_channels=64 model.layers=2"]
     first = _make("all", *args)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -27,7 +27,7 @@ def small_run(tmp_path_factory):
 
 def test_all_stages_run_and_print_wer(small_run):
     data, _, out = small_run
-    for n, name in enumerate(["prepare", "stats", "train", "lm", "tune", "decode", "score"], 1):
+    for n, name in enumerate(["prepare", "stats", "train", "lm", "tune", "decode", "score", "report"], 1):
         assert f"stage {n} {name}" in out
     assert len(re.findall(r"^%WER \d+\.\d\d \[ \d+ / \d+, \d+ ins, \d+ del, \d+ sub \]$", out, re.M)) == 2
     assert len(re.findall(r"^%CER \d+\.\d\d ", out, re.M)) == 2       # greedy, then with the LM
@@ -62,6 +62,7 @@ def test_stage_range_runs_only_that_range(small_run):
 def test_fsdd_recipe_runs_end_to_end(tmp_path):
     """The FSDD recipe through its Makefile: full prepare (3000 files), one epoch of a tiny model, LM, decoding."""
     run = subprocess.run(["make", "-C", str(ROOT / "recipes" / "fsdd"), "all", f"DATA={tmp_path}", "N=tiny",
+                          f"RESULTS={tmp_path / 'RESULTS.md'}",
                           "EXTRA=epochs=1 model.hidden=32 model.conv_channels=32 model.layers=1"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -69,3 +70,66 @@ def test_fsdd_recipe_runs_end_to_end(tmp_path):
         assert f"stage {n} {name}" in run.stdout
     assert "lexicon of 10 words" in run.stdout
     assert len(re.findall(r"^%WER \d+\.\d\d \[ \d+ / 300,", run.stdout, re.M)) == 2  # 300 test digits, twice
+
+
+def test_recipe_leaves_tensorboard_plots_report_and_a_results_line(small_run):
+    """After `make all`: TensorBoard scalars, PNG plots and a self-contained report.html in the exp dir,
+    and the score stage's lines in RESULTS.md."""
+    import base64
+    from html.parser import HTMLParser
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    data, _, out = small_run
+    exp = data / "exp" / "small"
+    board = EventAccumulator(str(exp / "tensorboard"))
+    board.Reload()
+    tags = set(board.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "dev/wer", "dev/cer", "train/audio_seconds_per_second",
+            "train/skipped_steps"} <= tags, tags
+    assert len(board.Scalars("dev/wer")) == 2                                 # one per epoch
+    for png in ("curves.png", "utterance.png"):
+        assert (exp / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.ids, self.images, self.links, self.cells = [], [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "h2":
+                self.ids.append(a.get("id"))
+            if tag == "img":
+                self.images.append(a["src"])
+            self.links += [v for k, v in attrs if k in ("href", "src") and v and v.startswith(("http", "//"))]
+
+    page = Page()
+    page.feed((exp / "report.html").read_text())
+    assert page.ids == ["data", "curves", "throughput", "scores", "worst", "utterance", "config"]
+    assert len(page.images) == 2 and not page.links                         # self-contained: nothing fetched
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
+    html_text = (exp / "report.html").read_text()
+    assert "decode_test_lm" in html_text and "beam + LM" in html_text and '<span class="' in html_text
+    log = (data / "RESULTS.md").read_text()
+    assert "## Score stage log" in log
+    rows = [line for line in log.splitlines() if line.startswith("| 20")]
+    modes = [r.split("|")[3].strip() for r in rows]                          # a pair per score stage run
+    assert modes[:2] == ["greedy", "beam + LM"] and modes == modes[:2] * (len(modes) // 2)
+    assert "report -> " in out
+
+
+def test_report_renders_in_headless_chromium(small_run, tmp_path):
+    """Where Chromium is installed (`apt-get install chromium`), the report renders to a screenshot."""
+    import shutil
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed")
+    data, _, _ = small_run
+    shot = tmp_path / "report.png"
+    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                          "--window-size=1200,2400", (data / "exp" / "small" / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20_000

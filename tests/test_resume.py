@@ -1,4 +1,5 @@
 """Kill a real training process with SIGKILL mid-epoch, resume it, and land where an uninterrupted run lands."""
+import re
 import signal
 import subprocess
 import sys
@@ -64,3 +65,65 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, five_
     # same data order, RNG and optimizer state: the weights are those of the run never killed
     for name, weight in _last(straight)["model"].items():
         torch.testing.assert_close(end["model"][name], weight, msg=name)
+
+
+def _setup(tmp_path, five_utts):
+    manifest, stats = tmp_path / "five.jsonl", tmp_path / "stats.json"
+    write_manifest(manifest, five_utts)
+    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+    return manifest, stats
+
+
+def _wait_for_step(proc, step: int, timeout: float = 120) -> list[str]:
+    """Read the run's `step N loss ...` lines until step `step`; returns the lines read."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.match(r"step (\d+) ", line)
+        if m and int(m[1]) >= step:
+            break
+    return lines
+
+
+def test_sigterm_saves_where_it_stopped_and_resume_finishes_the_run(tmp_path, five_utts):
+    manifest, stats = _setup(tmp_path, five_utts)
+    exp = tmp_path / "exp"
+    cmd = _train_cmd(exp, manifest, manifest, stats, "save_every=0", "save_epochs=100", "log_every=1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_step(proc, 10)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out                  # stopped, not crashed
+    assert "Traceback" not in out and "SIGTERM: stopped at step" in out and "resume=true" in out
+    saved = _last(exp)["position"]                                       # no periodic save: this is the signal's
+    assert 10 <= saved["step"] < EPOCHS * 4
+    resumed = subprocess.run([*cmd, "resume=true"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {exp / 'last.pt'} at step {saved['step']} " in resumed.stdout
+    assert _last(exp)["position"]["step"] == EPOCHS * 4                  # every step done once: none lost
+
+
+def test_sigkill_at_a_random_moment_loses_at_most_one_checkpoint_interval(tmp_path, five_utts):
+    import random
+
+    manifest, stats = _setup(tmp_path, five_utts)
+    exp, every = tmp_path / "exp", 3
+    cmd = _train_cmd(exp, manifest, manifest, stats, f"save_every={every}", "log_every=1")
+    moment = random.Random().randint(4, EPOCHS * 4 - 8)                  # a different step each run
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = _wait_for_step(proc, moment)
+    time.sleep(random.Random().uniform(0, 0.2))                          # and somewhere inside that step
+    proc.send_signal(signal.SIGKILL)
+    lines += proc.stdout.readlines()
+    proc.wait()
+    # the last step printed; the step after it may have finished unprinted when the kill came
+    printed = max(int(m[1]) for m in (re.match(r"step (\d+) ", x) for x in lines) if m)
+    ckpt = _last(exp)                                                    # written atomically: always loadable
+    assert ckpt is not None, f"no loadable last.pt after SIGKILL at step {printed}"
+    assert -1 <= printed - ckpt["position"]["step"] <= every, (moment, printed, ckpt["position"])
+    resumed = subprocess.run([*cmd, "resume=true"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _last(exp)["position"]["step"] == EPOCHS * 4

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import asr
-from asr.train import TrainConfig, load_checkpoint, lr_schedule
+from asr.checkpoint import load_checkpoint
+from asr.train import TrainConfig, lr_schedule
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -52,3 +53,142 @@ def test_stats_for_other_features_are_refused(overfit_model, tmp_path):
                       dev_manifest=str(exp / "five.jsonl"), stats=str(exp / "stats.json"), epochs=1)
     with pytest.raises(ValueError, match="run the stats stage again"):
         train(replace(cfg, features=FeatureConfig(kind="mfcc")))
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run_with_a_reason(five_utts, tmp_path):
+    """A learning rate of 1e30 blows the weights up after one step: every later loss is non-finite. Those
+    steps are skipped (the weights stay finite), counted, and after max_bad_steps the run stops, saying why."""
+    from asr.cli import main as asr_main
+    from asr.data import write_manifest
+    manifest, stats = tmp_path / "five.jsonl", tmp_path / "stats.json"
+    write_manifest(manifest, five_utts)
+    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+    with pytest.raises(SystemExit) as exit_:
+        asr_main(["train", f"exp_dir={tmp_path / 'exp'}", f"train_manifest={manifest}", f"dev_manifest={manifest}",
+                  f"stats={stats}", "epochs=20", "lr=1e30", "warmup=0", "max_bad_steps=5", "batch_frames=300",
+                  "threads=2", "model.hidden=32", "model.conv_channels=32", "model.layers=1"])
+    message = str(exit_.value.code)
+    assert "5 steps in a row had a non-finite loss or gradient (5 skipped in all)" in message
+    assert "Lower lr (now 1e+30)" in message
+    last = torch.load(tmp_path / "exp" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(w).all() for w in last["model"].values())   # skipped steps never reached the weights
+    assert last["position"]["step"] >= 1
+
+
+OOM_RUN = r'''
+"""Real allocation failures: the address space capped (RLIMIT_AS) until a whole AN4 batch no longer fits
+but its halves do; then one long utterance with no headroom at all."""
+import json, resource, sys
+from dataclasses import replace
+import torch
+from asr.corpora.an4 import read_split
+from asr.data import AudioDataset, collate
+from asr.features import FeatureExtractor
+from asr.model import AcousticModel, ModelConfig
+from asr.text import Vocabulary
+from asr.guards import out_of_memory
+from asr.train import Stepper, TrainConfig
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+cfg = TrainConfig(spec_augment=False, model=ModelConfig(conv_channels=64, hidden=256, layers=3))
+utts = sorted(read_split(sys.argv[1], "test"), key=lambda u: -u.duration)[:16]
+batch = collate([AudioDataset(utts, Vocabulary())[i] for i in range(16)])
+model = AcousticModel(cfg.model)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+step = Stepper(model, FeatureExtractor(cfg.features), optimizer, scheduler, cfg, torch.device("cpu"),
+               torch.Generator().manual_seed(0))
+step(batch)                                   # optimizer state, allocator pools: all there before measuring
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+
+def vm_bytes():
+    return int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+
+def fits(parts, extra):
+    """Does one update on `parts` fit in `extra` more bytes of address space?"""
+    resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + extra, hard))
+    try:
+        step._update(parts)
+        return True
+    except RuntimeError as e:
+        if not out_of_memory(e):
+            raise
+        return False
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        step._free()
+
+def least(parts):
+    lo, hi = 0, 8 << 30                          # bytes: the smallest headroom the update fits in
+    while hi - lo > (4 << 20):
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(parts, mid) else (mid, hi)
+    return hi
+
+whole, half = least([batch]), max(least([h]) for h in batch.halves())
+out = {"whole_mib": whole >> 20, "half_mib": half >> 20}
+for k in range(12, 0, -1):                     # less and less headroom, until the whole fails and halves do not
+    before = (step.oom_split, step.oom_skipped)
+    resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + whole * k // 12, hard))
+    loss = step(batch)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    if step.oom_split > before[0]:
+        break
+out["split"] = {"split": step.oom_split, "skipped": step.oom_skipped, "loss": loss.item()}
+# one utterance (the 16 joined, longer than any batch so far) with no headroom left: nothing to halve
+items = [AudioDataset(utts, Vocabulary())[i] for i in range(16)]
+joined = (torch.cat([w for w, _, _ in items]), torch.cat([t for _, t, _ in items]),
+          replace(utts[0], duration=sum(u.duration for u in utts)))
+resource.setrlimit(resource.RLIMIT_AS, (vm_bytes(), hard))
+loss = step(collate([joined]))
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+out["skip"] = {"split": step.oom_split, "skipped": step.oom_skipped, "loss": loss.item()}
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.slow
+def test_a_batch_out_of_memory_is_trained_in_halves_or_skipped(an4_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "oom.py"
+    script.write_text(OOM_RUN)
+    # large blocks mapped and unmapped as they come and go: the address space then follows live memory
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    run = subprocess.run([sys.executable, str(script), str(an4_dir)], capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out["half_mib"] < 0.8 * out["whole_mib"], out                 # halving the batch does save memory
+    assert out["split"]["split"] == 1 and out["split"]["loss"] > 0, out   # one batch trained as two halves
+    assert out["skip"]["skipped"] == out["split"]["skipped"] + 1 and out["skip"]["loss"] == 0, out
+    assert "trained it as two halves" in run.stderr and "even halved: skipped; lower batch_frames" in run.stderr
+
+
+def test_averaging_the_last_and_best_epochs(five_utts, tmp_path, capsys):
+    from asr.cli import main as asr_main
+    from asr.data import write_manifest
+    manifest, stats, exp = tmp_path / "five.jsonl", tmp_path / "stats.json", tmp_path / "exp"
+    write_manifest(manifest, five_utts)
+    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+    asr_main(["train", f"exp_dir={exp}", f"train_manifest={manifest}", f"dev_manifest={manifest}", f"stats={stats}",
+              "epochs=6", "keep_epochs=3", "batch_frames=500", "threads=2", "noise_snr=[10, 30]", "model.hidden=32",
+              "model.conv_channels=32", "model.layers=1"])
+    assert sorted(p.name for p in exp.glob("epoch_*.pt")) == ["epoch_4.pt", "epoch_5.pt", "epoch_6.pt"]
+    asr_main(["average", "--exp", str(exp), "--last", "3", "--out", str(tmp_path / "avg.pt")])
+    weights = [torch.load(exp / f"epoch_{k}.pt", weights_only=True)["model"] for k in (4, 5, 6)]
+    avg = torch.load(tmp_path / "avg.pt", weights_only=True)
+    for name, w in avg["model"].items():
+        if w.is_floating_point():
+            torch.testing.assert_close(w, sum(x[name] for x in weights) / 3, msg=name)
+    assert isinstance(asr.load_model(tmp_path / "avg.pt").transcribe(five_utts[0].audio).text, str)
+    log = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    wer = {r["epoch"]: r["dev_wer"] for r in log if r["epoch"] >= 4}
+    asr_main(["average", "--exp", str(exp), "--best", "2", "--out", str(tmp_path / "best2.pt")])
+    chosen = sorted(wer, key=lambda e: (wer[e], -e))[:2]
+    assert torch.load(tmp_path / "best2.pt", weights_only=True)["averaged_from"] == \
+        [str(exp / f"epoch_{e}.pt") for e in sorted(chosen)]
+    with pytest.raises(SystemExit, match="only 3 kept"):
+        asr_main(["average", "--exp", str(exp), "--last", "5", "--out", str(tmp_path / "x.pt")])

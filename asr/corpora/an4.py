@@ -12,10 +12,10 @@ import re
 import tarfile
 from pathlib import Path
 
-from . import fetch
+from . import fetch, write_splits
 from ..audio import AudioError, audio_duration
-from ..data import Utterance, write_manifest
-from ..text import normalize_text
+from ..data import Utterance
+from ..text import TextConfig, normalize_text
 
 AN4_URL = "http://www.speech.cs.cmu.edu/databases/an4/an4_sphere.tar.gz"
 # SHA-256 of an4_sphere.tar.gz as published in NeMo's AN4 mirror script; not re-checked here
@@ -71,7 +71,7 @@ def locate_an4(download_dir: str | Path, project_root: str | Path = PROJECT_ROOT
     return download_an4(download_dir)
 
 
-def read_transcription(path: Path) -> dict[str, str]:
+def read_transcription(path: Path, text: TextConfig = TextConfig()) -> dict[str, str]:
     """`<s> W O R D S </s> (id)` or `W O R D S (id)` lines -> {id: normalised text}."""
     texts = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
@@ -81,7 +81,7 @@ def read_transcription(path: Path) -> dict[str, str]:
         if m is None:
             raise ValueError(f"{path}:{lineno}: expected 'WORDS (utterance-id)', got {line!r}")
         words = [w for w in m["text"].split() if w not in ("<s>", "</s>")]
-        texts[m["id"]] = normalize_text(" ".join(words))
+        texts[m["id"]] = normalize_text(" ".join(words), text)
     return texts
 
 
@@ -90,21 +90,21 @@ def _test_transcription(corpus: Path) -> Path:
     return full if full.exists() else corpus / "etc" / "an4_test.transcription"
 
 
-def read_split(corpus: str | Path, split: str) -> list[Utterance]:
+def read_split(corpus: str | Path, split: str, text: TextConfig = TextConfig()) -> list[Utterance]:
     """All utterances of `split` (train | test), in transcription order."""
     corpus = Path(corpus)
     trans = corpus / "etc" / "an4_train.transcription" if split == "train" else _test_transcription(corpus)
     if not trans.exists():
         raise FileNotFoundError(f"{trans}: AN4 transcription missing; is {corpus} an AN4 corpus dir?")
     utts = []
-    for uid, text in read_transcription(trans).items():
+    for uid, transcript in read_transcription(trans, text).items():
         speaker = uid.split("-")[1]
         audio = corpus / "wav" / SPLIT_DIRS[split] / speaker / f"{uid}.sph"
         try:
             duration = audio_duration(audio)
         except AudioError as e:
             raise AudioError(f"{audio}: listed in {trans} but unusable ({e})") from e
-        utts.append(Utterance(uid, str(audio), round(duration, 3), text, speaker))
+        utts.append(Utterance(uid, str(audio), round(duration, 3), transcript, speaker))
     return utts
 
 
@@ -115,25 +115,20 @@ def dev_speakers(speakers: list[str], n: int = DEV_SPEAKERS) -> list[str]:
 
 
 def prepare_an4(corpus_dir: str | Path, out_dir: str | Path, n_dev_speakers: int = DEV_SPEAKERS,
-                max_utts: int | None = None) -> dict[str, Path]:
+                max_utts: int | None = None, text: TextConfig = TextConfig()) -> dict[str, Path]:
     """Write `train.jsonl`, `dev.jsonl` and `test.jsonl` to `out_dir`; returns their paths.
 
     Dev is `n_dev_speakers` whole speakers held out of train. `max_utts` keeps only the first
     `max_utts` train utterances and a quarter as many dev and test ones (quick runs and tests).
     Never downloads.
     """
-    out = Path(out_dir)
-    train_all = read_split(corpus_dir, "train")
+    train_all = read_split(corpus_dir, "train", text)
     held = set(dev_speakers([u.speaker for u in train_all], n_dev_speakers))
     splits = {
         "train": [u for u in train_all if u.speaker not in held],
         "dev": [u for u in train_all if u.speaker in held],
-        "test": read_split(corpus_dir, "test"),
+        "test": read_split(corpus_dir, "test", text),
     }
-    paths = {}
-    for name, utts in splits.items():
-        if max_utts is not None:
-            utts = utts[: max_utts if name == "train" else max(max_utts // 4, 1)]
-        paths[name] = out / f"{name}.jsonl"
-        write_manifest(paths[name], utts)
-    return paths
+    if max_utts is not None:
+        splits = {name: utts[: max_utts if name == "train" else max(max_utts // 4, 1)] for name, utts in splits.items()}
+    return write_splits(splits, out_dir, text)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from . import utterance, write_splits
 from ..data import Utterance
-from ..text import normalize_text
+from ..text import TextConfig, normalize_text
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
 
 
-def read_folder(folder: str | Path) -> list[Utterance]:
+def read_folder(folder: str | Path, text: TextConfig = TextConfig()) -> list[Utterance]:
     """Every audio file under `folder` (recursively) with a .txt of the same name beside it."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -31,10 +31,10 @@ def read_folder(folder: str | Path) -> list[Utterance]:
     if not audio:
         raise ValueError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     return [utterance(str(p.relative_to(folder).with_suffix("")).replace("/", "_"), p,
-                      normalize_text(p.with_suffix(".txt").read_text(encoding="utf-8")), where=str(p)) for p in audio]
+                      normalize_text(p.with_suffix(".txt").read_text(encoding="utf-8"), text)) for p in audio]
 
 
-def read_csv(path: str | Path) -> list[Utterance]:
+def read_csv(path: str | Path, text: TextConfig = TextConfig()) -> list[Utterance]:
     """Rows of a CSV (or TSV, by extension) with `path` and `text` columns; ids from the file names."""
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
@@ -50,13 +50,13 @@ def read_csv(path: str | Path) -> list[Utterance]:
             if uid in seen:
                 uid = f"{uid}_{line}"
             seen.add(uid)
-            utts.append(utterance(uid, audio, normalize_text(row["text"] or ""), where=f"{path}:{line}"))
+            utts.append(utterance(uid, audio, normalize_text(row["text"] or "", text)))
     return utts
 
 
-def prepare_folder(corpus: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    return write_splits({"all": read_folder(corpus)}, out_dir)
+def prepare_folder(corpus: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
+    return write_splits({"all": read_folder(corpus, text)}, out_dir, text)
 
 
-def prepare_csv(corpus: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    return write_splits({"all": read_csv(corpus)}, out_dir)
+def prepare_csv(corpus: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
+    return write_splits({"all": read_csv(corpus, text)}, out_dir, text)

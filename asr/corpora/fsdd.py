@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 from . import fetch, utterance, write_splits
+from ..text import TextConfig, normalize_text
 from ..data import Utterance
 
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
@@ -53,7 +54,7 @@ def locate_fsdd(download_dir: str | Path, project_root: str | Path | None = None
     return download_fsdd(download_dir)
 
 
-def read_fsdd(recordings: str | Path) -> list[Utterance]:
+def read_fsdd(recordings: str | Path, text: TextConfig = TextConfig()) -> list[Utterance]:
     """Every `{digit}_{speaker}_{index}.wav` in `recordings`, as utterances with the digit's word."""
     recordings = Path(recordings)
     if not recordings.is_dir():
@@ -63,13 +64,13 @@ def read_fsdd(recordings: str | Path) -> list[Utterance]:
         m = _name.match(path.name)
         if m is None:
             raise ValueError(f"{path}: not named {{digit}}_{{speaker}}_{{index}}.wav")
-        utts.append(utterance(path.stem, path, DIGITS[int(m["digit"])], m["speaker"]))
+        utts.append(utterance(path.stem, path, normalize_text(DIGITS[int(m["digit"])], text), m["speaker"]))
     if not utts:
         raise ValueError(f"{recordings}: no FSDD recordings in it")
     return utts
 
 
-def prepare_fsdd(corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+def prepare_fsdd(corpus_dir: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
     """Write train/dev/test.jsonl to `out_dir` (official split; dev carved from train); returns their paths.
 
     `corpus_dir` is the recordings folder or the folder holding it. Never downloads.
@@ -77,8 +78,8 @@ def prepare_fsdd(corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Path]
     corpus = Path(corpus_dir)
     recordings = corpus / "recordings" if (corpus / "recordings").is_dir() else corpus
     index = lambda u: int(u.id.rsplit("_", 1)[1])  # noqa: E731
-    utts = read_fsdd(recordings)
+    utts = read_fsdd(recordings, text)
     splits = {"train": [u for u in utts if index(u) >= DEV_INDICES.stop],
               "dev": [u for u in utts if index(u) in DEV_INDICES],
               "test": [u for u in utts if index(u) in TEST_INDICES]}
-    return write_splits(splits, out_dir)
+    return write_splits(splits, out_dir, text)

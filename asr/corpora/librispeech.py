@@ -12,16 +12,14 @@ from pathlib import Path
 
 from . import utterance, write_splits
 from ..data import Utterance
-from ..text import normalize_text
+from ..text import TextConfig, normalize_text
 
 
-def _utt(uid: str, audio: Path, text: str, speaker: str, where: str) -> Utterance:
-    if not audio.exists():
-        raise FileNotFoundError(f"{where}: {uid}: no audio at {audio}")
-    return utterance(uid, audio, normalize_text(text), speaker, f"{where}: {uid}")
+def _utt(uid: str, audio: Path, transcript: str, speaker: str, where: str, text: TextConfig) -> Utterance:
+    return utterance(uid, audio, normalize_text(transcript, text), speaker)
 
 
-def read_librispeech(subset_dir: str | Path) -> list[Utterance]:
+def read_librispeech(subset_dir: str | Path, text: TextConfig = TextConfig()) -> list[Utterance]:
     """Every utterance of one LibriSpeech subset folder (e.g. .../LibriSpeech/dev-clean)."""
     subset = Path(subset_dir)
     trans = sorted(subset.glob("*/*/*.trans.txt"))
@@ -32,12 +30,12 @@ def read_librispeech(subset_dir: str | Path) -> list[Utterance]:
         for lineno, line in enumerate(t.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
-            uid, _, text = line.partition(" ")
-            utts.append(_utt(uid, t.parent / f"{uid}.flac", text, uid.split("-")[0], f"{t}:{lineno}"))
+            uid, _, transcript = line.partition(" ")
+            utts.append(_utt(uid, t.parent / f"{uid}.flac", transcript, uid.split("-")[0], f"{t}:{lineno}", text))
     return utts
 
 
-def read_ljspeech(corpus_dir: str | Path) -> list[Utterance]:
+def read_ljspeech(corpus_dir: str | Path, text: TextConfig = TextConfig()) -> list[Utterance]:
     """Every row of LJSpeech's metadata.csv, with the normalised transcript; one speaker."""
     corpus = Path(corpus_dir)
     meta = corpus / "metadata.csv"
@@ -49,18 +47,18 @@ def read_ljspeech(corpus_dir: str | Path) -> list[Utterance]:
         if len(fields) != 3:
             raise ValueError(f"{meta}:{lineno}: expected id|text|normalized text, got {len(fields)} fields")
         uid, _, normalized = fields
-        utts.append(_utt(uid, corpus / "wavs" / f"{uid}.wav", normalized, "LJ", f"{meta}:{lineno}"))
+        utts.append(_utt(uid, corpus / "wavs" / f"{uid}.wav", normalized, "LJ", f"{meta}:{lineno}", text))
     return utts
 
 
-def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
     """One manifest per subset folder found in `corpus_dir` (a LibriSpeech/ dir), named after it."""
     corpus, out = Path(corpus_dir), Path(out_dir)
     subsets = sorted(p for p in corpus.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
     if not subsets:
         raise FileNotFoundError(f"{corpus}: no LibriSpeech subset folders (train-clean-100/, dev-clean/...)")
-    return write_splits({s.name: read_librispeech(s) for s in subsets}, out)
+    return write_splits({s.name: read_librispeech(s, text) for s in subsets}, out, text)
 
 
-def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    return write_splits({"all": read_ljspeech(corpus_dir)}, out_dir)
+def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
+    return write_splits({"all": read_ljspeech(corpus_dir, text)}, out_dir, text)

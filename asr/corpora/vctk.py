@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import fetch, utterance, write_splits
 from ..data import Utterance
-from ..text import normalize_text
+from ..text import TextConfig, normalize_text
 
 VCTK_URL = "https://datashare.ed.ac.uk/bitstream/handle/10283/2651/VCTK-Corpus.zip"
 AUDIO_DIRS = (("flac16k", ".flac"), ("wav48", ".wav"))  # first found wins: 16 kHz FLAC needs no resampling
@@ -48,7 +48,7 @@ def locate_vctk(download_dir: str | Path) -> Path:
     return shared if shared.is_dir() else download_vctk(download_dir)
 
 
-def read_vctk(corpus: str | Path, speakers: list[str] | None = None) -> list[Utterance]:
+def read_vctk(corpus: str | Path, speakers: list[str] | None = None, text: TextConfig = TextConfig()) -> list[Utterance]:
     """Every transcribed utterance of `speakers` (default: all) whose audio is there."""
     corpus = Path(corpus)
     if not (corpus / "txt").is_dir():
@@ -62,18 +62,19 @@ def read_vctk(corpus: str | Path, speakers: list[str] | None = None) -> list[Utt
                           if (corpus / d / spk_dir.name / (txt.stem + ext)).exists()), None)
             if audio is None:
                 raise FileNotFoundError(f"{txt}: no audio for it under {' or '.join(d for d, _ in AUDIO_DIRS)}")
-            utts.append(utterance(txt.stem, audio, normalize_text(txt.read_text(encoding="utf-8")), spk_dir.name))
+            utts.append(utterance(txt.stem, audio, normalize_text(txt.read_text(encoding="utf-8"), text), spk_dir.name))
     if not utts:
         raise ValueError(f"{corpus}: no VCTK utterances{f' for {speakers}' if speakers else ''}")
     return utts
 
 
-def prepare_vctk(corpus_dir: str | Path, out_dir: str | Path, speakers: list[str] | None = None) -> dict[str, Path]:
+def prepare_vctk(corpus_dir: str | Path, out_dir: str | Path, speakers: list[str] | None = None,
+                 text: TextConfig = TextConfig()) -> dict[str, Path]:
     """Write train/dev/test.jsonl (per speaker: every 10th utterance test, the next dev). Never downloads."""
-    utts = read_vctk(corpus_dir, speakers)
+    utts = read_vctk(corpus_dir, speakers, text)
     splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
     position: dict[str, int] = {}
     for u in utts:
         k = position[u.speaker] = position.get(u.speaker, -1) + 1
         splits["test" if k % 10 == 0 else "dev" if k % 10 == 1 else "train"].append(u)
-    return write_splits(splits, out_dir)
+    return write_splits(splits, out_dir, text)

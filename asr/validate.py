@@ -1,0 +1,191 @@
+"""Checking manifest entries before they waste a run: each problem named with its reason.
+
+    asr validate data/an4/train.jsonl [--config conf/cpu.yaml]     # summary; rejected entries to a JSONL
+
+A finding is *fatal* when the entry cannot be used (missing or corrupt file, silence, empty or
+unspellable transcript, too short for CTC, outside the duration limits) and is then rejected;
+otherwise it is reported and handled (another sample rate is resampled, channels are downmixed,
+clipping is kept). `prepare` rejects fatal entries with the full check (the audio is decoded),
+`train` with the quick one (headers and transcripts only).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .audio import SAMPLE_RATE, AudioError, read_audio
+from .data import Utterance
+from .text import Vocabulary
+
+MIN_SECONDS = 0.1        # shorter than a syllable: a cut-off or empty recording
+MAX_SECONDS = 60.0       # longer than any training utterance should be: one batch of its own, memory at its peak
+SILENCE_PEAK = 1e-4      # -80 dBFS: no 16-bit recording of speech stays this quiet
+CLIP_LEVEL = 0.999       # a sample this close to full scale counts as clipped
+CLIP_FRACTION = 0.001    # reported when more than 0.1 % of samples are clipped
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    audio: str
+    reason: str          # what is wrong, with the numbers
+    fatal: bool          # True: the entry cannot be used and is rejected; False: reported and handled
+    kind: str = ""       # the problem's name, for summaries ("missing file", "sample rate"...)
+
+
+def _reject(u: Utterance, kind: str, reason: str) -> Finding:
+    return Finding(u.id, u.audio, reason, True, kind)
+
+
+def _note(u: Utterance, kind: str, reason: str) -> Finding:
+    return Finding(u.id, u.audio, reason, False, kind)
+
+
+@dataclass(frozen=True)
+class Checker:
+    """The checks for one training setup: its characters and its CTC frame rate."""
+    alphabet: tuple[str, ...] = Vocabulary().chars
+    n_fft: int = 400                 # feature window (samples at 16 kHz) and hop: features per second
+    hop: int = 160
+    conv_kernel: int = 5             # the model's strided front-end (asr.model): output frames per feature frame
+    time_stride: int = 2
+    min_seconds: float = MIN_SECONDS
+    max_seconds: float = MAX_SECONDS
+
+    @classmethod
+    def for_config(cls, cfg) -> Checker:
+        """The checker of a TrainConfig: its text alphabet, features and model front-end."""
+        from .model import TIME_STRIDE
+
+        return cls(cfg.text.alphabet, cfg.features.n_fft, cfg.features.hop_length, cfg.model.conv_kernel, TIME_STRIDE)
+
+    def output_frames(self, seconds: float) -> int:
+        """CTC frames the model emits for `seconds` of audio (as asr.features and asr.model compute them)."""
+        frames = max((round(seconds * SAMPLE_RATE) - self.n_fft) // self.hop + 1, 1)
+        pad = self.conv_kernel // 2
+        return (frames + 2 * pad - self.conv_kernel) // self.time_stride + 1
+
+    def check_text(self, u: Utterance) -> list[Finding]:
+        """Transcript problems, and whether `u.duration` seconds are enough for CTC to emit it."""
+        if not u.text.strip():
+            return [_reject(u, "empty transcript", "empty transcript")]
+        outside = sorted({c for c in u.text if c not in self.alphabet})
+        if outside:
+            return [_reject(u, "outside the vocabulary", f"characters outside the vocabulary: {''.join(outside)!r}")]
+        needed = len(u.text) + sum(a == b for a, b in zip(u.text, u.text[1:]))  # a blank between repeats
+        frames = self.output_frames(u.duration)
+        if 0 < u.duration and frames < needed:
+            return [_reject(u, "too short for its transcript", f"too short for its transcript: {u.duration:.2f} s "
+                            f"gives {frames} CTC frames, {len(u.text)} characters need {needed}")]
+        return []
+
+    def check_duration(self, u: Utterance, seconds: float) -> list[Finding]:
+        if seconds < self.min_seconds:
+            return [_reject(u, "too short", f"too short: {seconds:.3f} s (< {self.min_seconds} s)")]
+        if seconds > self.max_seconds:
+            return [_reject(u, "too long", f"too long: {seconds:.1f} s (> {self.max_seconds:g} s); split it")]
+        return []
+
+    def _file(self, u: Utterance):
+        """(a fatal Finding or None, the header) for the file itself."""
+        if not Path(u.audio).is_file():
+            return _reject(u, "missing file", "missing file"), None
+        try:
+            info = sf.info(u.audio)
+        except Exception as e:
+            return _reject(u, "unreadable audio", f"unreadable audio: {e}"), None
+        if info.frames == 0:
+            return _reject(u, "zero-length audio", "zero-length audio (no samples)"), None
+        return None, info
+
+    def quick(self, u: Utterance) -> list[Finding]:
+        """Without decoding audio: the file is there with a readable header, durations, transcript."""
+        bad, info = self._file(u)
+        if bad:
+            return [bad]
+        seconds = u.duration if u.start is not None else info.frames / info.samplerate
+        return self.check_duration(u, seconds) + self.check_text(replace(u, duration=seconds))
+
+    def full(self, u: Utterance) -> list[Finding]:
+        """The decoded samples too: corrupt data, silence, clipping, sample rate, channels, true duration."""
+        bad, _ = self._file(u)
+        if bad:
+            return [bad]
+        try:
+            samples, sr = read_audio(u.audio, u.start, u.end)                  # (S, C)
+        except AudioError as e:
+            return [_reject(u, "corrupt audio", f"corrupt audio: {e}")]
+        seconds = samples.shape[0] / sr
+        return (self.check_duration(u, seconds) + self.check_text(replace(u, duration=seconds))
+                + self._signal(u, samples, sr))
+
+    def _signal(self, u: Utterance, samples: np.ndarray, sr: int) -> list[Finding]:
+        found = []
+        if sr != SAMPLE_RATE:
+            found.append(_note(u, "sample rate", f"sample rate {sr} Hz: resampled to {SAMPLE_RATE} Hz"))
+        if samples.shape[1] > 1:
+            found.append(_note(u, "channels", f"{samples.shape[1]} channels: downmixed to mono"))
+        if not np.isfinite(samples).all():
+            return found + [_reject(u, "non-finite samples", "non-finite samples (NaN or infinity)")]
+        peak = float(np.abs(samples).max())
+        if peak < SILENCE_PEAK:
+            found.append(_reject(u, "all silence", f"all silence (peak {peak:.1e}, below -80 dBFS)"))
+        clipped = float((np.abs(samples) >= CLIP_LEVEL).mean())
+        if clipped > CLIP_FRACTION:
+            found.append(_note(u, "clipped", f"clipped: {100 * clipped:.1f}% of samples at full scale (kept)"))
+        seconds = samples.shape[0] / sr
+        if u.duration > 0 and abs(seconds - u.duration) > 0.05:
+            found.append(_note(u, "duration differs from the manifest",
+                               f"the manifest says {u.duration:.2f} s, the file holds {seconds:.2f} s"))
+        return found
+
+
+def screen(utts: list[Utterance], checker: Checker, full: bool = True, progress: bool = False, desc: str = "checking"):
+    """Split `utts` into the usable ones and the findings: (usable, findings of every entry)."""
+    from tqdm import tqdm
+
+    usable, findings = [], []
+    for u in tqdm(utts, desc=desc, unit="utt", disable=not progress, leave=False):
+        found = checker.full(u) if full else checker.quick(u)
+        findings += found
+        if not any(f.fatal for f in found):
+            usable.append(u)
+    return usable, findings
+
+
+def write_rejected(path: str | Path, findings: list[Finding], split: str | None = None, mode: str = "w") -> int:
+    """One JSON line per rejected entry (`id`, `audio`, `reasons`, and `split`); returns how many."""
+    rejected: dict[str, dict] = {}
+    for f in findings:
+        if f.fatal:
+            entry = rejected.setdefault(f.id, {"id": f.id, "audio": f.audio, "reasons": []})
+            entry["reasons"].append(f.reason)
+            if split:
+                entry["split"] = split
+    with Path(path).open(mode) as out:
+        for entry in rejected.values():
+            out.write(json.dumps(entry) + "\n")
+    return len(rejected)
+
+
+def summary(n: int, findings: list[Finding]) -> str:
+    """'948 entries: 940 usable, 8 rejected (3 missing file, ...), 2 handled (...)'."""
+    from collections import Counter
+
+    def kinds(items) -> str:
+        counts = Counter(f.kind or f.reason for f in items)
+        return ", ".join(f"{c} {k}" for k, c in counts.most_common())
+
+    fatal = [f for f in findings if f.fatal]
+    handled = [f for f in findings if not f.fatal]
+    rejected = len({f.id for f in fatal})
+    line = f"{n} entries: {n - rejected} usable, {rejected} rejected"
+    if fatal:
+        line += f" ({kinds(fatal)})"
+    if handled:
+        line += f", {len(handled)} handled ({kinds(handled)})"
+    return line

@@ -1,0 +1,62 @@
+"""Characters and BPE pieces as CTC targets: both train and decode on real VCTK speech (speaker p239)."""
+import pytest
+
+import asr
+from asr.cli import main as asr_main
+from asr.corpora.vctk import locate_vctk, read_vctk
+from asr.data import write_manifest
+from asr.lm import build_lm
+from asr.score import score
+from asr.text import BPEVocabulary, Vocabulary
+from asr.model import ModelConfig
+from asr.checkpoint import load_checkpoint
+from asr.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def vctk_six(tmp_path_factory):
+    """Six short VCTK p239 sentences (real speech, 1.5-3 s), a manifest of them and its statistics."""
+    utts = [u for u in read_vctk(locate_vctk(tmp_path_factory.mktemp("dl"))) if 1.5 <= u.duration <= 3.0][:6]
+    assert len(utts) == 6
+    d = tmp_path_factory.mktemp("vctk")
+    write_manifest(d / "six.jsonl", utts)
+    asr_main(["stats", "--manifest", str(d / "six.jsonl"), "--out", str(d / "stats.json")])
+    return d, utts
+
+
+def _train(d, tokens: str):
+    cfg = TrainConfig(
+        exp_dir=str(d / tokens), train_manifest=str(d / "six.jsonl"), dev_manifest=str(d / "six.jsonl"),
+        stats=str(d / "stats.json"), epochs=120, lr=4e-3, batch_frames=300, final_lr=0.1, spec_augment=False,
+        threads=2, pack_sequences=True, tokens=tokens, bpe_vocab_size=36,
+        model=ModelConfig(conv_channels=128, hidden=128, layers=2, dropout=0.0))
+    return train(cfg), d / tokens / "best.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tokens", ["chars", "bpe"])
+def test_character_and_bpe_models_train_and_decode_on_vctk(vctk_six, tokens):
+    d, utts = vctk_six
+    best, path = _train(d, tokens)
+    _, _, vocab, ckpt = load_checkpoint(path)
+    if tokens == "bpe":   # the pieces travel in the checkpoint: 36 pieces + the blank
+        assert isinstance(vocab, BPEVocabulary) and len(vocab) == 37 and (d / "bpe" / "bpe.model").exists()
+    else:
+        assert isinstance(vocab, Vocabulary) and len(vocab) == 29
+    assert ckpt["train_config"]["tokens"] == tokens
+    refs = [u.text for u in utts]
+
+    model = asr.load_model(path)
+    results = model.transcribe([u.audio for u in utts])
+    greedy = score(refs, [r.text for r in results])
+    assert greedy.cer.rate < 15, [r.text for r in results]                   # it learned the six sentences
+    for r in results:                                                          # words with times, in order
+        assert r.words and all(0 <= w.start < w.end <= r.duration + 0.02 for w in r.words)
+        assert " ".join(w.text for w in r.words) == r.text
+
+    lm = build_lm(refs, d / f"lm_{tokens}")
+    beam = model.with_options(method="beam", lexicon=str(lm["lexicon"]), lm=str(lm["lm"]), threads=1) \
+        .transcribe([u.audio for u in utts])
+    lexicon = {w for t in refs for w in t.split()}
+    assert all(set(r.text.split()) <= lexicon for r in beam), [r.text for r in beam]   # lexicon words only
+    assert score(refs, [r.text for r in beam]).wer.rate <= greedy.wer.rate
