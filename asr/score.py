@@ -1,10 +1,12 @@
 """Scoring with jiwer: WER and CER, a Kaldi-style summary, per-utterance results and alignments."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ def score_dataset(ids: list[str], refs: list[str], hyps: list[str], out_dir: str
         out.mkdir(parents=True, exist_ok=True)
         (out / "wer.txt").write_text(result.summary() + "\n")
         lines = ["id\terrors\tref_words\tref\thyp"]
-        for i, r, h, chunks in zip(ids, refs, hyps, words.alignments):
+        rows = tqdm(zip(ids, refs, hyps, words.alignments), total=len(ids), desc="scoring", unit="utt",
+                    leave=False, disable=not sys.stderr.isatty())
+        for i, r, h, chunks in rows:
             errors = sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
                          for c in chunks if c.type != "equal")
             lines.append(f"{i}\t{errors}\t{len(r.split())}\t{r}\t{h}")
