@@ -242,3 +242,36 @@ def test_ljspeech_layout_uses_the_normalised_column(an4_test_utts, tmp_path):
     (tmp_path / "metadata.csv").write_text("LJ001-0001|only two\n")
     with pytest.raises(ValueError, match="metadata.csv:1: expected id|text|normalized text"):
         read_ljspeech(tmp_path)
+
+
+def test_librispeech_and_ljspeech_downloads_extract_the_published_archives(an4_test_utts, tmp_path):
+    """Archives in the published layouts, built from real audio and served from a file:// URL."""
+    import soundfile as sf
+
+    from asr.corpora.librispeech import download_librispeech, download_ljspeech, prepare_librispeech, prepare_ljspeech
+    src = tmp_path / "src"
+    chapter = src / "LibriSpeech" / "test-clean" / "84" / "121123"
+    chapter.mkdir(parents=True)
+    for n, u in enumerate(an4_test_utts[:2]):
+        sf.write(chapter / f"84-121123-{n:04d}.flac", u.samples().numpy(), 16000)
+    (chapter / "84-121123.trans.txt").write_text("".join(f"84-121123-{n:04d} {u.text}\n"
+                                                         for n, u in enumerate(an4_test_utts[:2])))
+    lj = src / "LJSpeech-1.1"
+    (lj / "wavs").mkdir(parents=True)
+    sf.write(lj / "wavs" / "LJ001-0001.wav", an4_test_utts[2].samples().numpy(), 16000)
+    (lj / "metadata.csv").write_text("LJ001-0001|In 1912.|In nineteen twelve.\n")
+    with tarfile.open(tmp_path / "test-clean.tar.gz", "w:gz") as tar:
+        tar.add(src / "LibriSpeech", "LibriSpeech")
+    with tarfile.open(tmp_path / "lj.tar.bz2", "w:bz2") as tar:
+        tar.add(lj, "LJSpeech-1.1")
+
+    corpus = download_librispeech(tmp_path / "dl", "test-clean", url=(tmp_path / "test-clean.tar.gz").as_uri())
+    assert corpus == tmp_path / "dl" / "LibriSpeech"
+    assert download_librispeech(tmp_path / "dl", "test-clean", url="file:///nonexistent") == corpus  # no refetch
+    manifest = prepare_librispeech(corpus, tmp_path / "m")["test-clean"]
+    assert [u.text for u in read_manifest(manifest)] == [u.text for u in an4_test_utts[:2]]
+
+    lj_dir = download_ljspeech(tmp_path / "dl2", url=(tmp_path / "lj.tar.bz2").as_uri())
+    assert lj_dir.name == "LJSpeech-1.1" and download_ljspeech(tmp_path / "dl2", url="file:///nonexistent") == lj_dir
+    (u,) = read_manifest(prepare_ljspeech(lj_dir, tmp_path / "m2")["all"])
+    assert u.text == "IN NINETEEN TWELVE" and u.duration == pytest.approx(an4_test_utts[2].duration, abs=1e-3)

@@ -4,15 +4,54 @@ LibriSpeech: `<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<n>.flac` with on
 `<speaker>-<chapter>.trans.txt` per chapter (`<id> <TRANSCRIPT>` lines); each subset
 (train-clean-100, dev-clean, test-clean...) becomes one manifest.
 LJSpeech: `metadata.csv` (`id|text|normalized text`, no header) beside `wavs/<id>.wav`; the
-normalised column (numbers spelled out) is used. Neither prepare function downloads.
+normalised column (numbers spelled out) is used. Neither prepare function downloads;
+`download_librispeech()` and `download_ljspeech()` fetch and extract the published archives.
 """
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
-from . import utterance, write_splits
+from . import fetch, utterance, write_splits
 from ..data import Utterance
 from ..text import TextConfig, normalize_text
+
+
+LIBRISPEECH_URL = "https://www.openslr.org/resources/12/{subset}.tar.gz"   # OpenSLR SLR12
+LJSPEECH_URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
+
+
+def _extract(url: str, archive: Path, target: Path) -> None:
+    fetch(url, archive)
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+
+
+def download_librispeech(target_dir: str | Path, subset: str = "dev-clean", url: str | None = None) -> Path:
+    """Fetch and extract one subset (dev-clean, test-clean, train-clean-100...) into `target_dir`;
+    returns the LibriSpeech/ dir holding it. Does nothing when the subset is already there."""
+    target = Path(target_dir)
+    corpus = target / "LibriSpeech"
+    if not (corpus / subset).is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        _extract(url or LIBRISPEECH_URL.format(subset=subset), target / f"{subset}.tar.gz", target)
+        if not (corpus / subset).is_dir():
+            raise ValueError(f"{target / f'{subset}.tar.gz'}: extracted, but no LibriSpeech/{subset}/ inside")
+    return corpus
+
+
+def download_ljspeech(target_dir: str | Path, url: str = LJSPEECH_URL) -> Path:
+    """Fetch and extract LJSpeech 1.1 into `target_dir`; returns the dir holding metadata.csv and wavs/.
+    Does nothing when it is already there."""
+    target = Path(target_dir)
+    found = sorted(target.glob("*/metadata.csv"))
+    if not found:
+        target.mkdir(parents=True, exist_ok=True)
+        _extract(url, target / "LJSpeech-1.1.tar.bz2", target)
+        found = sorted(target.glob("*/metadata.csv"))
+        if not found:
+            raise ValueError(f"{target / 'LJSpeech-1.1.tar.bz2'}: extracted, but no metadata.csv inside")
+    return found[0].parent
 
 
 def _utt(uid: str, audio: Path, transcript: str, speaker: str, where: str, text: TextConfig) -> Utterance:
