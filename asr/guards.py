@@ -11,8 +11,14 @@ import torch
 def out_of_memory(e: BaseException) -> bool:
     """torch.OutOfMemoryError on a GPU; on the CPU a failed allocation is a RuntimeError saying so
     (torch's allocator: "can't allocate memory"; oneDNN's recurrent kernels: "std::bad_alloc")."""
-    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
-        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "bad_alloc" in str(e)))
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    message = str(e)
+    # With memory exhausted the allocator's own message can be cut short ("[enforce fail a"): a c10 enforce
+    # failure whose text did not fit is taken for one.
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in message or "bad_alloc" in message
+                                            or message.startswith("[enforce fail at alloc")
+                                            or (message.startswith(("[enforce fail", "std::bad")) and len(message) < 40))
 
 
 class NonFiniteError(RuntimeError):
