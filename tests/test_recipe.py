@@ -72,6 +72,21 @@ def test_fsdd_recipe_runs_end_to_end(tmp_path):
     assert len(re.findall(r"^%WER \d+\.\d\d \[ \d+ / 300,", run.stdout, re.M)) == 2  # 300 test digits, twice
 
 
+def test_vctk_recipe_runs_end_to_end(tmp_path):
+    """The VCTK recipe through its Makefile: prepare (503 real p239 sentences), one epoch of a tiny model,
+    LM and lexicon, tuning, decoding, scoring and the report."""
+    run = subprocess.run(["make", "-C", str(ROOT / "recipes" / "vctk"), "all", f"DATA={tmp_path}", "N=tiny",
+                          f"RESULTS={tmp_path / 'RESULTS.md'}",
+                          "EXTRA=epochs=1 model.hidden=32 model.conv_channels=32 model.layers=1"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for n, name in enumerate(["prepare", "stats", "train", "lm", "tune", "decode", "score", "report"], 1):
+        assert f"stage {n} {name}" in run.stdout
+    assert "train: 401 utterances" in run.stdout and "rejected: 0 utterance(s)" in run.stdout
+    assert len(re.findall(r"^%WER \d+\.\d\d \[ \d+ / 373,", run.stdout, re.M)) == 2   # 51 test sentences, 373 words
+    assert (tmp_path / "exp" / "tiny" / "report.html").exists()
+
+
 def test_recipe_leaves_tensorboard_plots_report_and_a_results_line(small_run):
     """After `make all`: TensorBoard scalars, PNG plots and a self-contained report.html in the exp dir,
     and the score stage's lines in RESULTS.md."""
