@@ -257,6 +257,13 @@ def cmd_report(args) -> None:
     print(f"report -> {write_report(args.exp, args.manifest, args.results)}")
 
 
+def cmd_compare(args) -> None:
+    from .compare import compare_runs
+
+    print(compare_runs(args.exps, args.out, args.manifest, args.reach_utts), end="")
+    print(f"table, plots and compare.json -> {args.out}")
+
+
 def cmd_transcribe(args) -> None:
     from dataclasses import asdict
 
@@ -464,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="the test manifest the decode_* dirs were decoded from")
     p.add_argument("--results", help="the recipe's RESULTS.md, to compare with its best")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="runs side by side: table, gradient-norm / gradient-reach / dev WER plots")
+    p.add_argument("exps", nargs="+", help="exp dirs written by asr train (decode_test/ inside, for test scores)")
+    p.add_argument("--out", required=True, help="dir for compare.md, compare.json and the PNGs")
+    p.add_argument("--manifest", help="utterances for the gradient-reach plot (its first --reach-utts)")
+    p.add_argument("--reach-utts", type=int, default=20)
+    p.set_defaults(func=cmd_compare)
 
     bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(dest="what", required=True)
     p = bench.add_parser("train", help="training steps: model-only vs the full pipeline from audio files")

@@ -71,13 +71,17 @@ class AcousticModel(nn.Module):
         k, pad = self.cfg.conv_kernel, self.cfg.conv_kernel // 2
         return (lengths + 2 * pad - k) // TIME_STRIDE + 1
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def front_end(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, T, F) features -> (N, T', C) recurrent-stack input, (N,) output lengths, (N, 1, T') validity mask."""
         out_lengths = self.output_lengths(lengths)                        # (N,)
         x = x.transpose(1, 2)                                             # (N, F, T)
         x = nn.functional.gelu(self.conv1(x))                             # (N, C, T')
         mask = (torch.arange(x.shape[2], device=x.device)[None, :] < out_lengths[:, None])[:, None, :]
         x = nn.functional.gelu(self.conv2(x * mask)) * mask               # (N, C, T')
-        x = x.transpose(1, 2)                                             # (N, T', C)
+        return x.transpose(1, 2), out_lengths, mask                       # (N, T', C), (N,), (N, 1, T')
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        x, out_lengths, mask = self.front_end(x, lengths)                 # (N, T', C), (N,), (N, 1, T')
         if pack:
             packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
             y, _ = self.rnn(packed)

@@ -41,7 +41,7 @@ class TrainConfig:
     warmup: float = 0.05              # fraction of all steps spent warming up linearly
     final_lr: float = 0.02            # cosine decay ends at this fraction of lr
     weight_decay: float = 0.01
-    clip_norm: float = 5.0            # gradient clipping by global norm
+    clip_norm: float = 5.0            # gradient clipping by global norm; 0: none (the norm is still measured and logged)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     spec_augment: bool = True
     speed_perturb: tuple[float, ...] = ()  # e.g. [0.9, 1.0, 1.1]: each batch plays at one of these speeds
@@ -72,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"speed_perturb factors must be positive, not {self.speed_perturb}")
         if self.noise_snr and (len(self.noise_snr) != 2 or self.noise_snr[0] > self.noise_snr[1]):
             raise ValueError(f"noise_snr must be [min, max] dB, not {self.noise_snr}")
+        if self.clip_norm < 0:
+            raise ValueError(f"clip_norm must be >= 0 (0: no clipping), not {self.clip_norm}")
         if self.tokens not in ("chars", "bpe"):
             raise ValueError(f"tokens must be 'chars' or 'bpe', not {self.tokens!r}")
 
@@ -125,6 +127,7 @@ class Stepper:
         self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp and cfg.precision == "fp16")
         self.last: dict = {}         # the last step's loss and gradient norm (before clipping), as floats
+        self.norms: list[float] = []  # this epoch's finite gradient norms (before clipping), one per applied step
         self.skipped = 0             # steps with a non-finite loss or gradient, not applied
         self.oom_split = 0           # batches that ran out of memory and were trained as two halves
         self.oom_skipped = 0         # ... and those skipped because a half ran out too
@@ -190,7 +193,7 @@ class Stepper:
             self.scaler.scale(part_loss).backward()
             loss = loss + part_loss.detach()
         self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm or math.inf)  # 0: measure only
         # One host sync per step: the price of never applying a NaN update (fp16's GradScaler pays it anyway).
         loss_value, norm_value = torch.stack([loss.detach().float(), norm.float()]).tolist()
         self.last = {"loss": loss_value, "grad_norm": norm_value}
@@ -201,6 +204,7 @@ class Stepper:
         self.scheduler.step()
         if finite:
             self.bad_in_a_row = 0
+            self.norms.append(norm_value)
             return loss.detach()
         self.skipped += 1
         self.bad_in_a_row += 1
@@ -468,6 +472,12 @@ def epoch_record(d: Dist, device: torch.device, epoch: int, stats: dict, schedul
               "skipped_steps": step.skipped, "oom_split": step.oom_split, "oom_skipped": step.oom_skipped,
               "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                          else f"cpu x {torch.get_num_threads()} threads")}
+    if step.norms:  # this process's steps (under DDP the gradients are the same on every rank)
+        norms = sorted(step.norms)
+        record["grad_norm"] = {"median": norms[len(norms) // 2], "max": norms[-1], "min": norms[0],
+                               "clipped": (sum(n > step.cfg.clip_norm for n in norms) / len(norms)
+                                           if step.cfg.clip_norm else 0.0)}
+        step.norms = []
     if device.type == "cuda":
         record["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     return record
