@@ -160,12 +160,18 @@ def cmd_decode(args) -> None:
 
 def cmd_lm(args) -> None:
     from .data import read_manifest
-    from .lm import build_lm
+    from .lm import build_lm, read_word_list
 
     utts = read_manifest(args.manifest)
-    paths = build_lm([u.text for u in utts], args.out, order=args.order)
-    words = sum(1 for _ in paths["lexicon"].open())
-    print(f"{args.order}-gram LM on {len(utts)} transcripts -> {paths['lm']}; lexicon of {words} words -> {paths['lexicon']}")
+    words = read_word_list(args.words) if args.words else []
+    spelled = read_word_list(args.spell_words) if args.spell_words else []
+    paths = build_lm([u.text for u in utts], args.out, order=args.order, transcript_weight=args.transcript_weight,
+                     words=words, spelled=spelled)
+    size = sum(1 for _ in paths["lexicon"].open())
+    extra = (f" (x{args.transcript_weight})" if args.transcript_weight > 1 else "") + (
+        f" + {len(words)} listed words" if words else "") + (f" + {len(spelled)} spelled words" if spelled else "")
+    print(f"{args.order}-gram LM on {len(utts)} transcripts{extra} -> {paths['lm']}; "
+          f"lexicon of {size} words -> {paths['lexicon']}")
 
 
 def cmd_tune(args) -> None:
@@ -430,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True, help="directory for lm.arpa, lexicon.txt, words.txt")
     p.add_argument("--order", type=int, default=3)
+    p.add_argument("--transcript-weight", type=int, default=1,
+                   help="repeat the transcripts N times in the LM text (their weight against the extra text)")
+    p.add_argument("--words", help="a word list or pronunciation dictionary (first field per line): words the "
+                   "transcripts lack join the lexicon and the LM as one-word sentences")
+    p.add_argument("--spell-words", help="a word list whose words join the LM text spelled out as letters "
+                   "(J E N N I F E R), for speech that spells names")
     p.set_defaults(func=cmd_lm)
 
     p = sub.add_parser("tune", help="grid search of beam-search LM weight and word score on a dev manifest")

@@ -1,6 +1,8 @@
 """Word n-gram language models (KenLM's lmplz) and lexicons, for beam search with `asr.decode`.
 
     asr lm --manifest data/an4/train.jsonl --out data/an4/lm      # lm.arpa, lexicon.txt, words.txt
+    asr lm --manifest data/an4/train.jsonl --out data/an4/lm --order 4 --transcript-weight 10 \
+        --words data/an4/an4.dic --spell-words data/an4/lm/names.txt   # + task words, spelled names
 
 `lmplz` is built from the `kenlm` source distribution by `make install` (into .venv/bin); any
 other lmplz on the PATH, or $LMPLZ, works too.
@@ -8,6 +10,7 @@ other lmplz on the PATH, or $LMPLZ, works too.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -40,9 +43,32 @@ def find_lmplz() -> str:
                             "put lmplz on the PATH, or set $LMPLZ")
 
 
-def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str | None = None) -> dict[str, Path]:
+def read_word_list(path: str | Path) -> list[str]:
+    """Words from a word list or pronunciation dictionary: the first field of each line, a CMU/Sphinx
+    variant marker dropped (`EIGHTH(2)` is EIGHTH), duplicates removed, order kept."""
+    words: dict[str, None] = {}
+    with Path(path).open() as f:
+        for line in f:
+            if line.strip():
+                words[re.sub(r"\(\d+\)$", "", line.split()[0])] = None
+    return list(words)
+
+
+def spell_out(words: list[str]) -> list[str]:
+    """Words as upper-case letter sequences (`Jennifer` -> `J E N N I F E R`), the way spelled names are
+    transcribed; words of fewer than two letters or with anything but ASCII letters are left out."""
+    return [" ".join(w.upper()) for w in words if len(w) > 1 and w.isascii() and w.isalpha()]
+
+
+def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str | None = None,
+             transcript_weight: int = 1, words: list[str] = (), spelled: list[str] = ()) -> dict[str, Path]:
     """Train an `order`-gram ARPA LM on `texts` (normalised transcripts) and write its lexicon.
 
+    The LM's text is the transcripts `transcript_weight` times (an n-gram LM's counts are its
+    weights), then each of `words` the transcripts lack as a one-word sentence (a task dictionary:
+    the words enter the lexicon with a unigram probability), then `spelled` as letter sequences
+    (`spell_out`: word spellings teach the LM which letter follows which in a spelled name, while
+    the lexicon stays the transcripts' words and letters). The lexicon holds every word of that text.
     Writes out_dir/corpus.txt, lm.arpa, words.txt (word counts) and lexicon.txt (spelled in
     characters; beam search respells it in its model's own tokens); returns their paths.
     Kneser-Ney discounts fall back to defaults when a small corpus cannot estimate them.
@@ -52,9 +78,13 @@ def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str |
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise ValueError("no transcripts to build a language model from")
+    if transcript_weight < 1:
+        raise ValueError(f"transcript_weight must be >= 1, not {transcript_weight}")
+    known = {w for t in texts for w in t.split()}
+    lines = texts * transcript_weight + [w for w in words if w not in known] + spell_out(list(spelled))
     corpus = out / "corpus.txt"
-    corpus.write_text("".join(t + "\n" for t in texts))
-    counts = Counter(w for t in texts for w in t.split())
+    corpus.write_text("".join(t + "\n" for t in lines))
+    counts = Counter(w for t in lines for w in t.split())
     (out / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in counts.most_common()))
     spelling = Vocabulary(tuple(sorted({SPACE, *"".join(counts)})))  # the words' own characters
     write_lexicon(sorted(counts), out / "lexicon.txt", spelling)

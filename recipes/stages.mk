@@ -13,6 +13,8 @@ STAGE ?= 1
 STOP_STAGE ?= 100
 
 LM     ?= $(DATA)/lm
+LM_ARGS ?=             # a recipe's own options for asr lm (order, extra words, spelled words)
+LM_DEPS ?=             # ... and files it needs made first
 RESULTS ?= RESULTS.md   # the score stage appends its lines here
 STAGES := prepare stats train lm tune decode score report
 .PHONY: all $(STAGES)
@@ -43,9 +45,9 @@ train:
 	    dev_manifest=$(DATA)/dev.jsonl stats=$(EXP)/stats.json $(EXTRA) 2>&1 | tee $(EXP)/train.log; \
 	  test $${PIPESTATUS[0]} -eq 0)
 
-lm:
-	$(call stage,4 lm: 3-gram word LM (KenLM) and lexicon from the train transcripts in $(LM),$(LM)/.done,\
-	  $(ASR) lm --manifest $(DATA)/train.jsonl --out $(LM))
+lm: $(LM_DEPS)
+	$(call stage,4 lm: word n-gram LM (KenLM) and lexicon from the train transcripts in $(LM),$(LM)/.done,\
+	  $(ASR) lm --manifest $(DATA)/train.jsonl --out $(LM) $(LM_ARGS))
 
 tune:
 	$(call stage,5 tune: LM weight and word score for beam search on dev,$(EXP)/.tune.done,\
@@ -61,7 +63,7 @@ score:
 	@echo "stage 7 score: test WER / CER, greedy ($(EXP)/decode_test) and with the LM ($(EXP)/decode_test_lm)"
 	@echo "greedy:" && $(ASR) score --config $(CONFIG) --manifest $(DATA)/test.jsonl --hyp $(EXP)/decode_test/hyp.txt \
 	  --results $(RESULTS) --exp $(EXP)
-	@echo "beam search + 3-gram LM + lexicon:" && \
+	@echo "beam search + word LM + lexicon:" && \
 	  $(ASR) score --config $(CONFIG) --manifest $(DATA)/test.jsonl --hyp $(EXP)/decode_test_lm/hyp.txt \
 	    --results $(RESULTS) --exp $(EXP)
 

@@ -22,6 +22,8 @@ def test_prepare_writes_train_dev_test(tmp_path, an4_dir):
     assert first["id"] == "an406-fcaw-b" and first["text"] == "RUBOUT G M E F THREE NINE"
     total_hours = sum(u.duration for u in splits["train"] + splits["dev"]) / 3600
     assert total_hours == pytest.approx(0.707, abs=0.005)              # MANIFEST.txt's figure
+    dictionary = (tmp_path / "an4.dic").read_text().splitlines()       # the task vocabulary, for the LM stage
+    assert len(dictionary) == 130 and "THIRTEEN TH ER T IY N" in [" ".join(x.split()) for x in dictionary]
 
 
 def test_train_transcripts_lose_sentence_markers(an4_dir):

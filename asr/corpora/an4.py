@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def dev_speakers(speakers: list[str], n: int = DEV_SPEAKERS) -> list[str]:
 
 def prepare_an4(corpus_dir: str | Path, out_dir: str | Path, n_dev_speakers: int = DEV_SPEAKERS,
                 max_utts: int | None = None, text: TextConfig = TextConfig()) -> dict[str, Path]:
-    """Write `train.jsonl`, `dev.jsonl` and `test.jsonl` to `out_dir`; returns their paths.
+    """Write `train.jsonl`, `dev.jsonl` and `test.jsonl` to `out_dir` and return their paths; also copy
+    the corpus's task dictionary there (etc/an4.dic: the 130-entry vocabulary AN4 was designed with,
+    read by the LM stage for its lexicon).
 
     Dev is `n_dev_speakers` whole speakers held out of train. `max_utts` keeps only the first
     `max_utts` train utterances and a quarter as many dev and test ones (quick runs and tests).
@@ -131,4 +134,8 @@ def prepare_an4(corpus_dir: str | Path, out_dir: str | Path, n_dev_speakers: int
     }
     if max_utts is not None:
         splits = {name: utts[: max_utts if name == "train" else max(max_utts // 4, 1)] for name, utts in splits.items()}
-    return write_splits(splits, out_dir, text)
+    paths = write_splits(splits, out_dir, text)
+    dictionary = Path(corpus_dir) / "etc" / "an4.dic"
+    if dictionary.exists():
+        shutil.copyfile(dictionary, Path(out_dir) / "an4.dic")
+    return paths
