@@ -16,10 +16,11 @@ help:
 	@echo "make test      run the test suite"
 	@echo "make chromium  (optional) headless Chromium from Debian, for the test that screenshots report.html"
 
-install: $(VENV)/.installed $(BIN)/lmplz $(WORDLIST)
-
 # Debian's English word list (package wamerican): the AN4 recipe's LM learns how names are spelled from it.
 WORDLIST := /usr/share/dict/american-english
+
+install: $(VENV)/.installed $(BIN)/lmplz $(WORDLIST)
+
 $(WORDLIST):
 	$(SUDO) apt-get install -y -q --no-install-recommends wamerican \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends wamerican)
