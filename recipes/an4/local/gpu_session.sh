@@ -4,6 +4,7 @@
 #   bash recipes/an4/local/gpu_session.sh smoke            # ~1 min: every CUDA path once
 #   bash recipes/an4/local/gpu_session.sh full 380         # bench + gpu.yaml recipe in 380 s of training
 #   bash recipes/an4/local/gpu_session.sh bench            # ~2 min: the benchmark + one training epoch
+#   bash recipes/an4/local/gpu_session.sh search 420       # conf/search.txt's runs at once, 420 s of training
 #
 # Expects .whl/ (soundfile, cffi, pycparser, jiwer, rapidfuzz wheels for the image's Python) and
 # .gpu/an4 (AN4 as FLAC, from local/an4_flac.py pack) beside the code; writes logs to $OUT.
@@ -53,6 +54,56 @@ if [ "$mode" = smoke ]; then
   $ASR bench train --batch-sizes 32,256 --steps 2 --warmup 1 --workdir /tmp num_workers=12 \
     model.hidden=800 model.layers=5 $X 2>&1 | tee $OUT/smoke_bench.log
   el "bench"
+  exit 0
+fi
+
+if [ "$mode" = search ]; then
+  # every run of conf/search.txt at once; epochs from a 3-epoch probe of all of them together
+  # $OUT gets back 8 files at most (16 MiB each, 64 MiB in all): logs go back as one archive, the
+  # weights (fp16) of the 3 best runs by dev WER as files, the rest stays on the machine.
+  prepare_stats gpu || exit 1
+  S=/tmp/search; mkdir -p $S
+  mapfile -t runs < <(grep -v '^#' recipes/an4/conf/search.txt | grep .)
+  for line in "${runs[@]}"; do
+    set -- $line; n=$1; shift; mkdir -p $S/$n
+    train probe_$n epochs=3 "$@" > $S/$n/probe.log 2>&1 &
+  done
+  wait
+  el "probes"
+  for line in "${runs[@]}"; do
+    set -- $line; n=$1; shift
+    e=$(python3 -c "
+import json; r=[json.loads(l) for l in open('$DATA/exp/probe_$n/train_log.jsonl')]
+print(min(400, max(5, int($budget / (r[2]['elapsed'] - r[1]['elapsed'])))))" 2>/dev/null || echo 0)
+    echo "$n: epochs=$e"
+    [ "$e" -gt 0 ] || { tail -5 $S/$n/probe.log; continue; }
+    timeout $(( budget + 120 )) bash -c "$(declare -f train); ASR='$ASR' DATA=$DATA X='$X' train $n epochs=$e $*" \
+      > $S/$n/train.log 2>&1 &
+  done
+  wait
+  el "search runs"
+  for line in "${runs[@]}"; do
+    set -- $line; n=$1
+    [ -f $DATA/exp/$n/best.pt ] || continue
+    decode_score $n > $S/$n/score.log 2>&1
+    cp $DATA/exp/$n/train_log.jsonl $DATA/exp/$n/config.json $S/$n/ 2>/dev/null
+    # the weights in fp16 (loading restores fp32), to stay under the 16 MB a returned file may have
+    python3 -c "
+import torch; c = torch.load('$DATA/exp/$n/best.pt', weights_only=True)
+c = {k: c[k] for k in ('model_config', 'feature_config', 'stats', 'vocab', 'model', 'train_config', 'epoch', 'dev_wer', 'dev_cer') if k in c}
+c['model'] = {k: v.half() if v.is_floating_point() else v for k, v in c['model'].items()}
+torch.save(c, '$S/$n/best_fp16.pt')"
+    echo "$n $(grep -h "%WER" $S/$n/score.log) $(tail -1 $S/$n/train.log)" | tee -a $OUT/summary.txt
+  done
+  (cd $S && tar czf $OUT/search_logs.tgz */*.log */*.json*)
+  for n in $(python3 -c "
+import json, pathlib
+runs = [(min(json.loads(l)['dev_wer'] for l in p.open()), p.parent.name) for p in pathlib.Path('$S').glob('*/train_log.jsonl')]
+print(' '.join(n for _, n in sorted(runs)[:3]))"); do
+    cp $S/$n/best_fp16.pt $OUT/$n.pt
+  done
+  ls -la $OUT
+  el "all done"
   exit 0
 fi
 
