@@ -1,0 +1,354 @@
+"""What each `asr` subcommand does (asr.cli parses the command line and calls these): thin
+wrappers over the library, importing what they need when they run, so `asr --help` stays quick."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def text_config(args, manifest: str | None = None):
+    """The TextConfig of --config's `text` section; else the one prepare recorded beside `manifest`; else the default."""
+    from .config import load_config
+    from .corpora import read_text_config
+    from .text import TextConfig
+    from .train import TrainConfig
+
+    if getattr(args, "config", None):
+        return load_config(TrainConfig, args.config).text
+    return (read_text_config(manifest) if manifest else None) or TextConfig()
+
+
+def cmd_prepare(args) -> None:
+    text = text_config(args)
+    if args.corpus_name == "an4":
+        from .corpora.an4 import locate_an4, prepare_an4
+
+        corpus = Path(args.corpus) if args.corpus else locate_an4(args.out)
+        paths = prepare_an4(corpus, args.out, max_utts=args.max_utts, text=text)
+    elif args.corpus_name == "fsdd":
+        from .corpora.fsdd import locate_fsdd, prepare_fsdd
+
+        paths = prepare_fsdd(Path(args.corpus) if args.corpus else locate_fsdd(args.out), args.out, text=text)
+    elif args.corpus_name == "vctk":
+        from .corpora.vctk import locate_vctk, prepare_vctk
+
+        paths = prepare_vctk(Path(args.corpus) if args.corpus else locate_vctk(args.out), args.out, text=text)
+    else:
+        if not args.corpus:
+            sys.exit(f"asr prepare {args.corpus_name}: --corpus is required")
+        from .corpora import folder, kaldi, librispeech
+
+        prepare = {"folder": folder.prepare_folder, "csv": folder.prepare_csv, "kaldi": kaldi.prepare_kaldi,
+                   "librispeech": librispeech.prepare_librispeech, "ljspeech": librispeech.prepare_ljspeech}
+        paths = prepare[args.corpus_name](args.corpus, args.out, text=text)
+    for name, path in paths.items():
+        print(f"{name}: {sum(1 for _ in path.open())} utterances -> {path}")
+    rejected = Path(args.out) / "rejected.jsonl"
+    n = sum(1 for _ in rejected.open()) if rejected.exists() else 0
+    print(f"rejected: {n} utterance(s){f' -> {rejected} (with reasons; asr validate explains)' if n else ''}")
+
+
+def cmd_validate(args) -> None:
+    from .config import load_config
+    from .data import read_manifest
+    from .train import TrainConfig
+    from .validate import Checker, screen, summary, write_rejected
+
+    cfg = load_config(TrainConfig, args.config) if args.config else TrainConfig(text=text_config(args, args.manifest))
+    checker = Checker.for_config(cfg)
+    if args.max_seconds:
+        from dataclasses import replace
+
+        checker = replace(checker, max_seconds=args.max_seconds)
+    utts = read_manifest(args.manifest)
+    _, findings = screen(utts, checker, full=not args.quick, progress=sys.stderr.isatty())
+    for f in findings:
+        print(f"{'REJECT' if f.fatal else 'note  '} {f.id}: {f.reason} ({f.audio})")
+    out = Path(args.rejected or Path(args.manifest).with_suffix(".rejected.jsonl"))
+    n = write_rejected(out, findings)
+    print(summary(len(utts), findings) + (f"; rejected entries -> {out}" if n else ""))
+    if n:
+        sys.exit(1)
+
+
+def cmd_stats(args) -> None:
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from .config import load_config
+    from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
+    from .features import FeatureExtractor, compute_stats, save_stats
+    from .text import Vocabulary
+    from .train import TrainConfig
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    utts = read_manifest(args.manifest)
+    loader = DataLoader(AudioDataset(utts, Vocabulary()), collate_fn=collate,
+                        batch_sampler=FrameBudgetSampler([u.duration for u in utts], 20_000, shuffle=False))
+    batches = tqdm(loader, desc="statistics", unit="batch", disable=not sys.stderr.isatty(), leave=False)
+    mean, std, frames = compute_stats(FeatureExtractor(cfg.features), ((b.waves, b.lengths) for b in batches if b))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_stats(args.out, cfg.features, mean, std, frames)
+    print(f"{cfg.features.kind} statistics over {frames} frames of {len(utts)} utterances -> {args.out}")
+
+
+def cmd_train(args) -> None:
+    from .config import load_config
+    from .train import TrainConfig, train
+
+    train(load_config(TrainConfig, args.config, args.overrides))
+
+
+def decoding_options(args):
+    """DecodingOptions from --decoding (a tuned JSON), then --method / --lm-dir / weights on the command line."""
+    from dataclasses import replace
+
+    from .decode import DecodingOptions
+    from .tune import load_decoding
+
+    options = load_decoding(args.decoding) if getattr(args, "decoding", None) else DecodingOptions()
+    changes = {}
+    if getattr(args, "lm_dir", None):
+        lm_dir = Path(args.lm_dir)
+        changes.update(method="beam", lm=str(lm_dir / "lm.arpa"), lexicon=str(lm_dir / "lexicon.txt"))
+    for key in ("method", "beam_size", "lm_weight", "word_score", "threads", "chunk_seconds"):
+        if getattr(args, key, None) is not None:
+            changes[key] = getattr(args, key)
+    return replace(options, **changes)
+
+
+def cmd_decode(args) -> None:
+    from .data import read_manifest
+    from .transcribe import load_model
+
+    utts = read_manifest(args.manifest)
+    options = decoding_options(args)
+    transcriber = load_model(args.model, args.device, options)
+    results = transcriber.transcribe([u.input for u in utts])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hyp.txt").write_text("".join(f"{u.id}\t{r.text}\n" for u, r in zip(utts, results)))
+    print(f"decoded {len(utts)} utterances ({options.method}) -> {out / 'hyp.txt'}")
+
+
+def cmd_lm(args) -> None:
+    from .data import read_manifest
+    from .lm import build_lm, read_word_list
+
+    utts = read_manifest(args.manifest)
+    words = read_word_list(args.words) if args.words else []
+    spelled = read_word_list(args.spell_words) if args.spell_words else []
+    paths = build_lm([u.text for u in utts], args.out, order=args.order, transcript_weight=args.transcript_weight,
+                     words=words, spelled=spelled)
+    size = sum(1 for _ in paths["lexicon"].open())
+    extra = (f" (x{args.transcript_weight})" if args.transcript_weight > 1 else "") + (
+        f" + {len(words)} listed words" if words else "") + (f" + {len(spelled)} spelled words" if spelled else "")
+    print(f"{args.order}-gram LM on {len(utts)} transcripts{extra} -> {paths['lm']}; "
+          f"lexicon of {size} words -> {paths['lexicon']}")
+
+
+def cmd_tune(args) -> None:
+    from .data import read_manifest
+    from .transcribe import load_model
+    from .tune import save_decoding, tune_decoding
+
+    utts = read_manifest(args.manifest)
+    options = decoding_options(args)
+    best, grid = tune_decoding(load_model(args.model, args.device, options), utts, options)
+    save_decoding(args.out, best, grid)
+    row = min(grid[1:], key=lambda r: r["wer"])
+    print(f"best on {args.manifest}: lm_weight {best.lm_weight:g} word_score {best.word_score:g} "
+          f"%WER {row['wer']:.2f} (greedy {grid[0]['wer']:.2f}) -> {args.out}")
+
+
+def cmd_export(args) -> None:
+    from .export import export_torchscript
+
+    out = export_torchscript(args.model, args.out, int8=args.int8)
+    print(f"TorchScript{' (int8 dynamic quantisation)' if args.int8 else ''} -> {out} "
+          f"({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def cmd_score(args) -> None:
+    from .data import read_manifest
+    from .score import read_hyps, score_dataset
+
+    from .text import normalize_text
+
+    utts = read_manifest(args.manifest)
+    hyps = read_hyps(args.hyp)
+    missing = [u.id for u in utts if u.id not in hyps]
+    if missing:
+        sys.exit(f"{args.hyp}: no hypothesis for {len(missing)} utterance(s) of {args.manifest}, e.g. {missing[0]}")
+    out = args.out or Path(args.hyp).parent
+    text = text_config(args, args.manifest)  # references and hypotheses normalised alike, as training targets were
+    result = score_dataset([u.id for u in utts], [normalize_text(u.text, text) for u in utts],
+                           [normalize_text(hyps[u.id], text) for u in utts], out)
+    print(result.summary())
+    if args.results:
+        log_result(args, result)
+
+
+def log_result(args, result) -> None:
+    """Append the score to the recipe's RESULTS.md (date, config, decoding, WER/CER, device, training time)."""
+    import datetime
+
+    from .report import append_result, read_log
+
+    exp = Path(args.exp) if args.exp else Path(args.hyp).parent.parent
+    log = read_log(exp)
+    mode = "beam + LM" if Path(args.hyp).parent.name.endswith("_lm") else "greedy"
+    append_result(Path(args.results), {
+        "date": datetime.date.today().isoformat(), "config": args.config or "-", "decoding": mode,
+        "wer": f"{result.wer.rate:.2f}", "cer": f"{result.cer.rate:.2f}",
+        "device": log[-1].get("device", "?") if log else "?",
+        "wall": f"{log[-1].get('elapsed', 0) / 60:.1f} min" if log else "?", "exp": exp.name})
+    print(f"logged in {args.results}")
+
+
+def cmd_bench_stream(args) -> None:
+    from .data import read_manifest
+    from .stream import stream_latency
+    from .transcribe import load_model
+
+    utts = read_manifest(args.manifest)[: args.limit]
+    row = stream_latency(load_model(args.model), utts, args.chunk_ms / 1000)
+    print(f"{len(utts)} utterances streamed in {args.chunk_ms} ms chunks: %WER {row['wer']:.2f} %CER {row['cer']:.2f}; "
+          f"word latency (end of word -> shown) mean {row['latency_mean'] * 1000:.0f} ms, median "
+          f"{row['latency_median'] * 1000:.0f} ms, p90 {row['latency_p90'] * 1000:.0f} ms; RTF {row['rtf']:.4f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(row, indent=1) + "\n")
+
+
+def cmd_average(args) -> None:
+    from .average import average_checkpoints, epoch_checkpoints
+
+    if bool(args.checkpoints) == bool(args.exp):
+        sys.exit("asr average: give checkpoint files, or --exp with --last N or --best N")
+    paths = args.checkpoints or epoch_checkpoints(args.exp, last=args.last or 0, best=args.best or 0)
+    out = average_checkpoints(paths, args.out)
+    print(f"averaged {len(paths)} checkpoints ({', '.join(Path(p).name for p in paths)}) -> {out}")
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    print(f"report -> {write_report(args.exp, args.manifest, args.results)}")
+
+
+def cmd_compare(args) -> None:
+    from .compare import compare_runs
+
+    print(compare_runs(args.exps, args.out, args.manifest, args.reach_utts), end="")
+    print(f"table, plots and compare.json -> {args.out}")
+
+
+def cmd_transcribe(args) -> None:
+    from dataclasses import asdict
+
+    from .transcribe import format_srt, load_model
+
+    fmt = "json" if args.json else args.format
+    transcriber = load_model(args.model, args.device, decoding_options(args))
+    results = transcriber.transcribe(args.audio, errors="keep")   # a bad file is reported; the others go on
+    for result in results:
+        if result.error:
+            print(json.dumps({"path": result.path, "error": result.error}) if fmt == "json"
+                  else f"{result.path}\tERROR: {result.error}")
+            print(f"asr transcribe: {result.error}", file=sys.stderr)
+        elif fmt == "json":
+            print(json.dumps({"path": result.path, "text": result.text, "duration": round(result.duration, 3),
+                              "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)}
+                                        for w in result.words]}))
+        elif fmt == "srt":
+            srt = format_srt(result.words)
+            if args.out_dir:
+                target = Path(args.out_dir) / (Path(result.path).stem + ".srt")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(srt)
+                print(f"{result.path}\t{target}")
+            else:
+                print(srt, end="")
+        else:
+            print(f"{result.path}\t{result.text}")
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        sys.exit(f"asr transcribe: {failed} of {len(results)} file(s) could not be transcribed")
+
+
+def cmd_bench(args) -> None:
+    from .bench import bench_train, format_table, write_rows
+    from .config import load_config
+    from .corpora.an4 import locate_an4, read_split
+    from .train import TrainConfig
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    sources = read_split(Path(args.corpus) if args.corpus else locate_an4("data/an4"), "train")
+    lo, hi = (float(x) for x in args.seconds.split(","))
+    rows = bench_train(cfg, sources, [int(b) for b in args.batch_sizes.split(",")], args.steps, args.warmup,
+                       (lo, hi), args.workdir)
+    print(format_table(rows))
+    if args.out:
+        write_rows(args.out, rows)
+
+
+def cmd_bench_decode(args) -> None:
+    import tempfile
+    from dataclasses import replace
+
+    import torch
+
+    from .bench import DECODE_HEADER, bench_decode, format_decode_row
+    from .data import read_manifest
+    from .decode import DecodingOptions
+    from .export import export_torchscript
+    from .transcribe import load_model
+
+    threads = args.threads or 2  # torch threads and beam-search threads
+    torch.set_num_threads(threads)
+    utts = read_manifest(args.manifest)[:args.limit or None]
+    beam = replace(decoding_options(args), threads=threads)
+    greedy = DecodingOptions()
+    with tempfile.TemporaryDirectory() as tmp:
+        ts = export_torchscript(args.model, Path(tmp) / "model.ts")
+        q8 = export_torchscript(args.model, Path(tmp) / "model_int8.ts", int8=True)
+        models = {"greedy, eager": load_model(args.model, options=greedy),
+                  "greedy, TorchScript": load_model(ts, options=greedy),
+                  "greedy, TorchScript int8": load_model(q8, options=greedy)}
+        if beam.method == "beam":
+            label = "LM beam" if beam.lm else "beam"
+            models.update({f"{label}, eager": load_model(args.model, options=beam),
+                           f"{label}, TorchScript int8": load_model(q8, options=beam)})
+        print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.0f} s of audio, {threads} threads")
+        rows = bench_decode(models, utts, log=lambda line: None)
+    print(DECODE_HEADER)
+    for r in rows:
+        print(format_decode_row(r))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+def cmd_vocab(args) -> None:
+    from .data import read_manifest
+    from .text import Vocabulary, vocabulary_report
+
+    utts = read_manifest(args.manifest)
+    report = vocabulary_report([u.text for u in utts], Vocabulary(text_config(args, args.manifest).alphabet))
+    print(f"{len(utts)} utterances, {sum(report['counts'].values())} characters, {len(report['counts'])} distinct")
+    for c, n in report["counts"].items():
+        flag = "\toutside the vocabulary" if c in report["outside"] else ""
+        print(f"{c!r}\t{n}{flag}")
+    for i in report["bad_utterances"]:
+        print(f"outside the vocabulary: {utts[i].id}\t{utts[i].text}")
+    if report["bad_utterances"]:
+        sys.exit(f"asr vocab: {len(report['bad_utterances'])} utterance(s) with characters outside the vocabulary")
+
+
+def cmd_kaldi_export(args) -> None:
+    from .corpora.kaldi import export_kaldi
+    from .data import read_manifest
+
+    utts = read_manifest(args.manifest)
+    paths = export_kaldi(utts, args.out)
+    print(f"{len(utts)} utterances -> {', '.join(str(p) for p in paths.values())}")
