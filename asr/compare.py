@@ -135,8 +135,10 @@ def plot_reach(exps: list[Path], rows: list[dict], waves: list[torch.Tensor], ou
         line, = ax.plot(reach.numpy(), label=f"{row['run']} (trained)")
         if model.cfg not in seen:
             seen.add(model.cfg)
-            torch.manual_seed(0)
-            init = gradient_reach(AcousticModel(model.cfg), extractor, waves, max_distance)
+            with torch.random.fork_rng():             # a fixed initialisation, the caller's RNG untouched
+                torch.manual_seed(0)
+                fresh = AcousticModel(model.cfg)
+            init = gradient_reach(fresh, extractor, waves, max_distance)
             curves[f"{row['cell']} {row['layers']}x{row['hidden']} at init"] = init.tolist()
             ax.plot(init.numpy(), ls="--", color=line.get_color(), label=f"{row['cell']} at initialisation")
     ax.set(xlabel="distance back in time k (20 ms frames)", ylabel="log10 || d y_T / d x_(T-k) ||",
