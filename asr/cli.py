@@ -45,7 +45,7 @@ from .commands import (
 def add_decoding_args(p) -> None:
     p.add_argument("--decoding", help="decoding options tuned by `asr tune` (JSON)")
     p.add_argument("--method", choices=["greedy", "beam"])
-    p.add_argument("--lm-dir", help="beam search with this dir's lm.arpa and lexicon.txt (from `asr lm`)")
+    p.add_argument("--lm-dir", help="beam search with this dir's LM (lm.bin, else lm.arpa) and lexicon.txt (from `asr lm`)")
     p.add_argument("--beam-size", type=int)
     p.add_argument("--lm-weight", type=float)
     p.add_argument("--word-score", type=float)
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lm", help="word n-gram LM (KenLM lmplz) and lexicon from a manifest's transcripts")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True, help="directory for lm.arpa, lexicon.txt, words.txt")
+    p.add_argument("--out", required=True, help="directory for lm.arpa (and lm.bin), lexicon.txt, words.txt")
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--transcript-weight", type=int, default=1,
                    help="repeat the transcripts N times in the LM text (their weight against the extra text)")

@@ -110,8 +110,10 @@ def decoding_options(args):
     options = load_decoding(args.decoding) if getattr(args, "decoding", None) else DecodingOptions()
     changes = {}
     if getattr(args, "lm_dir", None):
+        from .lm import lm_file
+
         lm_dir = Path(args.lm_dir)
-        changes.update(method="beam", lm=str(lm_dir / "lm.arpa"), lexicon=str(lm_dir / "lexicon.txt"))
+        changes.update(method="beam", lm=str(lm_file(lm_dir)), lexicon=str(lm_dir / "lexicon.txt"))
     for key in ("method", "beam_size", "lm_weight", "word_score", "threads", "chunk_seconds"):
         if getattr(args, key, None) is not None:
             changes[key] = getattr(args, key)

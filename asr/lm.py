@@ -34,13 +34,27 @@ def read_lexicon_words(path: str | Path) -> list[str]:
         return [line.split("\t", 1)[0].split(" ", 1)[0] for line in f if line.strip()]
 
 
-def find_lmplz() -> str:
-    for candidate in (os.environ.get("LMPLZ"), str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "lmplz"),
-                      shutil.which("lmplz")):
+def find_kenlm(tool: str = "lmplz") -> str | None:
+    """A KenLM program (lmplz, build_binary): $LMPLZ / $BUILD_BINARY, .venv/bin (make install), or the PATH."""
+    for candidate in (os.environ.get(tool.upper()), str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / tool),
+                      shutil.which(tool)):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise FileNotFoundError("lmplz not found: run `make install` (it builds KenLM into .venv/bin), "
-                            "put lmplz on the PATH, or set $LMPLZ")
+    return None
+
+
+def find_lmplz() -> str:
+    found = find_kenlm("lmplz")
+    if found is None:
+        raise FileNotFoundError("lmplz not found: run `make install` (it builds KenLM into .venv/bin), "
+                                "put lmplz on the PATH, or set $LMPLZ")
+    return found
+
+
+def lm_file(lm_dir: str | Path) -> Path:
+    """The LM of an `asr lm` dir: KenLM's binary lm.bin where there is one (loads fast and quietly), else lm.arpa."""
+    binary = Path(lm_dir) / "lm.bin"
+    return binary if binary.exists() else Path(lm_dir) / "lm.arpa"
 
 
 def read_word_list(path: str | Path) -> list[str]:
@@ -70,7 +84,8 @@ def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str |
     (`spell_out`: word spellings teach the LM which letter follows which in a spelled name, while
     the lexicon stays the transcripts' words and letters). The lexicon holds every word of that text.
     Writes out_dir/corpus.txt, lm.arpa, words.txt (word counts) and lexicon.txt (spelled in
-    characters; beam search respells it in its model's own tokens); returns their paths.
+    characters; beam search respells it in its model's own tokens), and lm.bin (the same LM in
+    KenLM's binary format) where build_binary is found; returns their paths.
     Kneser-Ney discounts fall back to defaults when a small corpus cannot estimate them.
     """
     out = Path(out_dir)
@@ -95,4 +110,13 @@ def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str |
     if run.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed on {corpus} ({run.returncode}): {run.stderr.strip()[-500:]}")
     os.replace(out / "lm.arpa.tmp", arpa)
-    return {"corpus": corpus, "lm": arpa, "words": out / "words.txt", "lexicon": out / "lexicon.txt"}
+    paths = {"corpus": corpus, "lm": arpa, "words": out / "words.txt", "lexicon": out / "lexicon.txt"}
+    (out / "lm.bin").unlink(missing_ok=True)  # never leave a binary of an older LM beside this one
+    build_binary = find_kenlm("build_binary")
+    if build_binary:  # the same LM in KenLM's binary format, which beam search loads in preference
+        run = subprocess.run([build_binary, str(arpa), str(out / "lm.bin.tmp")], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{build_binary} failed on {arpa} ({run.returncode}): {run.stderr.strip()[-500:]}")
+        os.replace(out / "lm.bin.tmp", out / "lm.bin")
+        paths["binary"] = out / "lm.bin"
+    return paths

@@ -94,7 +94,7 @@ def test_decode_tune_picks_weights_on_dev_and_decode_uses_them(overfit_model, fi
     asr_main(["tune", "--model", str(path), "--manifest", str(manifest), "--lm-dir", str(lm_dir),
               "--out", str(tmp_path / "decoding.json")])
     saved = json.loads((tmp_path / "decoding.json").read_text())
-    assert saved["options"]["method"] == "beam" and saved["options"]["lm"].endswith("lm.arpa")
+    assert saved["options"]["method"] == "beam" and saved["options"]["lm"].endswith("lm.bin")  # binary preferred
     assert len(saved["grid"]) == 1 + 5 * 7 and saved["grid"][0]["lm_weight"] is None
     assert min(r["wer"] for r in saved["grid"][1:]) == 0.0
     asr_main(["decode", "--model", str(path), "--manifest", str(manifest), "--out", str(tmp_path / "dec"),

@@ -6,7 +6,7 @@ import pytest
 
 from asr.corpora.an4 import read_split
 from asr.decode import DecodingOptions
-from asr.lm import build_lm, read_lexicon_words, read_word_list, write_lexicon
+from asr.lm import build_lm, lm_file, read_lexicon_words, read_word_list, write_lexicon
 from asr.score import score
 from asr.transcribe import load_model
 from asr.text import Vocabulary, train_bpe
@@ -94,3 +94,19 @@ def test_spelled_names_in_the_lm_fix_spelled_names_on_an4_test(an4_dir, an4_mode
         rates.append(score([u.text for u in spelled], hyps).wer.rate)
     plain, with_names = rates
     assert with_names < 0.6 * plain, rates
+
+
+def test_binary_lm_is_written_preferred_and_decodes_like_the_arpa(an4_dir, an4_model, an4_test_utts, tmp_path):
+    texts = [u.text for u in read_split(an4_dir, "train")]
+    paths = build_lm(texts, tmp_path, order=3)
+    assert paths["binary"] == tmp_path / "lm.bin" and lm_file(tmp_path) == paths["binary"]
+    assert paths["binary"].read_bytes()[:4] != paths["lm"].read_bytes()[:4]      # not the ARPA text again
+    utts = an4_test_utts[:20]
+    hyps = []
+    for lm in (paths["lm"], paths["binary"]):
+        model = load_model(an4_model, options=DecodingOptions(
+            method="beam", lm=str(lm), lexicon=str(paths["lexicon"]), lm_weight=1.5, word_score=3, threads=1))
+        hyps.append([r.text for r in model.transcribe([u.audio for u in utts])])
+    assert hyps[0] == hyps[1]
+    paths["binary"].unlink()
+    assert lm_file(tmp_path) == paths["lm"]                                       # no binary: the ARPA
