@@ -16,7 +16,7 @@ runs=()
 for clip in 5 0; do
   for cell in rnn lstm gru; do
     n=cells/${cell}_clip${clip}
-    make stats train N=$n EXTRA="model.cell=$cell model.hidden=${hidden[$cell]} model.conv_channels=160 model.layers=2 clip_norm=$clip threads=$threads"
+    make stats train CONFIG=conf/cpu_3x256.yaml N=$n EXTRA="model.cell=$cell model.hidden=${hidden[$cell]} model.conv_channels=160 model.layers=2 clip_norm=$clip threads=$threads"
     exp=$data/exp/$n
     if [ ! -f $exp/decode_test/wer.txt ]; then
       $asr decode --model $exp/best.pt --manifest $data/test.jsonl --out $exp/decode_test

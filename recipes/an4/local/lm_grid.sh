@@ -3,10 +3,10 @@
 # names, each LM tuned on dev for one model; then test decoded for every row (after the choice,
 # to see the spread). Results: data/an4/lmgrid/{dev,test}.txt.
 #
-#   bash local/lm_grid.sh [MODEL]      # from recipes/an4; MODEL defaults to the cpu.yaml model
+#   bash local/lm_grid.sh [MODEL]      # from recipes/an4; MODEL defaults to the model it was run for (cpu_3x256.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-model=${1:-data/an4/exp/cpu/best.pt}
+model=${1:-data/an4/exp/cpu_3x256/best.pt}
 asr=.venv/bin/asr
 g=data/an4/lmgrid
 mkdir -p $g
