@@ -32,7 +32,8 @@ from .data import AudioDataset, Utterance, collate, length_batches
 from .features import FeatureExtractor
 from .model import AcousticModel, count_parameters
 from .text import Vocabulary
-from .train import Stepper, TrainConfig, pick_device
+from .step import Stepper
+from .train import TrainConfig, pick_device
 
 GAP_SECONDS = 0.3  # silence between concatenated utterances
 

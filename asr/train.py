@@ -1,11 +1,10 @@
-"""Training: TrainConfig, compute_loss, train_one_epoch, evaluation on dev, checkpoints.
+"""Training: TrainConfig, the epoch loop (steps in asr.step), evaluation on dev, checkpoints, logs.
 
     python -m asr.train --config recipes/an4/conf/cpu.yaml exp_dir=data/an4/exp/cpu model.hidden=320
 """
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
@@ -14,16 +13,15 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from .audio import add_noise, change_speed
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .data import AudioDataset, Batch, FrameBudgetSampler, collate, read_manifest
+from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
 from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, gather_objects, init_distributed, shutdown
-from .features import FeatureConfig, FeatureExtractor, SpecAugmentConfig, load_stats, spec_augment
-from .guards import Interrupted, NonFiniteError, out_of_memory, stop_on_signals
+from .features import FeatureConfig, FeatureExtractor, SpecAugmentConfig, load_stats
+from .guards import Interrupted, NonFiniteError, stop_on_signals
 from .model import AcousticModel, ModelConfig, count_parameters
 from .score import score
+from .step import Stepper, lr_schedule, train_one_epoch
 from .text import BPEVocabulary, TextConfig, Vocabulary, normalize_text, train_bpe
 
 
@@ -82,164 +80,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def lr_schedule(step: int, total: int, warmup: float, final: float) -> float:
-    """Multiplier of the peak lr: linear warm-up, then cosine decay to `final`."""
-    warm = max(1, int(total * warmup))
-    if step < warm:
-        return (step + 1) / warm
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch,
-                 augment: SpecAugmentConfig | None = None, generator: torch.Generator | None = None,
-                 pack: bool = True, speed: float = 1.0, noise_snr: tuple[float, ...] = ()) -> torch.Tensor:
-    """Mean over the batch of each utterance's CTC loss (summed over its frames). `speed`, `noise_snr`
-    and `augment` perturb the input (training only)."""
-    with torch.no_grad(), torch.autocast(batch.pcm.device.type, enabled=False):  # input side in fp32
-        waves, lengths = change_speed(batch.waves, batch.lengths, speed)  # (N, S'), (N,)
-        if noise_snr:
-            waves = add_noise(waves, lengths, noise_snr, generator)
-        feats, frames = extractor(waves, lengths)                          # (N, T, F), (N,)
-        if augment is not None:
-            feats = spec_augment(feats, frames, augment, generator)
-    log_probs, out_lengths = model(feats, frames, pack=pack)             # (N, T', V), (N,)
-    loss = torch.nn.functional.ctc_loss(
-        log_probs.transpose(0, 1), batch.targets, out_lengths, batch.target_lengths,  # (T', N, V)
-        blank=0, reduction="sum", zero_infinity=True)
-    return loss / batch.pcm.shape[0]
-
-
-class Stepper:
-    """One optimisation step at the configured precision: autocast, loss scaling (fp16), clipping, schedule.
-
-    Holds no Python loop over utterances and never waits for the GPU: the loss stays a device tensor.
-    """
-
-    def __init__(self, model, extractor: FeatureExtractor, optimizer, scheduler, cfg: TrainConfig,
-                 device: torch.device, generator: torch.Generator):
-        self.model, self.extractor, self.optimizer, self.scheduler = model, extractor, optimizer, scheduler
-        self.cfg, self.device, self.generator = cfg, device, generator
-        amp = device.type == "cuda" and cfg.precision != "fp32"
-        dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
-        self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=amp)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp and cfg.precision == "fp16")
-        self.last: dict = {}         # the last step's loss and gradient norm (before clipping), as floats
-        self.norms: list[float] = []  # this epoch's finite gradient norms (before clipping), one per applied step
-        self.skipped = 0             # steps with a non-finite loss or gradient, not applied
-        self.oom_split = 0           # batches that ran out of memory and were trained as two halves
-        self.oom_skipped = 0         # ... and those skipped because a half ran out too
-        self.bad_in_a_row = 0
-
-    def draw_speed(self) -> float:
-        speeds = self.cfg.speed_perturb
-        if not speeds:
-            return 1.0
-        return speeds[int(torch.randint(len(speeds), (1,), generator=self.generator))]
-
-    def __call__(self, batch: Batch) -> torch.Tensor:
-        """Train on one batch already on the device; returns the (detached, device) loss.
-
-        A batch that runs out of memory is retried as two halves (gradients summed, one update);
-        if a half does too, the batch is skipped. Both are logged on stderr and counted. (Not under
-        DDP: the other replicas would wait for gradients this one no longer sends in step.)
-        """
-        try:
-            return self._update([batch])
-        except (RuntimeError, MemoryError) as e:   # torch.OutOfMemoryError is a RuntimeError
-            if not out_of_memory(e) or isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
-                raise
-            first = type(e).__name__  # not the exception: its traceback would keep the activations alive
-        self._free()
-        halves = batch.halves()
-        if halves:
-            try:
-                loss = self._update(halves)
-                self.oom_split += 1
-                print(f"out of memory on a batch of {len(batch.utts)} ({first}): "
-                      f"trained it as two halves", file=sys.stderr, flush=True)
-                return loss
-            except (RuntimeError, MemoryError) as e:
-                if not out_of_memory(e):
-                    raise
-                self._free()
-        self.oom_skipped += 1
-        self.scheduler.step()
-        print(f"out of memory on a batch of {len(batch.utts)} utterances (longest "
-              f"{max(u.duration for u in batch.utts):.1f} s), even halved: skipped; lower batch_frames",
-              file=sys.stderr, flush=True)
-        return torch.zeros((), device=self.device)
-
-    def _free(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _update(self, parts: list[Batch]) -> torch.Tensor:
-        """One optimizer step on the summed gradients of `parts` (each weighted by its share of utterances)."""
-        cfg = self.cfg
-        speed = self.draw_speed()
-        total = sum(len(p.utts) for p in parts)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = torch.zeros((), device=self.device)
-        for part in parts:
-            with self.autocast():
-                part_loss = compute_loss(self.model, self.extractor, part, cfg.augment if cfg.spec_augment else None,
-                                         self.generator, pack=cfg.pack_sequences, speed=speed,
-                                         noise_snr=cfg.noise_snr)
-                part_loss = part_loss * (len(part.utts) / total)
-            self.scaler.scale(part_loss).backward()
-            loss = loss + part_loss.detach()
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm or math.inf)  # 0: measure only
-        # One host sync per step: the price of never applying a NaN update (fp16's GradScaler pays it anyway).
-        loss_value, norm_value = torch.stack([loss.detach().float(), norm.float()]).tolist()
-        self.last = {"loss": loss_value, "grad_norm": norm_value}
-        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-        if finite or self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)        # with loss scaling: skips non-finite steps itself
-            self.scaler.update()
-        self.scheduler.step()
-        if finite:
-            self.bad_in_a_row = 0
-            self.norms.append(norm_value)
-            return loss.detach()
-        self.skipped += 1
-        self.bad_in_a_row += 1
-        if not self.scaler.is_enabled() and self.bad_in_a_row >= cfg.max_bad_steps:
-            raise NonFiniteError(
-                f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient ({self.skipped} skipped in all): "
-                f"training cannot go on. Lower lr (now {cfg.lr:g}) or clip_norm, check the data with asr validate, "
-                f"or try precision=fp32; the last good weights are in last.pt")
-        return torch.zeros((), device=loss.device)
-
-
-def train_one_epoch(step: Stepper, loader, after_step=lambda loss: None) -> dict:
-    """One pass over `loader` (or an iterator over it), calling `after_step(loss)` after each update;
-    returns this process's summed loss, batches, audio seconds and wall seconds."""
-    step.model.train()
-    device = step.device
-    total_loss, n_batches, audio_seconds, start = torch.zeros((), device=device), 0, 0.0, time.time()
-    skipped = step.skipped
-    interactive = sys.stderr.isatty()
-    bar = tqdm(loader, leave=False, disable=not interactive, unit="batch")
-    for batch in bar:
-        if batch is None:   # none of its files could be read (each named on stderr)
-            after_step(None)
-            continue
-        audio_seconds += batch.audio_seconds                             # from the manifest: no GPU sync
-        loss = step(batch.to(device, non_blocking=True))
-        total_loss += loss
-        n_batches += 1
-        after_step(loss)
-        if interactive and step.last:
-            bar.set_postfix(loss=f"{step.last['loss']:.3f}", lr=f"{step.scheduler.get_last_lr()[0]:.2e}",
-                            audio_s_per_s=f"{audio_seconds / (time.time() - start):.0f}", refresh=False)
-    total = total_loss.item()                                           # the epoch's one sync
-    return {"loss_sum": total, "batches": n_batches, "audio_seconds": audio_seconds, "seconds": time.time() - start,
-            "skipped": step.skipped - skipped}
 
 
 def evaluate(transcriber, utts) -> dict:
