@@ -35,8 +35,9 @@ def grad_norm_history(exp: Path) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars("train/grad_norm")]
 
 
-def summarize(exp: str | Path) -> dict:
-    """One run's row: config, parameters, time, dev and test scores, gradient-norm statistics."""
+def summarize(exp: str | Path, history: list[tuple[int, float]] | None = None) -> dict:
+    """One run's row: config, parameters, time, dev and test scores, gradient-norm statistics
+    (from `history`, the run's grad_norm_history, read here when not given)."""
     exp = Path(exp)
     config = json.loads((exp / "config.json").read_text())
     model, log = config["model"], read_log(exp)
@@ -44,7 +45,7 @@ def summarize(exp: str | Path) -> dict:
         raise ValueError(f"{exp}: no train_log.jsonl; is this an experiment dir written by asr train?")
     ckpt = torch.load(exp / "best.pt", map_location="cpu", weights_only=True)
     best = min(log, key=lambda r: r.get("dev_wer", float("inf")))
-    norms = sorted(v for _, v in grad_norm_history(exp))
+    norms = sorted(v for _, v in (grad_norm_history(exp) if history is None else history))
     clip = config.get("clip_norm", 0) or 0
     row = {
         "run": exp.name, "cell": model["cell"], "layers": model["layers"], "hidden": model["hidden"],
@@ -77,11 +78,10 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_grad_norms(exps: list[Path], rows: list[dict], out: Path) -> Path:
+def plot_grad_norms(histories: list[list[tuple[int, float]]], rows: list[dict], out: Path) -> Path:
     """Per-step gradient norm of each run, runs with clipping on the left, without on the right."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for exp, row in zip(exps, rows):
-        history = grad_norm_history(exp)
+    for history, row in zip(histories, rows):
         if not history:
             continue
         ax = axes[0 if row["clip_norm"] else 1]
@@ -157,9 +157,10 @@ def compare_runs(exps: list[str | Path], out: str | Path, manifest: str | Path |
     `manifest`: utterances for the gradient-reach plot (its first `reach_utts`); none: no such plot."""
     exps, out = [Path(e) for e in exps], Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [summarize(e) for e in exps]
+    histories = [grad_norm_history(e) for e in exps]   # TensorBoard events, read once per run
+    rows = [summarize(e, h) for e, h in zip(exps, histories)]
     table = markdown_table(rows)
-    plot_grad_norms(exps, rows, out / "grad_norms.png")
+    plot_grad_norms(histories, rows, out / "grad_norms.png")
     plot_dev_wer(exps, rows, out / "dev_wer.png")
     result = {"runs": rows}
     if manifest:
