@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .report import plt, read_log, read_scores
+from .step import norm_summary
 
 
 def grad_norm_history(exp: Path) -> list[tuple[int, float]]:
@@ -45,7 +46,7 @@ def summarize(exp: str | Path, history: list[tuple[int, float]] | None = None) -
         raise ValueError(f"{exp}: no train_log.jsonl; is this an experiment dir written by asr train?")
     ckpt = torch.load(exp / "best.pt", map_location="cpu", weights_only=True)
     best = min(log, key=lambda r: r.get("dev_wer", float("inf")))
-    norms = sorted(v for _, v in (grad_norm_history(exp) if history is None else history))
+    norms = [v for _, v in (grad_norm_history(exp) if history is None else history)]
     clip = config.get("clip_norm", 0) or 0
     row = {
         "run": exp.name, "cell": model["cell"], "layers": model["layers"], "hidden": model["hidden"],
@@ -56,8 +57,7 @@ def summarize(exp: str | Path, history: list[tuple[int, float]] | None = None) -
         "test": read_scores(exp / "decode_test"),
     }
     if norms:
-        row["grad_norm"] = {"steps": len(norms), "median": norms[len(norms) // 2], "max": norms[-1],
-                            "clipped": sum(n > clip for n in norms) / len(norms) if clip else 0.0}
+        row["grad_norm"] = norm_summary(norms, clip)
     return row
 
 

@@ -48,6 +48,14 @@ def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch
     return loss / batch.pcm.shape[0]
 
 
+def norm_summary(norms: list[float], clip_norm: float) -> dict:
+    """Gradient norms (before clipping) summarised: steps, median, min, max, and the share above `clip_norm`
+    (0 when there is no clipping)."""
+    norms = sorted(norms)
+    return {"steps": len(norms), "median": norms[len(norms) // 2], "min": norms[0], "max": norms[-1],
+            "clipped": sum(n > clip_norm for n in norms) / len(norms) if clip_norm else 0.0}
+
+
 class Stepper:
     """One optimisation step at the configured precision: autocast, loss scaling (fp16), clipping, schedule.
 

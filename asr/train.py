@@ -21,7 +21,7 @@ from .features import FeatureConfig, FeatureExtractor, SpecAugmentConfig, load_s
 from .guards import Interrupted, NonFiniteError, stop_on_signals
 from .model import AcousticModel, ModelConfig, count_parameters
 from .score import score
-from .step import Stepper, lr_schedule, train_one_epoch
+from .step import Stepper, lr_schedule, norm_summary, train_one_epoch
 from .text import BPEVocabulary, TextConfig, Vocabulary, normalize_text, train_bpe
 
 
@@ -313,10 +313,7 @@ def epoch_record(d: Dist, device: torch.device, epoch: int, stats: dict, schedul
               "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                          else f"cpu x {torch.get_num_threads()} threads")}
     if step.norms:  # this process's steps (under DDP the gradients are the same on every rank)
-        norms = sorted(step.norms)
-        record["grad_norm"] = {"median": norms[len(norms) // 2], "max": norms[-1], "min": norms[0],
-                               "clipped": (sum(n > step.cfg.clip_norm for n in norms) / len(norms)
-                                           if step.cfg.clip_norm else 0.0)}
+        record["grad_norm"] = norm_summary(step.norms, step.cfg.clip_norm)
         step.norms = []
     if device.type == "cuda":
         record["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
