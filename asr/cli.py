@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .commands import (
@@ -215,6 +216,11 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except (AudioError, ConfigError, FileNotFoundError, ValueError, NonFiniteError) as e:
         sys.exit(f"asr {args.command}: error: {e}")
+    except BrokenPipeError:
+        # The reader went away (`asr score ... | head -1`): stop quietly, as Unix tools do, instead of
+        # a traceback; stdout goes to /dev/null so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -187,9 +187,11 @@ def cmd_score(args) -> None:
     text = text_config(args, args.manifest)  # references and hypotheses normalised alike, as training targets were
     result = score_dataset([u.id for u in utts], [normalize_text(u.text, text) for u in utts],
                            [normalize_text(hyps[u.id], text) for u in utts], out)
+    if args.results:          # recorded before anything is printed: a closed stdout cannot lose it
+        log_result(args, result)
     print(result.summary())
     if args.results:
-        log_result(args, result)
+        print(f"logged in {args.results}")
 
 
 def log_result(args, result) -> None:
@@ -206,7 +208,6 @@ def log_result(args, result) -> None:
         "wer": f"{result.wer.rate:.2f}", "cer": f"{result.cer.rate:.2f}",
         "device": log[-1].get("device", "?") if log else "?",
         "wall": f"{log[-1].get('elapsed', 0) / 60:.1f} min" if log else "?", "exp": exp.name})
-    print(f"logged in {args.results}")
 
 
 def cmd_bench_stream(args) -> None:

@@ -40,3 +40,24 @@ def test_progress_bars_on_a_terminal_and_not_in_a_log(an4_test_utts, tmp_path):
     on_terminal, in_log = _run(args, terminal=True), _run(args, terminal=False)
     assert "checking:" in on_terminal and "/40 [" in on_terminal               # a tqdm bar, cleared at the end
     assert in_log == ""                                        # nothing but results when piped
+
+
+def test_a_closed_stdout_stops_quietly_and_keeps_the_score(an4_test_utts, tmp_path):
+    """`asr score ... | head -1`: the reader leaves early. No traceback, and the score files and the
+    RESULTS line are written before anything is printed, so they survive."""
+    utts = an4_test_utts[:5]
+    manifest, hyp_dir = tmp_path / "m.jsonl", tmp_path / "exp" / "decode_test"
+    write_manifest(manifest, utts)
+    hyp_dir.mkdir(parents=True)
+    (hyp_dir / "hyp.txt").write_text("".join(f"{u.id}\t{u.text}\n" for u in utts))
+    results = tmp_path / "RESULTS.md"
+    read_end, write_end = os.pipe()
+    os.close(read_end)                      # nobody will read: the first write fails with EPIPE
+    proc = subprocess.run([sys.executable, "-m", "asr.cli", "score", "--manifest", str(manifest),
+                           "--hyp", str(hyp_dir / "hyp.txt"), "--results", str(results)],
+                          stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert "%WER 0.00" in (hyp_dir / "wer.txt").read_text()
+    assert "| 0.00 |" in results.read_text()
