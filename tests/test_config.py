@@ -32,3 +32,18 @@ def test_bad_overrides_are_errors(override, message):
 def test_invalid_value_rejected_by_the_dataclass():
     with pytest.raises(ValueError, match="cell must be one of"):
         load_config(TrainConfig, None, ["model.cell=transformer"])
+
+
+def test_every_shipped_recipe_config_loads_and_builds_its_model():
+    """A typo in a recipe's conf/*.yaml (an unknown key, a wrong type) must fail here, not an hour
+    into someone's training run."""
+    from pathlib import Path
+
+    from asr.model import AcousticModel
+
+    confs = sorted((Path(__file__).parent.parent / "recipes").glob("*/conf/*.yaml"))
+    assert len(confs) >= 8, confs
+    for conf in confs:
+        cfg = load_config(TrainConfig, conf)
+        AcousticModel(cfg.model)                  # the sizes it names make a model
+        assert cfg.epochs > 0, conf
