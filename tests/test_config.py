@@ -47,3 +47,24 @@ def test_every_shipped_recipe_config_loads_and_builds_its_model():
         cfg = load_config(TrainConfig, conf)
         AcousticModel(cfg.model)                  # the sizes it names make a model
         assert cfg.epochs > 0, conf
+
+
+def test_every_gpu_search_run_is_a_valid_config():
+    """conf/search.txt's lines are overrides on conf/gpu.yaml trained in a GPU session that may
+    come once: a typo there would waste the session, so each line must load and build here."""
+    from pathlib import Path
+
+    from asr.model import AcousticModel
+
+    conf = Path(__file__).parent.parent / "recipes" / "an4" / "conf"
+    runs = [line.split() for line in (conf / "search.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert len(runs) >= 4, runs
+    names = [r[0] for r in runs]
+    assert len(set(names)) == len(names), names   # each run trains into its own directory
+    for name, *overrides in runs:
+        assert overrides, name
+        cfg = load_config(TrainConfig, conf / "gpu.yaml", overrides)
+        AcousticModel(cfg.model)
+        base = load_config(TrainConfig, conf / "gpu.yaml")
+        assert cfg != base, name   # the overrides change something
