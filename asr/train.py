@@ -188,6 +188,7 @@ def train(cfg: TrainConfig) -> dict:
     best = {"wer": float("inf")}
     position = {"epoch": 1, "batch": 0, "step": 0}  # the next batch to train on, and updates done
     pending_rng = None
+    resumed_elapsed = 0.0  # training wall time before this process: `elapsed` in train_log.jsonl continues it
     if cfg.resume and (exp / "last.pt").exists():
         ckpt = torch.load(exp / "last.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
@@ -196,6 +197,7 @@ def train(cfg: TrainConfig) -> dict:
         if ckpt["scaler"]:  # empty when saved without loss scaling (bf16, fp32)
             step.scaler.load_state_dict(ckpt["scaler"])
         position, best = ckpt["position"], ckpt["best"]
+        resumed_elapsed = ckpt.get("elapsed", 0.0)  # absent from checkpoints written before it was saved
         rng = ckpt["rng"][d.rank] if d.rank < len(ckpt["rng"]) else None  # None: resumed on more ranks
         # The DataLoader draws its base seed from the global RNG when an epoch's iteration starts:
         # an epoch-end state dates from before that draw, a mid-epoch one from after it.
@@ -213,7 +215,8 @@ def train(cfg: TrainConfig) -> dict:
         if d.main:
             save_checkpoint(exp / "last.pt", model, extractor, vocab, train_config=asdict(cfg),
                             position=dict(position), best=best, optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), scaler=step.scaler.state_dict(), rng=rngs, **meta)
+                            scheduler=scheduler.state_dict(), scaler=step.scaler.state_dict(), rng=rngs,
+                            elapsed=time.time() - started, **meta)
 
     def after_step(loss: torch.Tensor | None) -> None:
         position["batch"] += 1
@@ -232,7 +235,7 @@ def train(cfg: TrainConfig) -> dict:
 
     log = (exp / "train_log.jsonl").open("a") if d.main else None
     board = tensorboard(exp) if d.main and cfg.tensorboard else None
-    started = time.time()
+    started = time.time() - resumed_elapsed
     stop: list[int] = []  # the signal that asked us to stop, once one has
     try:
         with stop_on_signals(stop):

@@ -1,4 +1,5 @@
 """Kill a real training process with SIGKILL mid-epoch, resume it, and land where an uninterrupted run lands."""
+import json
 import re
 import signal
 import subprocess
@@ -104,6 +105,11 @@ def test_sigterm_saves_where_it_stopped_and_resume_finishes_the_run(tmp_path, fi
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {exp / 'last.pt'} at step {saved['step']} " in resumed.stdout
     assert _last(exp)["position"]["step"] == EPOCHS * 4                  # every step done once: none lost
+    # the training wall time continues across the stop (RESULTS and reports read the last line's)
+    log = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, EPOCHS + 1))
+    elapsed = [r["elapsed"] for r in log]
+    assert all(b > a for a, b in zip(elapsed, elapsed[1:])), elapsed
 
 
 def test_sigkill_at_a_random_moment_loses_at_most_one_checkpoint_interval(tmp_path, five_utts):
