@@ -62,9 +62,9 @@ def test_every_gpu_search_run_is_a_valid_config():
     assert len(runs) >= 4, runs
     names = [r[0] for r in runs]
     assert len(set(names)) == len(names), names   # each run trains into its own directory
+    base = load_config(TrainConfig, conf / "gpu.yaml")
     for name, *overrides in runs:
         assert overrides, name
         cfg = load_config(TrainConfig, conf / "gpu.yaml", overrides)
         AcousticModel(cfg.model)
-        base = load_config(TrainConfig, conf / "gpu.yaml")
         assert cfg != base, name   # the overrides change something
