@@ -1,7 +1,12 @@
+from pathlib import Path
+
 import pytest
 
 from asr.config import ConfigError, load_config
+from asr.model import AcousticModel
 from asr.train import TrainConfig
+
+RECIPES = Path(__file__).parent.parent / "recipes"
 
 
 def test_yaml_then_overrides(tmp_path):
@@ -37,11 +42,7 @@ def test_invalid_value_rejected_by_the_dataclass():
 def test_every_shipped_recipe_config_loads_and_builds_its_model():
     """A typo in a recipe's conf/*.yaml (an unknown key, a wrong type) must fail here, not an hour
     into someone's training run."""
-    from pathlib import Path
-
-    from asr.model import AcousticModel
-
-    confs = sorted((Path(__file__).parent.parent / "recipes").glob("*/conf/*.yaml"))
+    confs = sorted(RECIPES.glob("*/conf/*.yaml"))
     assert len(confs) >= 8, confs
     for conf in confs:
         cfg = load_config(TrainConfig, conf)
@@ -52,11 +53,7 @@ def test_every_shipped_recipe_config_loads_and_builds_its_model():
 def test_every_gpu_search_run_is_a_valid_config():
     """conf/search.txt's lines are overrides on conf/gpu.yaml trained in a GPU session that may
     come once: a typo there would waste the session, so each line must load and build here."""
-    from pathlib import Path
-
-    from asr.model import AcousticModel
-
-    conf = Path(__file__).parent.parent / "recipes" / "an4" / "conf"
+    conf = RECIPES / "an4" / "conf"
     runs = [line.split() for line in (conf / "search.txt").read_text().splitlines()
             if line.strip() and not line.startswith("#")]
     assert len(runs) >= 4, runs
