@@ -1,12 +1,22 @@
-"""Checkpoints that carry everything needed to use them, written so that a kill never leaves half a file."""
+"""Checkpoints that carry everything needed to use them, and the training state that resumes a run,
+both written so that a kill never leaves half a file.
+
+    save_checkpoint(path, model, extractor, vocab)   best.pt, epoch_k.pt: configs, vocabulary, stats, weights
+    load_checkpoint(path) -> model, extractor, vocab, the checkpoint dict
+    TrainingState                                    last.pt: the same plus optimizer, schedule, loss scaler,
+                                                     every rank's RNG and the position in the epoch
+"""
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from .distributed import Dist, gather_objects
 from .features import FeatureConfig, FeatureExtractor
 from .model import AcousticModel, ModelConfig
 from .text import BPEVocabulary, Vocabulary, vocabulary_from_state
@@ -32,15 +42,20 @@ def save_checkpoint(path: str | Path, model: AcousticModel, extractor: FeatureEx
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, device="cpu") -> tuple[AcousticModel, FeatureExtractor,
-                                                             Vocabulary | BPEVocabulary, dict]:
-    """Rebuild model, feature extractor and vocabulary from a checkpoint file alone."""
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict of `path`; a missing or unreadable file raises an error naming it."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such checkpoint") from None
     except Exception as e:
         raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
+
+
+def load_checkpoint(path: str | Path, device="cpu") -> tuple[AcousticModel, FeatureExtractor,
+                                                             Vocabulary | BPEVocabulary, dict]:
+    """Rebuild model, feature extractor and vocabulary from a checkpoint file alone."""
+    ckpt = read_checkpoint(path)
     model = AcousticModel(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     extractor = FeatureExtractor(FeatureConfig(**ckpt["feature_config"]), ckpt["stats"]["mean"], ckpt["stats"]["std"])
@@ -59,3 +74,78 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     generator.set_state(state["augment"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the next batch to train on, the updates done, the best dev score so far."""
+    epoch: int = 1        # the epoch in progress (epochs count from 1)
+    batch: int = 0        # the next of this rank's batches in it
+    step: int = 0         # optimizer updates done
+    best: dict = field(default_factory=lambda: {"wer": math.inf})  # {"epoch", "wer", "cer"} of the lowest dev WER
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step}
+
+
+class TrainingState:
+    """Everything a run needs to continue exactly where it stopped: the model, extractor and vocabulary
+    (as in every checkpoint), the optimizer, learning-rate schedule, loss scaler, each rank's RNGs,
+    the Progress and the training wall time. `save_last` writes it to last.pt, `restore` reads it back.
+    """
+
+    def __init__(self, exp: Path, config: dict, d: Dist, model: AcousticModel, extractor: FeatureExtractor,
+                 vocab, optimizer, scheduler, scaler, generator: torch.Generator):
+        self.exp, self.config, self.d = exp, config, d
+        self.model, self.extractor, self.vocab = model, extractor, vocab
+        self.optimizer, self.scheduler, self.scaler, self.generator = optimizer, scheduler, scaler, generator
+        self.progress = Progress()
+        self.started = time.time()   # minus the wall time of earlier processes, once restored
+        self._pending_rng: dict | None = None
+
+    @property
+    def elapsed(self) -> float:
+        """Training wall seconds, across every process that has resumed this run."""
+        return time.time() - self.started
+
+    def save_model(self, name: str, **meta) -> None:
+        """exp/`name` (best.pt, epoch_k.pt): what transcription needs, with the run's config. Rank 0 only."""
+        save_checkpoint(self.exp / name, self.model, self.extractor, self.vocab, train_config=self.config, **meta)
+
+    def save_last(self, **meta) -> None:
+        """exp/last.pt, everything needed to continue exactly. A collective call: every rank must make it."""
+        rngs = gather_objects(self.d, rng_state(self.generator))
+        if self.d.main:
+            p = self.progress
+            save_checkpoint(self.exp / "last.pt", self.model, self.extractor, self.vocab, train_config=self.config,
+                            position=p.position(), best=p.best, optimizer=self.optimizer.state_dict(),
+                            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=rngs,
+                            elapsed=self.elapsed, **meta)
+
+    def restore(self) -> bool:
+        """Load exp/last.pt into the live objects, if there is one; returns whether there was."""
+        path = self.exp / "last.pt"
+        if not path.exists():
+            return False
+        ckpt = read_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"]:  # empty when saved without loss scaling (bf16, fp32)
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.progress = Progress(**ckpt["position"], best=ckpt["best"])
+        self.started = time.time() - ckpt.get("elapsed", 0.0)  # absent from checkpoints written before it was saved
+        rng = ckpt["rng"][self.d.rank] if self.d.rank < len(ckpt["rng"]) else None  # None: resumed on more ranks
+        # The DataLoader draws its base seed from the global RNG when an epoch's iteration starts:
+        # an epoch-end state dates from before that draw, a mid-epoch one from after it.
+        if rng is not None and self.progress.batch == 0:
+            set_rng_state(rng, self.generator)
+        else:
+            self._pending_rng = rng
+        return True
+
+    def epoch_started(self) -> None:
+        """Call once the epoch's DataLoader iterator exists: a mid-epoch RNG state applies from here."""
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng, self.generator)
+            self._pending_rng = None

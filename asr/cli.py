@@ -3,7 +3,7 @@
     asr prepare an4 --out data/an4                 manifests (train/dev/test.jsonl), rejected.jsonl
     asr validate data/an4/train.jsonl              every entry checked, problems named, exit 1 if any is unusable
     asr stats --config C --manifest M --out S      normalisation statistics for C's features
-    asr train --config C key=value ...             train (see asr.train.TrainConfig)
+    asr train --config C key=value ...             train (see asr.config.TrainConfig)
     asr decode --model M --manifest T --out D      D/hyp.txt, one `id<TAB>text` per utterance
     asr lm --manifest M --out L                    word n-gram LM (KenLM) + lexicon from transcripts
     asr tune --model M --manifest dev --lm-dir L --out J   LM weight / word score grid on dev
@@ -18,35 +18,50 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from .commands import (
-    cmd_prepare,
-    cmd_validate,
-    cmd_stats,
-    cmd_train,
-    cmd_decode,
-    cmd_lm,
-    cmd_tune,
-    cmd_export,
-    cmd_score,
-    cmd_bench_stream,
     cmd_average,
-    cmd_report,
-    cmd_compare,
-    cmd_transcribe,
     cmd_bench,
     cmd_bench_decode,
-    cmd_vocab,
+    cmd_bench_stream,
+    cmd_compare,
+    cmd_decode,
+    cmd_export,
     cmd_kaldi_export,
+    cmd_lm,
+    cmd_prepare,
+    cmd_report,
+    cmd_score,
+    cmd_stats,
+    cmd_train,
+    cmd_transcribe,
+    cmd_tune,
+    cmd_validate,
+    cmd_vocab,
 )
+
+
+class CorpusNames:
+    """The registered corpus names (asr.corpora), read when argparse first checks or lists them, so that
+    building the parser (and `asr --help`) imports no corpus module."""
+
+    def _names(self) -> list[str]:
+        from .corpora import corpora
+
+        return list(corpora())
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
 
 
 def add_decoding_args(p) -> None:
     p.add_argument("--decoding", help="decoding options tuned by `asr tune` (JSON)")
     p.add_argument("--method", choices=["greedy", "beam"])
-    p.add_argument("--lm-dir", help="beam search with this dir's LM (lm.bin, else lm.arpa) and lexicon.txt (from `asr lm`)")
+    p.add_argument("--lm-dir", help="beam search with this dir's LM (lm.bin, else lm.arpa) and lexicon.txt "
+                                    "(from `asr lm`)")
     p.add_argument("--beam-size", type=int)
     p.add_argument("--lm-weight", type=float)
     p.add_argument("--word-score", type=float)
@@ -59,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="write JSONL manifests for a corpus")
-    p.add_argument("corpus_name", choices=["an4", "fsdd", "vctk", "librispeech", "ljspeech", "folder", "csv", "kaldi"])
+    p.add_argument("corpus_name", choices=CorpusNames(), metavar="CORPUS", help="a registered corpus: %(choices)s")
     p.add_argument("--out", required=True, help="directory for train/dev/test.jsonl (an4, fsdd) or all.jsonl")
     p.add_argument("--corpus", help="corpus dir (an4: default $AN4_DIR, ../shared/corpora/an4/an4, else download; "
                                     "fsdd: ../shared/corpora/fsdd, else download), a folder, a CSV, a Kaldi dir")
@@ -207,20 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .audio import AudioError
-    from .config import ConfigError
-    from .guards import NonFiniteError
-
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (AudioError, ConfigError, FileNotFoundError, ValueError, NonFiniteError) as e:
-        sys.exit(f"asr {args.command}: error: {e}")
-    except BrokenPipeError:
-        # The reader went away (`asr score ... | head -1`): stop quietly, as Unix tools do, instead of
-        # a traceback; stdout goes to /dev/null so the interpreter's final flush cannot raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+    from .guards import run_command  # after parsing: `asr --help` needs no torch
+
+    run_command(f"asr {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

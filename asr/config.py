@@ -1,19 +1,80 @@
-"""Configuration: dataclasses are the schema, YAML lists what differs, `key=value` overrides.
+"""The experiment config: `TrainConfig` is the schema (with the feature, model, text and SpecAugment
+sections nested in it, each defined beside the code it configures), a recipe's YAML lists what
+differs, and `key=value` overrides change single fields.
+
+    cfg = load_config(TrainConfig, "recipes/an4/conf/cpu.yaml", ["model.hidden=320", "epochs=10"])
 
 Nested dataclass fields are addressed with dots (`model.hidden=320`). Values are parsed as YAML
 scalars and checked against the field's type; unknown keys are errors.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from .features import FeatureConfig, SpecAugmentConfig
+from .model import ModelConfig
+from .text import TextConfig
+
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    exp_dir: str = "data/an4/exp/default"
+    train_manifest: str = "data/an4/train.jsonl"
+    dev_manifest: str = "data/an4/dev.jsonl"
+    stats: str = "data/an4/exp/default/stats.json"  # written by the stats stage (asr stats)
+    epochs: int = 30
+    batch_frames: int = 16000         # padded feature frames (features.hop_length each) per batch, per process
+    max_batch_size: int = 0           # also cap utterances per batch (0: no cap)
+    sortagrad: int = 0                # the first N epochs go shortest batches first
+    lr: float = 2e-3                  # peak learning rate
+    warmup: float = 0.05              # fraction of all steps spent warming up linearly
+    final_lr: float = 0.02            # cosine decay ends at this fraction of lr
+    weight_decay: float = 0.01
+    clip_norm: float = 5.0            # clipping by global norm; 0: none (the norm is still measured and logged)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    spec_augment: bool = True
+    speed_perturb: tuple[float, ...] = ()  # e.g. [0.9, 1.0, 1.1]: each batch plays at one of these speeds
+    noise_snr: tuple[float, ...] = ()  # e.g. [10, 30]: white noise at an SNR (dB) drawn per utterance in this range
+    pack_sequences: bool = False      # exact but slower training; inference always packs (asr.model)
+    augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    text: TextConfig = field(default_factory=TextConfig)  # transcript normalisation (prepare and score use it too)
+    tokens: str = "chars"             # chars | bpe: sentencepiece pieces trained on the train transcripts
+    bpe_vocab_size: int = 200         # pieces (with tokens=bpe), written to exp_dir/bpe.model and into checkpoints
+    seed: int = 0
+    device: str = "auto"              # auto | cpu | cuda | cuda:N (under torchrun: each rank's LOCAL_RANK GPU)
+    precision: str = "bf16"           # bf16 | fp16 | fp32: autocast on CUDA (fp16 with a loss scaler); CPU runs fp32
+    num_workers: int = 0              # DataLoader processes reading audio
+    threads: int = 0                  # torch CPU threads; 0 keeps torch's default
+    save_every: int = 0               # also write last.pt every N steps (0: at epoch ends only)
+    save_epochs: int = 1              # write last.pt every N epochs (and after the last one)
+    keep_epochs: int = 0              # also keep the last N epochs' weights as epoch_<k>.pt (for asr average)
+    resume: bool = False              # continue from exp_dir/last.pt, mid-epoch if it was saved there
+    max_bad_steps: int = 20           # stop after this many steps in a row with a non-finite loss or gradient
+    log_every: int = 0                # also print `step N loss L` every N steps (0: per epoch only)
+    tensorboard: bool = True          # scalars (loss, lr, grad norm, dev WER/CER, throughput) in exp_dir/tensorboard
+
+    def __post_init__(self):
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be bf16, fp16 or fp32, not {self.precision!r}")
+        if any(s <= 0 for s in self.speed_perturb):
+            raise ValueError(f"speed_perturb factors must be positive, not {self.speed_perturb}")
+        if self.noise_snr and (len(self.noise_snr) != 2 or self.noise_snr[0] > self.noise_snr[1]):
+            raise ValueError(f"noise_snr must be [min, max] dB, not {self.noise_snr}")
+        if self.clip_norm < 0:
+            raise ValueError(f"clip_norm must be >= 0 (0: no clipping), not {self.clip_norm}")
+        if self.tokens not in ("chars", "bpe"):
+            raise ValueError(f"tokens must be 'chars' or 'bpe', not {self.tokens!r}")
 
 
 class ConfigError(ValueError):
@@ -111,3 +172,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = merge(data, parse_overrides(list(overrides)))
     return from_dict(cls, data)
 
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """`--config YAML` and `key=value ...` overrides, as `asr train` and `python -m asr.train` take them."""
+    parser.add_argument("--config", help="YAML listing what differs from the TrainConfig defaults")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. epochs=10 model.hidden=320")

@@ -1,8 +1,8 @@
 """Multi-process training through PyTorch's own engine: torchrun + DistributedDataParallel.
 
-    torchrun --nproc_per_node=8 -m asr.train --config recipes/an4/conf/gpu.yaml      # one machine
+    torchrun --nproc_per_node=8 -m asr train --config recipes/an4/conf/gpu.yaml      # one machine
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 \\
-             --rdzv_backend=c10d --rdzv_endpoint=host0:29500 -m asr.train ...         # per machine
+             --rdzv_backend=c10d --rdzv_endpoint=host0:29500 -m asr train ...         # per machine
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything here is a no-op for a
 single process. NCCL joins GPUs, gloo joins CPU processes.

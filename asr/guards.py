@@ -16,9 +16,9 @@ def out_of_memory(e: BaseException) -> bool:
     message = str(e)
     # With memory exhausted the allocator's own message can be cut short ("[enforce fail a"): a c10 enforce
     # failure whose text did not fit is taken for one.
+    cut_short = message.startswith(("[enforce fail", "std::bad")) and len(message) < 40
     return isinstance(e, RuntimeError) and ("can't allocate memory" in message or "bad_alloc" in message
-                                            or message.startswith("[enforce fail at alloc")
-                                            or (message.startswith(("[enforce fail", "std::bad")) and len(message) < 40))
+                                            or message.startswith("[enforce fail at alloc") or cut_short)
 
 
 class NonFiniteError(RuntimeError):
@@ -50,3 +50,22 @@ def stop_on_signals(stop: list[int]):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def run_command(prog: str, command, *args) -> None:
+    """Run one command-line action: a user's mistake (a bad file, config or value) exits with one line
+    naming it instead of a traceback, and a reader that went away (`asr score ... | head -1`) ends it quietly."""
+    import os
+    import sys
+
+    from .audio import AudioError
+    from .config import ConfigError
+
+    try:
+        command(*args)
+    except (AudioError, ConfigError, FileNotFoundError, ValueError, NonFiniteError) as e:
+        sys.exit(f"{prog}: error: {e}")
+    except BrokenPipeError:
+        # As Unix tools do; stdout goes to /dev/null so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

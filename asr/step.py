@@ -17,7 +17,7 @@ from .guards import NonFiniteError, out_of_memory
 from .model import AcousticModel
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
 
 def lr_schedule(step: int, total: int, warmup: float, final: float) -> float:
@@ -154,7 +154,8 @@ class Stepper:
         self.bad_in_a_row += 1
         if not self.scaler.is_enabled() and self.bad_in_a_row >= cfg.max_bad_steps:
             raise NonFiniteError(
-                f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient ({self.skipped} skipped in all): "
+                f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient "
+                f"({self.skipped} skipped in all): "
                 f"training cannot go on. Lower lr (now {cfg.lr:g}) or clip_norm, check the data with asr validate, "
                 f"or try precision=fp32; the last good weights are in last.pt")
         return torch.zeros((), device=loss.device)
