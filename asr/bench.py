@@ -28,12 +28,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from .audio import SAMPLE_RATE, load_audio
+from .config import TrainConfig
 from .data import AudioDataset, Utterance, collate, length_batches
 from .features import FeatureExtractor
 from .model import AcousticModel, count_parameters
-from .text import Vocabulary
 from .step import Stepper
-from .train import TrainConfig, pick_device
+from .text import Vocabulary
+from .train import pick_device
 
 GAP_SECONDS = 0.3  # silence between concatenated utterances
 
@@ -103,10 +104,11 @@ def bench_batch_size(cfg: TrainConfig, utts: list[Utterance], batch_size: int, s
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     step = Stepper(model, extractor, optimizer, scheduler, cfg, device, torch.Generator().manual_seed(cfg.seed))
     model.train()
-    groups = length_batches([u.duration for u in utts], 10**12, batch_size)[:warmup + steps]
+    fps = cfg.features.frames_per_second
+    groups = length_batches([u.duration for u in utts], 10**12, fps, batch_size)[:warmup + steps]
     if len(groups) < warmup + steps or len(groups[-1]) < batch_size:
         raise ValueError(f"{len(utts)} utterances are too few for {warmup + steps} batches of {batch_size}")
-    dataset = AudioDataset(utts, vocab)
+    dataset = AudioDataset(utts, vocab, cfg.features.sample_rate)
     loader = DataLoader(dataset, batch_sampler=groups, collate_fn=collate, num_workers=cfg.num_workers,
                         pin_memory=device.type == "cuda", prefetch_factor=2 if cfg.num_workers else None)
 
@@ -121,7 +123,7 @@ def bench_batch_size(cfg: TrainConfig, utts: list[Utterance], batch_size: int, s
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     model_only = max(model_only, _timed(step, resident, warmup))
     del resident
-    frames = max(len(g) * max(utts[i].duration for i in g) for g in groups) * 100
+    frames = max(len(g) * max(utts[i].duration for i in g) for g in groups) * cfg.features.frames_per_second
     return {"batch_size": batch_size, "max_frames": int(frames), "model_only": model_only, "pipeline": pipeline,
             "ratio": pipeline / model_only, "peak_gib": peak / 2 ** 30,
             "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS"}
@@ -194,7 +196,7 @@ def bench_decode(transcribers: dict, utts: list[Utterance], log=print) -> list[d
         wall = time.perf_counter() - start
         row = {"mode": name, "audio_seconds": audio, "seconds": wall, "rtf": wall / audio,
                "wer": score(refs, hyps).wer.rate}
-        outputs = [t.log_probs([load_audio(p)]) for p in paths]
+        outputs = [t.log_probs([load_audio(p, t.sample_rate)]) for p in paths]
         lengths = torch.cat([n for _, n in outputs])                    # (N,)
         log_probs = torch.zeros(len(outputs), int(lengths.max()), outputs[0][0].shape[-1])  # (N, T', V)
         for i, (lp, n) in enumerate(outputs):

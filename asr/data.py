@@ -4,15 +4,15 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .audio import AudioError, load_audio
-from .text import Vocabulary
+from .audio import SAMPLE_RATE, AudioError, load_audio
+from .text import TextConfig, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,30 @@ class Utterance:
     start: float | None = None   # a segment of a longer recording: its start and end (seconds) in `audio`
     end: float | None = None
 
-    def samples(self) -> torch.Tensor:
-        """(S,) float32 samples at 16 kHz: the file, or the segment of it."""
-        return load_audio(self.audio, start=self.start, end=self.end)
+    def samples(self, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+        """(S,) float32 samples at `sample_rate`: the file, or the segment of it."""
+        return load_audio(self.audio, sample_rate, start=self.start, end=self.end)
 
     @property
     def input(self):
         """What `Transcriber.transcribe` takes for it: the path, or a segment's samples."""
         return self.audio if self.start is None else self.samples()
+
+
+TEXT_JSON = "text.json"      # beside a prepared manifest: how its transcripts were normalised
+
+
+def read_text_config(manifest: str | Path) -> TextConfig | None:
+    """The TextConfig recorded beside `manifest` by prepare, or None (a manifest from elsewhere)."""
+    path = Path(manifest).parent / TEXT_JSON
+    return TextConfig(**json.loads(path.read_text())) if path.exists() else None
+
+
+def write_text_config(out_dir: str | Path, text: TextConfig) -> Path:
+    """Record beside the manifests of `out_dir` how their transcripts were normalised."""
+    path = Path(out_dir) / TEXT_JSON
+    path.write_text(json.dumps(asdict(text)) + "\n")
+    return path
 
 
 def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> int:
@@ -63,11 +79,10 @@ def read_manifest(path: str | Path) -> list[Utterance]:
 
 
 class AudioDataset(Dataset):
-    """Item i -> (samples (S,) float32 at 16 kHz, target ids (L,) int64, the Utterance)."""
+    """Item i -> (samples (S,) float32 at `sample_rate`, target ids (L,) int64, the Utterance)."""
 
-    def __init__(self, utts: list[Utterance], vocab: Vocabulary):
-        self.utts = utts
-        self.vocab = vocab
+    def __init__(self, utts: list[Utterance], vocab: Vocabulary, sample_rate: int = SAMPLE_RATE):
+        self.utts, self.vocab, self.sample_rate = utts, vocab, sample_rate
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -76,7 +91,7 @@ class AudioDataset(Dataset):
         """None (and a line on stderr naming it) for a file that cannot be decoded: the batch goes on without it."""
         u = self.utts[i]
         try:
-            samples = u.samples()
+            samples = u.samples(self.sample_rate)
         except AudioError as e:
             print(f"skipping {u.id}: {e}", file=sys.stderr, flush=True)
             return None
@@ -94,7 +109,7 @@ class Batch:
     target_lengths: torch.Tensor  # (N,)
     utts: list[Utterance]
 
-    def _map(self, fn) -> "Batch":
+    def _map(self, fn) -> Batch:
         return Batch(fn(self.pcm), fn(self.lengths), fn(self.targets), fn(self.target_lengths), self.utts)
 
     @property
@@ -107,7 +122,7 @@ class Batch:
         """Unpadded audio in the batch, from the manifest (no device sync)."""
         return sum(u.duration for u in self.utts)
 
-    def halves(self) -> list["Batch"]:
+    def halves(self) -> list[Batch]:
         """The batch split in two by utterances (for retrying one that ran out of memory); [] for one utterance."""
         n = len(self.utts)
         if n < 2:
@@ -115,10 +130,10 @@ class Batch:
         return [Batch(self.pcm[a:b], self.lengths[a:b], self.targets[a:b], self.target_lengths[a:b], self.utts[a:b])
                 for a, b in ((0, n // 2), (n // 2, n))]
 
-    def to(self, device, non_blocking: bool = False) -> "Batch":
+    def to(self, device, non_blocking: bool = False) -> Batch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-    def pin_memory(self) -> "Batch":  # called by DataLoader(pin_memory=True)
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
         return self._map(torch.Tensor.pin_memory)
 
 
@@ -141,11 +156,10 @@ def collate(items) -> Batch | None:
     return Batch(pcm, lengths, targets, target_lengths, list(utts))
 
 
-FRAMES_PER_SECOND = 100  # feature frames: one per 10 ms hop
-
-
-def length_batches(durations: list[float], max_frames: int, max_batch_size: int = 0) -> list[list[int]]:
-    """Group indices sorted by duration into batches of at most `max_frames` padded feature frames.
+def length_batches(durations: list[float], max_frames: int, frames_per_second: float,
+                   max_batch_size: int = 0) -> list[list[int]]:
+    """Group indices sorted by duration (seconds) into batches of at most `max_frames` padded feature frames
+    (`frames_per_second` of them: FeatureConfig.frames_per_second).
 
     A batch's padded cost is its size times its longest utterance's frames; an utterance longer
     than the budget gets a batch of its own, so no batch is larger than the budget or than the
@@ -154,7 +168,7 @@ def length_batches(durations: list[float], max_frames: int, max_batch_size: int 
     order = sorted(range(len(durations)), key=lambda i: durations[i])
     batches, current = [], []
     for i in order:
-        frames = durations[i] * FRAMES_PER_SECOND
+        frames = durations[i] * frames_per_second
         if current and ((len(current) + 1) * frames > max_frames or len(current) == max_batch_size):
             batches.append(current)
             current = []
@@ -173,11 +187,11 @@ class FrameBudgetSampler(Sampler[list[int]]):
     and the order is cut to a multiple of num_replicas so every rank takes the same number of steps.
     """
 
-    def __init__(self, durations: list[float], max_frames: int, max_batch_size: int = 0, shuffle: bool = True,
-                 sortagrad: int = 0, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+    def __init__(self, durations: list[float], max_frames: int, frames_per_second: float, max_batch_size: int = 0,
+                 shuffle: bool = True, sortagrad: int = 0, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
-        self.batches = length_batches(durations, max_frames, max_batch_size)
+        self.batches = length_batches(durations, max_frames, frames_per_second, max_batch_size)
         if len(self.batches) < num_replicas:
             raise ValueError(f"{len(self.batches)} batches cannot feed {num_replicas} ranks; lower the frame budget")
         self.shuffle, self.sortagrad, self.seed = shuffle, sortagrad, seed

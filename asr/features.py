@@ -2,7 +2,9 @@
 
 Features are computed in batches on whatever device holds the waveform (the GPU when training
 there). Frames use only samples inside the utterance (no centre padding), so a padded batch
-gives every utterance exactly the frames it gets alone.
+gives every utterance exactly the frames it gets alone, and audio that arrives in pieces
+(`FeatureExtractor.step`, for streaming) gets the frames of the whole: frame i reads samples
+[i * hop_length, i * hop_length + n_fft). Every frame count and rate derives from FeatureConfig.
 """
 from __future__ import annotations
 
@@ -43,9 +45,15 @@ class FeatureConfig:
     def dim(self) -> int:
         return {"logmel": self.n_mels, "spectrogram": self.n_fft // 2 + 1, "mfcc": self.n_mfcc}[self.kind]
 
-    def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
-        """Frames for utterances of `num_samples` samples; at least one (short input is zero-padded)."""
-        return torch.clamp((num_samples - self.n_fft) // self.hop_length + 1, min=1)
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def num_frames(self, num_samples):
+        """Frames for utterances of `num_samples` samples (an int or a tensor of them); at least one
+        (input shorter than n_fft is zero-padded to it)."""
+        frames = (num_samples - self.n_fft) // self.hop_length + 1
+        return torch.clamp(frames, min=1) if isinstance(frames, torch.Tensor) else max(frames, 1)
 
 
 def _transform(cfg: FeatureConfig) -> nn.Module:
@@ -72,26 +80,62 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.transform = _transform(cfg)
-        self.register_buffer("mean", torch.zeros(cfg.dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.ones(cfg.dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
+        as_buffer = lambda x, default: default if x is None else torch.as_tensor(x, dtype=torch.float32)
+        self.register_buffer("mean", as_buffer(mean, torch.zeros(cfg.dim)))
+        self.register_buffer("std", as_buffer(std, torch.ones(cfg.dim)))
+
+    def frames(self, waves: torch.Tensor) -> torch.Tensor:
+        """(N, S) samples, S >= n_fft -> (N, (S - n_fft) // hop + 1, F) un-normalised features: the maths
+        of the offline and the streaming path alike."""
+        with torch.autocast(waves.device.type, enabled=False):
+            x = self.transform(waves.float())                      # (N, F, T)
+        if self.cfg.kind != "mfcc":
+            x = torch.log(torch.clamp(x, min=LOG_FLOOR))
+        return x.transpose(1, 2)                                   # (N, T, F)
 
     def raw(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised features (N, T, F) and frame counts (N,); padded frames are garbage."""
         if waves.shape[-1] < self.cfg.n_fft:
             waves = nn.functional.pad(waves, (0, self.cfg.n_fft - waves.shape[-1]))
-        with torch.autocast(waves.device.type, enabled=False):
-            x = self.transform(waves.float())                      # (N, F, T)
-        if self.cfg.kind != "mfcc":
-            x = torch.log(torch.clamp(x, min=LOG_FLOOR))
-        return x.transpose(1, 2), self.cfg.num_frames(lengths)     # (N, T, F)
+        return self.frames(waves), self.cfg.num_frames(lengths)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std                          # (N, T, F)
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, frames = self.raw(waves, lengths)
-        x = (x - self.mean) / self.std                             # (N, T, F)
+        x = self.normalize(x)                                      # (N, T, F)
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None])[..., None]  # (N, T, 1)
         if self.cfg.utterance_mean:
             x = x - (x * mask).sum(1, keepdim=True) / frames[:, None, None]  # mean over valid frames only
         return x * mask, frames
+
+    def initial_state(self, n: int) -> FeatureState:
+        if self.cfg.utterance_mean:
+            raise ValueError("streaming cannot use features.utterance_mean: it needs the whole utterance")
+        return FeatureState(torch.zeros(n, 0, device=self.mean.device), 0)
+
+    def step(self, samples: torch.Tensor, state: FeatureState, final: bool = False
+             ) -> tuple[torch.Tensor, FeatureState]:
+        """(N, s) samples that follow `state` -> (N, t, F) normalised feature frames now complete, and the
+        state after them. `final`: the input ends here (a whole input shorter than n_fft still gets its
+        one zero-padded frame, as offline)."""
+        cfg = self.cfg
+        audio = torch.cat([state.pending, samples.to(state.pending)], 1)   # (N, r + s)
+        if final and state.frames == 0 and audio.shape[1] < cfg.n_fft:
+            audio = nn.functional.pad(audio, (0, cfg.n_fft - audio.shape[1]))
+        n = max(0, (audio.shape[1] - cfg.n_fft) // cfg.hop_length + 1)
+        if n == 0:
+            return audio.new_zeros(audio.shape[0], 0, cfg.dim), FeatureState(audio, state.frames)
+        x = self.normalize(self.frames(audio[:, :(n - 1) * cfg.hop_length + cfg.n_fft]))  # (N, n, F)
+        return x, FeatureState(audio[:, n * cfg.hop_length:], state.frames + n)
+
+
+@dataclass
+class FeatureState:
+    """Audio not yet turned into frames, for N streams advancing together."""
+    pending: torch.Tensor     # (N, r) samples after the last complete frame's start + hop
+    frames: int               # frames made so far
 
 
 def compute_stats(extractor: FeatureExtractor, batches) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -136,7 +180,7 @@ def spec_augment(x: torch.Tensor, frames: torch.Tensor, cfg: SpecAugmentConfig,
     """Zero random frequency bands and time spans of (N, T, F) normalised features (training only)."""
     n, t, f = x.shape
     keep = torch.ones(n, t, f, dtype=torch.bool, device=x.device)
-    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)
     bands = torch.arange(f, device=x.device)[None, None, :]                      # (1, 1, F)
     for _ in range(cfg.freq_masks):
         width = (rand(n) * (cfg.freq_width + 1)).long()                          # (N,)

@@ -1,4 +1,12 @@
-"""The acoustic model: strided convolution front-end -> stacked (Bi)RNN -> linear -> CTC log-probs."""
+"""The acoustic model: strided convolution front-end -> stacked (Bi)RNN -> linear -> CTC log-probs.
+
+One function holds the maths (`AcousticModel.step`): it takes the frames that have arrived and
+the state left by the frames before them, and returns the output frames that are now final.
+The offline forward pass is that step over a whole input from the initial state, with the
+end of the input marked; streaming (asr.stream) calls it chunk by chunk, the state carried in a
+ModelState. Each convolution keeps its not-yet-consumed input frames as state (`conv_step`),
+the recurrent stack keeps its hidden state, so streamed frames equal the offline ones.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +24,7 @@ class ModelConfig:
     vocab_size: int = 29          # characters + CTC blank
     conv_channels: int = 256
     conv_kernel: int = 5          # frames seen by the strided convolution (odd)
+    time_stride: int = 2          # feature frames per output frame: 2 halves the rate (10 ms -> 20 ms frames)
     cell: str = "gru"             # rnn | lstm | gru
     hidden: int = 256             # per direction
     layers: int = 3
@@ -28,11 +37,44 @@ class ModelConfig:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, not {self.cell!r}")
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd, not {self.conv_kernel}")
+        if self.time_stride < 1:
+            raise ValueError(f"time_stride must be >= 1, not {self.time_stride}")
         if self.lookahead and self.bidirectional:
             raise ValueError("lookahead is for unidirectional (streaming) models: set bidirectional: false")
 
+    def output_frames(self, frames):
+        """Output frames for `frames` feature frames (an int or a tensor of them): the strided convolution's
+        count, with conv_kernel // 2 frames of zero padding at each end."""
+        pad = self.conv_kernel // 2
+        return (frames + 2 * pad - self.conv_kernel) // self.time_stride + 1
 
-TIME_STRIDE = 2  # the front-end halves the frame rate: 20 ms per output frame
+
+@dataclass
+class ModelState:
+    """What a streaming pass carries from one chunk to the next, for N streams advancing together:
+    each convolution's input frames it has not finished with, and the recurrent state."""
+    conv1: torch.Tensor           # (N, F, r1) feature frames (at first: the left zero padding)
+    conv2: torch.Tensor           # (N, C, r2) front-end frames
+    rnn: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None  # h (LSTM: (h, c)), None before the first frame
+    lookahead: torch.Tensor       # (N, H, r3) recurrent frames still waiting for their future
+
+
+def conv_step(conv: nn.Conv1d, pending: torch.Tensor, x: torch.Tensor, right_pad: int,
+              final: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A convolution over a sequence that arrives in pieces: (N, C, r) frames kept from before and (N, C, t)
+    new ones -> (N, C', n) outputs whose every input has arrived, and the frames to keep for the next piece.
+
+    `final`: the sequence ends with `x`, followed by `right_pad` zero frames (the offline zero padding).
+    The left padding is the initial `pending` frames. `conv` itself pads nothing.
+    """
+    x = torch.cat([pending, x], 2)                                       # (N, C, r + t)
+    if final and right_pad:
+        x = nn.functional.pad(x, (0, right_pad))
+    k, s = conv.kernel_size[0], conv.stride[0]
+    if x.shape[2] < k:
+        return x.new_zeros(x.shape[0], conv.out_channels, 0), x
+    y = conv(x)                                                          # (N, C', n): n = (r + t - k) // s + 1
+    return y, x[:, :, y.shape[2] * s:]
 
 
 class AcousticModel(nn.Module):
@@ -48,9 +90,8 @@ class AcousticModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        pad = cfg.conv_kernel // 2
-        self.conv1 = nn.Conv1d(cfg.n_features, cfg.conv_channels, cfg.conv_kernel, stride=TIME_STRIDE, padding=pad)
-        self.conv2 = nn.Conv1d(cfg.conv_channels, cfg.conv_channels, 3, padding=1)
+        self.conv1 = nn.Conv1d(cfg.n_features, cfg.conv_channels, cfg.conv_kernel, stride=cfg.time_stride)
+        self.conv2 = nn.Conv1d(cfg.conv_channels, cfg.conv_channels, 3)
         # One multi-layer call: cuDNN runs the whole stack, far faster than per-layer modules.
         self.rnn = CELLS[cfg.cell](
             cfg.conv_channels, cfg.hidden, num_layers=cfg.layers, batch_first=True,
@@ -68,35 +109,68 @@ class AcousticModel(nn.Module):
         self.output = nn.Linear(cfg.hidden * (2 if cfg.bidirectional else 1), cfg.vocab_size)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        k, pad = self.cfg.conv_kernel, self.cfg.conv_kernel // 2
-        return (lengths + 2 * pad - k) // TIME_STRIDE + 1
+        return self.cfg.output_frames(lengths)
+
+    def initial_state(self, n: int, device: torch.device | str | None = None) -> ModelState:
+        """The state before the first frame of `n` streams: the convolutions' left zero padding."""
+        c = self.cfg
+        zeros = lambda channels, frames: torch.zeros(n, channels, frames, device=device)
+        return ModelState(zeros(c.n_features, c.conv_kernel // 2), zeros(c.conv_channels, 1), None, zeros(c.hidden, 0))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole (padded) batch: the step from the initial state with the end of every input marked."""
+        out_lengths = self.output_lengths(lengths)                        # (N,)
+        log_probs, _ = self.step(x, self.initial_state(x.shape[0], x.device), final=True, out_lengths=out_lengths,
+                                 pack=pack)
+        return log_probs, out_lengths
 
     def front_end(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, T, F) features -> (N, T', C) recurrent-stack input, (N,) output lengths, (N, 1, T') validity mask."""
-        out_lengths = self.output_lengths(lengths)                        # (N,)
-        x = x.transpose(1, 2)                                             # (N, F, T)
-        x = nn.functional.gelu(self.conv1(x))                             # (N, C, T')
-        mask = (torch.arange(x.shape[2], device=x.device)[None, :] < out_lengths[:, None])[:, None, :]
-        x = nn.functional.gelu(self.conv2(x * mask)) * mask               # (N, C, T')
-        return x.transpose(1, 2), out_lengths, mask                       # (N, T', C), (N,), (N, 1, T')
+        out_lengths = self.output_lengths(lengths)
+        x, mask, _, _ = self._front(x, self.initial_state(x.shape[0], x.device), True, out_lengths)
+        return x, out_lengths, mask
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        x, out_lengths, mask = self.front_end(x, lengths)                 # (N, T', C), (N,), (N, 1, T')
-        if pack:
+    def _front(self, x: torch.Tensor, state: ModelState, final: bool, out_lengths: torch.Tensor | None):
+        """The convolutions of `step`: (N, t, F) features -> (N, t2, C), the mask, both convolutions' pending frames."""
+        x, pending1 = conv_step(self.conv1, state.conv1, x.transpose(1, 2), self.cfg.conv_kernel // 2, final)
+        x = nn.functional.gelu(x)                                          # (N, C, t1)
+        mask = None
+        if out_lengths is not None:                                        # (N, 1, t1): valid output frames
+            mask = (torch.arange(x.shape[2], device=x.device)[None, :] < out_lengths[:, None])[:, None, :]
+            x = x * mask
+        x, pending2 = conv_step(self.conv2, state.conv2, x, 1, final)
+        x = nn.functional.gelu(x)                                          # (N, C, t2)
+        if mask is not None:
+            x = x * mask
+        return x.transpose(1, 2), mask, pending1, pending2                 # (N, t2, C)
+
+    def step(self, x: torch.Tensor, state: ModelState, final: bool = False, out_lengths: torch.Tensor | None = None,
+             pack: bool = False) -> tuple[torch.Tensor, ModelState]:
+        """(N, t, F) feature frames that follow `state` -> (N, t', V) log-probs of the output frames now
+        final, and the state after them.
+
+        `final`: the inputs end here. `out_lengths` (with final, for a padded batch): each input's output
+        frames; frames past them are zeroed between layers, as padding each input alone would be, and
+        with `pack` the recurrent stack runs on packed sequences (streams and single inputs need neither).
+        """
+        cfg = self.cfg
+        x, mask, pending1, pending2 = self._front(x, state, final, out_lengths)  # (N, t2, C), (N, 1, t2) or None
+        if x.shape[1] == 0:                                                # nothing new for the recurrent stack
+            y, rnn_state = x.new_zeros(x.shape[0], 0, self.output.in_features), state.rnn
+        elif pack and out_lengths is not None:
             packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
-            y, _ = self.rnn(packed)
-            y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # (N, T', H*dirs)
+            y, rnn_state = self.rnn(packed, state.rnn)
+            y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # (N, t2, H*dirs)
         else:
-            y, _ = self.rnn(x)                                            # (N, T', H*dirs)
+            y, rnn_state = self.rnn(x, state.rnn)                         # (N, t2, H*dirs)
+        pending3 = state.lookahead
         if self.lookahead is not None:
-            y = self.look_ahead(y * mask.transpose(1, 2))                 # padding must not leak back in time
-        logits = self.output(self.dropout(y))                             # (N, T', V)
-        return logits.float().log_softmax(-1), out_lengths
-
-    def look_ahead(self, y: torch.Tensor) -> torch.Tensor:
-        """(N, T', H) recurrent outputs -> (N, T', H): frame t mixes frames t .. t + lookahead (zeros past the end)."""
-        y = nn.functional.pad(y.transpose(1, 2), (0, self.cfg.lookahead))  # (N, H, T' + L)
-        return self.lookahead(y).transpose(1, 2)                           # (N, T', H)
+            if mask is not None:
+                y = y * mask.transpose(1, 2)                               # padding must not leak back in time
+            y, pending3 = conv_step(self.lookahead, state.lookahead, y.transpose(1, 2), cfg.lookahead, final)
+            y = y.transpose(1, 2)                                          # (N, t3, H)
+        logits = self.output(self.dropout(y))                              # (N, t', V)
+        return logits.float().log_softmax(-1), ModelState(pending1, pending2, rnn_state, pending3)
 
 
 def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:

@@ -54,23 +54,24 @@ def plot_utterance(transcriber, audio, out: Path, title: str = "") -> Path:
     import torch
 
     from .audio import load_audio
-    from .decode import FRAME_SECONDS
+    from .features import FeatureExtractor
 
-    wave = load_audio(audio)
-    feats, _ = transcriber.extractor.raw(wave[None], torch.tensor([wave.shape[0]]))     # (1, T, F)
+    wave = load_audio(audio, transcriber.sample_rate)
+    extractor = FeatureExtractor(transcriber.backend.features)                          # un-normalised: no stats
+    feats, _ = extractor.raw(wave[None], torch.tensor([wave.shape[0]]))                 # (1, T, F)
     log_probs, lengths = transcriber.log_probs([wave])                                  # (1, T', V)
     probs = log_probs[0, :lengths[0]].exp()                                             # (T', V)
     result = transcriber.transcribe(wave)
     top = probs.max(0).values.argsort(descending=True)[:12].sort().values               # tokens worth a row
     tokens = transcriber.vocab.tokens
     names = ["␣" if tokens[i] == " " else "∅" if i == 0 else tokens[i].replace("\u2581", "_") for i in top.tolist()]
-    seconds = wave.shape[0] / 16000
+    seconds = wave.shape[0] / transcriber.sample_rate
     fig, (a, b) = plt.subplots(2, 1, figsize=(10, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     a.imshow(feats[0].T.cpu().numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, feats.shape[2]),
              cmap="magma")
     a.set(ylabel="mel band", title=title or "log-mel spectrogram and CTC posteriors")
     b.imshow(probs[:, top].T.numpy(), origin="lower", aspect="auto", cmap="Blues", vmin=0, vmax=1,
-             extent=(0, probs.shape[0] * FRAME_SECONDS, -0.5, len(top) - 0.5))
+             extent=(0, probs.shape[0] * transcriber.frame_seconds, -0.5, len(top) - 0.5))
     b.set_yticks(range(len(top)), names)
     b.set(xlabel="seconds", ylabel="token")
     for w in result.words:                                    # each word over its span, on both panels

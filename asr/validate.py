@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .audio import SAMPLE_RATE, AudioError, read_audio
+from .audio import AudioError, read_audio
 from .data import Utterance
+from .features import FeatureConfig
+from .model import ModelConfig
 from .text import Vocabulary
 
 MIN_SECONDS = 0.1        # shorter than a syllable: a cut-off or empty recording
@@ -47,27 +49,22 @@ def _note(u: Utterance, kind: str, reason: str) -> Finding:
 
 @dataclass(frozen=True)
 class Checker:
-    """The checks for one training setup: its characters and its CTC frame rate."""
+    """The checks for one training setup: its characters, and its features and model for the CTC frame count."""
     alphabet: tuple[str, ...] = Vocabulary().chars
-    n_fft: int = 400                 # feature window (samples at 16 kHz) and hop: features per second
-    hop: int = 160
-    conv_kernel: int = 5             # the model's strided front-end (asr.model): output frames per feature frame
-    time_stride: int = 2
+    features: FeatureConfig = FeatureConfig()
+    model: ModelConfig = ModelConfig()
     min_seconds: float = MIN_SECONDS
     max_seconds: float = MAX_SECONDS
 
     @classmethod
     def for_config(cls, cfg) -> Checker:
         """The checker of a TrainConfig: its text alphabet, features and model front-end."""
-        from .model import TIME_STRIDE
-
-        return cls(cfg.text.alphabet, cfg.features.n_fft, cfg.features.hop_length, cfg.model.conv_kernel, TIME_STRIDE)
+        return cls(cfg.text.alphabet, cfg.features, cfg.model)
 
     def output_frames(self, seconds: float) -> int:
-        """CTC frames the model emits for `seconds` of audio (as asr.features and asr.model compute them)."""
-        frames = max((round(seconds * SAMPLE_RATE) - self.n_fft) // self.hop + 1, 1)
-        pad = self.conv_kernel // 2
-        return (frames + 2 * pad - self.conv_kernel) // self.time_stride + 1
+        """CTC frames the model emits for `seconds` of audio (FeatureConfig.num_frames, then
+        ModelConfig.output_frames)."""
+        return self.model.output_frames(self.features.num_frames(round(seconds * self.features.sample_rate)))
 
     def check_text(self, u: Utterance) -> list[Finding]:
         """Transcript problems, and whether `u.duration` seconds are enough for CTC to emit it."""
@@ -125,8 +122,8 @@ class Checker:
 
     def _signal(self, u: Utterance, samples: np.ndarray, sr: int) -> list[Finding]:
         found = []
-        if sr != SAMPLE_RATE:
-            found.append(_note(u, "sample rate", f"sample rate {sr} Hz: resampled to {SAMPLE_RATE} Hz"))
+        if sr != self.features.sample_rate:
+            found.append(_note(u, "sample rate", f"sample rate {sr} Hz: resampled to {self.features.sample_rate} Hz"))
         if samples.shape[1] > 1:
             found.append(_note(u, "channels", f"{samples.shape[1]} channels: downmixed to mono"))
         if not np.isfinite(samples).all():

@@ -2,9 +2,11 @@ import pytest
 import torch
 
 from asr.corpora.an4 import read_split
-from asr.data import (FRAMES_PER_SECOND, AudioDataset, FrameBudgetSampler, collate, length_batches,
-                      read_manifest, write_manifest)
+from asr.data import AudioDataset, FrameBudgetSampler, collate, length_batches, read_manifest, write_manifest
+from asr.features import FeatureConfig
 from asr.text import Vocabulary
+
+FPS = FeatureConfig().frames_per_second  # 100 feature frames a second
 
 
 def test_manifest_round_trip(tmp_path, an4_test_utts):
@@ -20,26 +22,26 @@ def test_bad_manifest_line_is_named(tmp_path):
 
 def test_length_batches_respect_frame_budget_and_cover_everything():
     durations = [0.5 + (i * 37 % 50) / 10 for i in range(200)]
-    batches = length_batches(durations, 2000)
+    batches = length_batches(durations, 2000, FPS)
     assert sorted(i for b in batches for i in b) == list(range(200))
     for b in batches:  # padded frames = size x longest
-        assert len(b) == 1 or len(b) * max(durations[i] for i in b) * FRAMES_PER_SECOND <= 2000
-    assert length_batches([30.0, 1.0], 2000) == [[1], [0]]  # too long for the budget: alone
-    assert max(map(len, length_batches(durations, 10**9, max_batch_size=16))) == 16
+        assert len(b) == 1 or len(b) * max(durations[i] for i in b) * FPS <= 2000
+    assert length_batches([30.0, 1.0], 2000, FPS) == [[1], [0]]  # too long for the budget: alone
+    assert max(map(len, length_batches(durations, 10**9, FPS, max_batch_size=16))) == 16
 
 
 def test_no_batch_exceeds_the_longest_utterance_alone(an4_dir):
     """The OOM guarantee: peak padded frames is max(budget, longest utterance), on a real corpus."""
     durations = [u.duration for u in read_split(an4_dir, "train")]
-    longest = max(durations) * FRAMES_PER_SECOND
+    longest = max(durations) * FPS
     for budget in (300, 2000, 8000):
-        peak = max(len(b) * max(durations[i] for i in b) * FRAMES_PER_SECOND for b in length_batches(durations, budget))
+        peak = max(len(b) * max(durations[i] for i in b) * FPS for b in length_batches(durations, budget, FPS))
         assert peak <= max(budget, longest)
 
 
 def test_sampler_shuffles_per_epoch_reproducibly_and_resumes_mid_epoch():
     durations = [1.0 + i % 7 for i in range(100)]
-    s = FrameBudgetSampler(durations, 1000, seed=3)
+    s = FrameBudgetSampler(durations, 1000, FPS, seed=3)
     s.set_epoch(1)
     e1 = list(s)
     s.set_epoch(2)
@@ -53,8 +55,8 @@ def test_sampler_shuffles_per_epoch_reproducibly_and_resumes_mid_epoch():
 
 def test_sortagrad_goes_shortest_first_then_shuffles():
     durations = [1.0 + (i * 13 % 29) / 4 for i in range(120)]
-    s = FrameBudgetSampler(durations, 1500, sortagrad=1, seed=0)
-    longest = lambda batches: [max(durations[i] for i in b) for b in batches]  # noqa: E731
+    s = FrameBudgetSampler(durations, 1500, FPS, sortagrad=1, seed=0)
+    longest = lambda batches: [max(durations[i] for i in b) for b in batches]
     s.set_epoch(1)
     assert longest(list(s)) == sorted(longest(list(s)))
     s.set_epoch(2)
@@ -63,8 +65,8 @@ def test_sortagrad_goes_shortest_first_then_shuffles():
 
 def test_ranks_split_each_epoch_into_equal_disjoint_shares():
     durations = [1.0 + i % 9 for i in range(203)]
-    whole = FrameBudgetSampler(durations, 1200, seed=5)
-    ranks = [FrameBudgetSampler(durations, 1200, seed=5, num_replicas=3, rank=r) for r in range(3)]
+    whole = FrameBudgetSampler(durations, 1200, FPS, seed=5)
+    ranks = [FrameBudgetSampler(durations, 1200, FPS, seed=5, num_replicas=3, rank=r) for r in range(3)]
     for epoch in (1, 2):
         for s in (whole, *ranks):
             s.set_epoch(epoch)
@@ -75,7 +77,7 @@ def test_ranks_split_each_epoch_into_equal_disjoint_shares():
         assert set(flat) <= {tuple(b) for b in list(whole)}                 # the same batches, split
         assert shares[1] == [list(whole)[i] for i in range(1, 3 * len(shares[0]), 3)]
     with pytest.raises(ValueError, match="cannot feed 300 ranks"):
-        FrameBudgetSampler(durations, 1200, num_replicas=300, rank=0)
+        FrameBudgetSampler(durations, 1200, FPS, num_replicas=300, rank=0)
 
 
 def test_collate_pads_real_audio(an4_test_utts):

@@ -16,12 +16,12 @@ def test_torchrun_two_gloo_ranks_hold_identical_parameters(tmp_path, an4_test_ut
     asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
     epochs, frames = 2, 800
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "asr.train", f"exp_dir={exp}", f"train_manifest={manifest}", f"dev_manifest={manifest}",
+           "-m", "asr", "train", f"exp_dir={exp}", f"train_manifest={manifest}", f"dev_manifest={manifest}",
            f"stats={stats}", f"epochs={epochs}", f"batch_frames={frames}", "threads=1", "device=cpu",
            "speed_perturb=[0.9,1.0,1.1]", "model.hidden=32", "model.conv_channels=32", "model.layers=2"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    per_rank = len(FrameBudgetSampler([u.duration for u in utts], frames)) // 2
+    per_rank = len(FrameBudgetSampler([u.duration for u in utts], frames, 100)) // 2
     assert f"x 2 processes: 24 train / 24 dev utterances, {per_rank} batches per epoch per process" in run.stdout
     assert "replicas in sync: 2 ranks hold identical parameters" in run.stdout
     assert run.stdout.count(f"epoch 1/{epochs}") == 1                   # only rank 0 logs
