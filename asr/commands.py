@@ -8,11 +8,11 @@ from pathlib import Path
 
 
 def text_config(args, manifest: str | None = None):
-    """The TextConfig of --config's `text` section; else the one prepare recorded beside `manifest`; else the default."""
-    from .config import load_config
-    from .corpora import read_text_config
+    """The TextConfig of --config's `text` section; else the one prepare recorded beside `manifest`; else the
+    default."""
+    from .config import TrainConfig, load_config
+    from .data import read_text_config
     from .text import TextConfig
-    from .train import TrainConfig
 
     if getattr(args, "config", None):
         return load_config(TrainConfig, args.config).text
@@ -20,28 +20,16 @@ def text_config(args, manifest: str | None = None):
 
 
 def cmd_prepare(args) -> None:
-    text = text_config(args)
-    if args.corpus_name == "an4":
-        from .corpora.an4 import locate_an4, prepare_an4
+    from .corpora import get_corpus
 
-        corpus = Path(args.corpus) if args.corpus else locate_an4(args.out)
-        paths = prepare_an4(corpus, args.out, max_utts=args.max_utts, text=text)
-    elif args.corpus_name == "fsdd":
-        from .corpora.fsdd import locate_fsdd, prepare_fsdd
-
-        paths = prepare_fsdd(Path(args.corpus) if args.corpus else locate_fsdd(args.out), args.out, text=text)
-    elif args.corpus_name == "vctk":
-        from .corpora.vctk import locate_vctk, prepare_vctk
-
-        paths = prepare_vctk(Path(args.corpus) if args.corpus else locate_vctk(args.out), args.out, text=text)
-    else:
-        if not args.corpus:
-            sys.exit(f"asr prepare {args.corpus_name}: --corpus is required")
-        from .corpora import folder, kaldi, librispeech
-
-        prepare = {"folder": folder.prepare_folder, "csv": folder.prepare_csv, "kaldi": kaldi.prepare_kaldi,
-                   "librispeech": librispeech.prepare_librispeech, "ljspeech": librispeech.prepare_ljspeech}
-        paths = prepare[args.corpus_name](args.corpus, args.out, text=text)
+    corpus = get_corpus(args.corpus_name)
+    options = {"max_utts": args.max_utts} if args.max_utts is not None else {}
+    unsupported = set(options) - set(corpus.options)
+    if unsupported:
+        sys.exit(f"asr prepare {corpus.name}: --{'/--'.join(sorted(unsupported)).replace('_', '-')} is not an option "
+                 f"of this corpus")
+    folder = Path(args.corpus) if args.corpus else corpus.locate(args.out)
+    paths = corpus.prepare(folder, args.out, text=text_config(args), **options)
     for name, path in paths.items():
         print(f"{name}: {sum(1 for _ in path.open())} utterances -> {path}")
     rejected = Path(args.out) / "rejected.jsonl"
@@ -50,9 +38,8 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_validate(args) -> None:
-    from .config import load_config
+    from .config import TrainConfig, load_config
     from .data import read_manifest
-    from .train import TrainConfig
     from .validate import Checker, screen, summary, write_rejected
 
     cfg = load_config(TrainConfig, args.config) if args.config else TrainConfig(text=text_config(args, args.manifest))
@@ -76,16 +63,17 @@ def cmd_stats(args) -> None:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from .config import load_config
+    from .config import TrainConfig, load_config
     from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
     from .features import FeatureExtractor, compute_stats, save_stats
     from .text import Vocabulary
-    from .train import TrainConfig
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     utts = read_manifest(args.manifest)
-    loader = DataLoader(AudioDataset(utts, Vocabulary()), collate_fn=collate,
-                        batch_sampler=FrameBudgetSampler([u.duration for u in utts], 20_000, shuffle=False))
+    f = cfg.features
+    batches = FrameBudgetSampler([u.duration for u in utts], 200 * round(f.frames_per_second), f.frames_per_second,
+                                 shuffle=False)                              # 200 s of audio per batch
+    loader = DataLoader(AudioDataset(utts, Vocabulary(), f.sample_rate), collate_fn=collate, batch_sampler=batches)
     batches = tqdm(loader, desc="statistics", unit="batch", disable=not sys.stderr.isatty(), leave=False)
     mean, std, frames = compute_stats(FeatureExtractor(cfg.features), ((b.waves, b.lengths) for b in batches if b))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -94,44 +82,46 @@ def cmd_stats(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .config import load_config
-    from .train import TrainConfig, train
+    from .config import TrainConfig, load_config
+    from .train import train
 
     train(load_config(TrainConfig, args.config, args.overrides))
 
 
 def decoding_options(args):
-    """DecodingOptions from --decoding (a tuned JSON), then --method / --lm-dir / weights on the command line."""
-    from dataclasses import replace
+    """DecodingOptions from --decoding (a tuned JSON), then --lm-dir, then --method / weights / threads."""
+    from .decode import decoding_options as merged
 
-    from .decode import DecodingOptions
-    from .tune import load_decoding
+    return merged(getattr(args, "decoding", None), getattr(args, "lm_dir", None),
+                  **{k: getattr(args, k, None) for k in ("method", "beam_size", "lm_weight", "word_score", "threads")})
 
-    options = load_decoding(args.decoding) if getattr(args, "decoding", None) else DecodingOptions()
-    changes = {}
-    if getattr(args, "lm_dir", None):
-        from .lm import lm_file
 
-        lm_dir = Path(args.lm_dir)
-        changes.update(method="beam", lm=str(lm_file(lm_dir)), lexicon=str(lm_dir / "lexicon.txt"))
-    for key in ("method", "beam_size", "lm_weight", "word_score", "threads", "chunk_seconds"):
-        if getattr(args, key, None) is not None:
-            changes[key] = getattr(args, key)
-    return replace(options, **changes)
+def chunking_options(args):
+    """ChunkingOptions with --chunk-seconds, where given."""
+    from .transcribe import ChunkingOptions
+
+    seconds = getattr(args, "chunk_seconds", None)
+    return ChunkingOptions() if seconds is None else ChunkingOptions(chunk_seconds=seconds)
+
+
+def load_transcriber(args, options=None):
+    """The --model file's Transcriber on --device, with the command line's decoding and chunking options."""
+    from .transcribe import load_model
+
+    return load_model(args.model, getattr(args, "device", "cpu"), options or decoding_options(args),
+                      chunking_options(args))
 
 
 def cmd_decode(args) -> None:
     from .data import read_manifest
-    from .transcribe import load_model
 
     utts = read_manifest(args.manifest)
-    options = decoding_options(args)
-    transcriber = load_model(args.model, args.device, options)
+    transcriber = load_transcriber(args)
     results = transcriber.transcribe([u.input for u in utts])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "hyp.txt").write_text("".join(f"{u.id}\t{r.text}\n" for u, r in zip(utts, results)))
-    print(f"decoded {len(utts)} utterances ({options.method}) -> {out / 'hyp.txt'}")
+    print(f"decoded {len(utts)} utterances ({transcriber.options.method}) -> {out / 'hyp.txt'}")
 
 
 def cmd_lm(args) -> None:
@@ -152,12 +142,12 @@ def cmd_lm(args) -> None:
 
 def cmd_tune(args) -> None:
     from .data import read_manifest
-    from .transcribe import load_model
-    from .tune import save_decoding, tune_decoding
+    from .decode import save_decoding
+    from .tune import tune_decoding
 
     utts = read_manifest(args.manifest)
-    options = decoding_options(args)
-    best, grid = tune_decoding(load_model(args.model, args.device, options), utts, options)
+    transcriber = load_transcriber(args)
+    best, grid = tune_decoding(transcriber, utts, transcriber.options)
     save_decoding(args.out, best, grid)
     row = min(grid[1:], key=lambda r: r["wer"])
     print(f"best on {args.manifest}: lm_weight {best.lm_weight:g} word_score {best.word_score:g} "
@@ -175,7 +165,6 @@ def cmd_export(args) -> None:
 def cmd_score(args) -> None:
     from .data import read_manifest
     from .score import read_hyps, score_dataset
-
     from .text import normalize_text
 
     utts = read_manifest(args.manifest)
@@ -250,10 +239,10 @@ def cmd_compare(args) -> None:
 def cmd_transcribe(args) -> None:
     from dataclasses import asdict
 
-    from .transcribe import format_srt, load_model
+    from .transcribe import format_srt
 
     fmt = "json" if args.json else args.format
-    transcriber = load_model(args.model, args.device, decoding_options(args))
+    transcriber = load_transcriber(args)
     results = transcriber.transcribe(args.audio, errors="keep")   # a bad file is reported; the others go on
     for result in results:
         if result.error:
@@ -282,9 +271,8 @@ def cmd_transcribe(args) -> None:
 
 def cmd_bench(args) -> None:
     from .bench import bench_train, format_table, write_rows
-    from .config import load_config
+    from .config import TrainConfig, load_config
     from .corpora.an4 import locate_an4, read_split
-    from .train import TrainConfig
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     sources = read_split(Path(args.corpus) if args.corpus else locate_an4("data/an4"), "train")
@@ -312,17 +300,17 @@ def cmd_bench_decode(args) -> None:
     torch.set_num_threads(threads)
     utts = read_manifest(args.manifest)[:args.limit or None]
     beam = replace(decoding_options(args), threads=threads)
-    greedy = DecodingOptions()
+    greedy, chunking = DecodingOptions(), chunking_options(args)
     with tempfile.TemporaryDirectory() as tmp:
         ts = export_torchscript(args.model, Path(tmp) / "model.ts")
         q8 = export_torchscript(args.model, Path(tmp) / "model_int8.ts", int8=True)
-        models = {"greedy, eager": load_model(args.model, options=greedy),
-                  "greedy, TorchScript": load_model(ts, options=greedy),
-                  "greedy, TorchScript int8": load_model(q8, options=greedy)}
+        models = {"greedy, eager": load_model(args.model, options=greedy, chunking=chunking),
+                  "greedy, TorchScript": load_model(ts, options=greedy, chunking=chunking),
+                  "greedy, TorchScript int8": load_model(q8, options=greedy, chunking=chunking)}
         if beam.method == "beam":
             label = "LM beam" if beam.lm else "beam"
-            models.update({f"{label}, eager": load_model(args.model, options=beam),
-                           f"{label}, TorchScript int8": load_model(q8, options=beam)})
+            models.update({f"{label}, eager": load_model(args.model, options=beam, chunking=chunking),
+                           f"{label}, TorchScript int8": load_model(q8, options=beam, chunking=chunking)})
         print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.0f} s of audio, {threads} threads")
         rows = bench_decode(models, utts, log=lambda line: None)
     print(DECODE_HEADER)

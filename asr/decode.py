@@ -2,24 +2,27 @@
 
 Greedy (best frame by frame) or beam search through torchaudio's `ctc_decoder` (flashlight-text):
 with a lexicon and a word n-gram LM from `asr.lm`, or lexicon-free (any spelling; no LM).
+`DecodingOptions` says which and with what weights; `asr tune` saves tuned ones as JSON
+(`save_decoding`), which `load_decoding` and `decoding_options` read back.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
+from .lm import lm_file, read_lexicon_words, write_lexicon
 from .text import BPEVocabulary, Vocabulary
-
-FRAME_SECONDS = 0.02  # one model output frame: 10 ms hop x the front-end's time stride of 2
 
 
 @dataclass(frozen=True)
 class DecodingOptions:
+    """How log-probs become words: the search and its LM."""
     method: str = "greedy"          # greedy | beam
     beam_size: int = 50             # hypotheses kept per frame (beam)
     beam_threshold: float = 25.0    # drop hypotheses this far (log) below the best (beam)
@@ -27,10 +30,6 @@ class DecodingOptions:
     lm: str | None = None           # KenLM ARPA / binary word LM; needs a lexicon
     lm_weight: float = 1.0          # LM log-prob scale (beam)
     word_score: float = 0.0         # added per word: > 0 favours more words (beam)
-    batch_seconds: float = 200.0    # padded audio per forward pass when decoding many inputs
-    chunk_seconds: float = 30.0     # longer inputs are cut into overlapping chunks of this length
-    chunk_overlap: float = 2.0      # seconds of context on each side of a chunk, discarded after the forward pass
-    min_pause: float = 0.3          # long inputs are first cut at pauses at least this long (seconds)
     threads: int = 0                # beam-search threads (0: one per CPU core)
 
     def __post_init__(self):
@@ -38,8 +37,38 @@ class DecodingOptions:
             raise ValueError(f"decoding method must be 'greedy' or 'beam', not {self.method!r}")
         if self.lm and not self.lexicon:
             raise ValueError("a word LM needs a lexicon (asr lm writes both)")
-        if self.chunk_seconds <= 2 * self.chunk_overlap:
-            raise ValueError(f"chunk_seconds ({self.chunk_seconds}) must exceed twice chunk_overlap ({self.chunk_overlap})")
+
+
+# Keys of decoding.json files written before chunking had options of its own (asr.transcribe.ChunkingOptions).
+_CHUNKING_KEYS = {"batch_seconds", "chunk_seconds", "chunk_overlap", "min_pause"}
+
+
+def save_decoding(path: str | Path, options: DecodingOptions, grid: list[dict] | None = None) -> None:
+    """`options` (and the tuning grid behind them) as JSON: `asr tune` writes the recipe's decoding.json."""
+    Path(path).write_text(json.dumps({"options": asdict(options), "grid": grid or []}, indent=1))
+
+
+def load_decoding(path: str | Path) -> DecodingOptions:
+    """DecodingOptions saved by `save_decoding` (the tuned weights, LM and lexicon paths)."""
+    try:
+        saved = json.loads(Path(path).read_text())["options"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a decoding file written by asr tune ({e})") from e
+    known = {f.name for f in fields(DecodingOptions)}
+    unknown = set(saved) - known - _CHUNKING_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown decoding option(s) {', '.join(sorted(unknown))}")
+    return DecodingOptions(**{k: v for k, v in saved.items() if k in known})
+
+
+def decoding_options(decoding: str | Path | None = None, lm_dir: str | Path | None = None,
+                     **changes) -> DecodingOptions:
+    """Options from a saved decoding file (else the defaults), then beam search with `lm_dir`'s LM and
+    lexicon (an `asr lm` dir), then `changes` (those that are not None), in that order."""
+    options = load_decoding(decoding) if decoding else DecodingOptions()
+    if lm_dir:
+        options = replace(options, method="beam", lm=str(lm_file(lm_dir)), lexicon=str(Path(lm_dir) / "lexicon.txt"))
+    return replace(options, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -48,6 +77,15 @@ class Word:
     start: float        # seconds
     end: float          # seconds
     confidence: float   # mean posterior of its characters at the frames that emit them, 0..1
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    duration: float                 # seconds of audio
+    path: str | None = None         # the file, when the input was one
+    words: tuple[Word, ...] = ()    # each with start, end (seconds) and confidence
+    error: str | None = None        # why the input could not be transcribed (transcribe(..., errors="keep"))
 
 
 @dataclass(frozen=True)
@@ -101,8 +139,6 @@ class BeamSearch:
         Words the model cannot spell (characters outside its vocabulary) are left out: it could never emit them.
         """
         import tempfile
-
-        from .lm import read_lexicon_words, write_lexicon
 
         words = []
         for w in read_lexicon_words(lexicon):
@@ -180,11 +216,13 @@ def _decode_in_worker(emissions) -> TokenPath:
     return _WORKER._one(torch.from_numpy(emissions))
 
 
-def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary | BPEVocabulary) -> list[Word]:
+def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary | BPEVocabulary,
+             frame_seconds: float) -> list[Word]:
     """Split a path into words (at spaces, or at BPE pieces starting a word) with times and confidences.
 
     A word starts at the frame emitting its first token and ends one frame after its last; its
-    confidence is the mean posterior of its tokens at their frames. (T, V) log-probs.
+    confidence is the mean posterior of its tokens at their frames. (T, V) log-probs, frames of
+    `frame_seconds` (the backend's: feature hop x the network's time stride).
     """
     spans = vocab.word_spans(path.ids)
     # The lexicon decoder's words are the truth: it may spell a double letter on two consecutive frames,
@@ -194,8 +232,8 @@ def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary | BPEVo
     for k, (start, end) in enumerate(spans):
         ids, frames = path.ids[start:end], path.frames[start:end]
         probs = log_probs[frames, ids].exp()
-        words.append(Word(texts[k] if texts else vocab.decode(ids).strip(), frames[0] * FRAME_SECONDS,
-                          (frames[-1] + 1) * FRAME_SECONDS, round(probs.mean().item(), 4)))
+        words.append(Word(texts[k] if texts else vocab.decode(ids).strip(), frames[0] * frame_seconds,
+                          (frames[-1] + 1) * frame_seconds, round(probs.mean().item(), 4)))
     return words
 
 

@@ -8,20 +8,18 @@ transcripts as they firm up, then the final one.
 
 Every output frame is computed once, as soon as the audio it depends on has arrived: the feature
 window, the convolution front-end's few frames of context, and the model's `lookahead` frames.
-The recurrent state is carried from chunk to chunk, so the frames (and the final transcript) are
-those of a forward pass over the whole input; a frame's wait is its algorithmic latency:
-25 ms of feature window, 30 ms of front-end context and `lookahead` x 20 ms.
+The backend's stream (asr.backends: for a checkpoint, the feature extractor's and the model's own
+`step`, the offline forward pass's maths) carries the state from chunk to chunk, so the frames
+(and the final transcript) are those of a pass over the whole input; a frame's wait is its
+algorithmic latency: 25 ms of feature window, 30 ms of front-end context and `lookahead` x 20 ms.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from .decode import greedy_paths, words_of
-from .model import TIME_STRIDE
-from .transcribe import Transcript
+from .decode import Transcript, greedy_paths, words_of
 
 
 @dataclass(frozen=True)
@@ -35,88 +33,38 @@ class StreamingTranscriber:
     """Incremental greedy transcription by a unidirectional model (`Transcriber.stream()` makes one)."""
 
     def __init__(self, transcriber):
-        model, extractor = transcriber.model, transcriber.extractor
-        if model.cfg.bidirectional:
-            raise ValueError("streaming needs a unidirectional model (model.bidirectional: false)")
-        if extractor.cfg.utterance_mean:
-            raise ValueError("streaming cannot use features.utterance_mean: it needs the whole utterance")
-        self.t, self.model, self.extractor = transcriber, model.eval(), extractor
-        self.audio = torch.zeros(0)
-        self.feats = torch.zeros(0, extractor.cfg.dim)      # (T, F) normalised features so far
-        self.conv1 = torch.zeros(0, model.cfg.conv_channels)  # (T1, C) first convolution, after GELU
-        self.conv2 = torch.zeros(0, model.cfg.conv_channels)  # (T2, C) second convolution, after GELU
-        self.rnn_out = torch.zeros(0, model.cfg.hidden)      # (T3, H)
-        self.state = None                                    # the recurrent state after rnn_out
-        self.log_probs = torch.zeros(0, model.cfg.vocab_size)  # (T', V) final output frames
+        self.t = transcriber
+        self.stream = transcriber.backend.stream()          # ValueError for a model that cannot stream
+        self.samples = 0                                     # received so far
+        self.log_probs = torch.zeros(0, len(transcriber.vocab))  # (T', V) final output frames
 
     @torch.no_grad()
     def feed(self, samples) -> Partial:
-        """Add (S,) samples at 16 kHz; returns the transcript of the frames now final."""
+        """Add (S,) samples at the model's sample rate; returns the transcript of the frames now final."""
         samples = torch.as_tensor(samples, dtype=torch.float32).flatten()
-        self.audio = torch.cat([self.audio, samples])
-        self._advance(end=False)
-        return Partial(self._text(), self.audio.shape[0] / self.extractor.cfg.sample_rate, self.log_probs.shape[0])
+        self.samples += samples.shape[0]
+        self._add(self.stream.feed(samples))
+        return Partial(self._text(), self.samples / self.t.sample_rate, self.log_probs.shape[0])
 
     @torch.no_grad()
     def finish(self) -> Transcript:
         """The end of the input: the last frames (with the padding an offline pass gives them) and the
         final transcript with word times, as `transcribe` gives for the whole input."""
-        self._advance(end=True)
+        self._add(self.stream.finish())
         n = self.log_probs.shape[0]
         path = greedy_paths(self.log_probs[None], torch.tensor([n]))[0]
-        words = words_of(path, self.log_probs, self.t.vocab)
-        return Transcript(" ".join(w.text for w in words), self.audio.shape[0] / self.extractor.cfg.sample_rate,
-                          None, tuple(words))
+        words = words_of(path, self.log_probs, self.t.vocab, self.t.frame_seconds)
+        return Transcript(" ".join(w.text for w in words), self.samples / self.t.sample_rate, None, tuple(words))
+
+    def _add(self, log_probs: torch.Tensor) -> None:
+        if log_probs.shape[0]:
+            self.log_probs = torch.cat([self.log_probs.to(log_probs.dtype), log_probs])  # (T', V)
 
     def _text(self) -> str:
         if self.log_probs.shape[0] == 0:
             return ""
         path = greedy_paths(self.log_probs[None], torch.tensor([self.log_probs.shape[0]]))[0]
         return " ".join(self.t.vocab.decode(path.ids).split())
-
-    def _advance(self, end: bool) -> None:
-        cfg, m = self.extractor.cfg, self.model
-        # features: frame i reads samples [i * hop, i * hop + n_fft)
-        total = int(cfg.num_frames(torch.tensor(self.audio.shape[0]))) if end else (
-            max(0, (self.audio.shape[0] - cfg.n_fft) // cfg.hop_length + 1))
-        have = self.feats.shape[0]
-        if total > have:
-            piece = self.audio[have * cfg.hop_length:(total - 1) * cfg.hop_length + cfg.n_fft]
-            x, _ = self.extractor(piece[None], torch.tensor([piece.shape[0]]))       # (1, T, F) normalised
-            self.feats = torch.cat([self.feats, x[0, :total - have]])
-        T = self.feats.shape[0]
-        k, pad = m.cfg.conv_kernel, m.cfg.conv_kernel // 2
-        out_len = (T + 2 * pad - k) // TIME_STRIDE + 1                   # frames of the whole input (at the end)
-        # conv1 frame j reads feature frames 2j - pad .. 2j + pad: final once 2j + pad < T (or at the end)
-        n1 = out_len if end else max(0, (T - 1 - pad) // TIME_STRIDE + 1)
-        self.conv1 = torch.cat([self.conv1, self._conv(self.feats, m.conv1, self.conv1.shape[0], n1, TIME_STRIDE, pad)])
-        # conv2 frame j reads conv1 frames j - 1 .. j + 1 (zero past out_len, as the offline mask makes them)
-        n2 = out_len if end else max(0, self.conv1.shape[0] - 1)
-        self.conv2 = torch.cat([self.conv2, self._conv(self.conv1, m.conv2, self.conv2.shape[0], n2, 1, 1)])
-        new = self.conv2[self.rnn_out.shape[0]:]                          # (n, C) frames the RNN has not seen
-        if new.shape[0]:
-            y, self.state = m.rnn(new[None], self.state)                 # (1, n, H): carried state
-            self.rnn_out = torch.cat([self.rnn_out, y[0]])
-        # lookahead: output frame t reads recurrent frames t .. t + L (zero past the end)
-        L, done = m.cfg.lookahead, self.log_probs.shape[0]
-        ready = self.rnn_out.shape[0] if end else max(0, self.rnn_out.shape[0] - L)
-        if ready > done:
-            y = self.rnn_out[done:ready + L]                              # (n + L', H)
-            if m.lookahead is not None:
-                y = nn.functional.pad(y.T[None], (0, ready + L - done - y.shape[0]))  # (1, H, n + L)
-                y = m.lookahead(y)[0].T                                   # (n, H)
-            self.log_probs = torch.cat([self.log_probs, m.output(y[:ready - done]).float().log_softmax(-1)])
-
-    @staticmethod
-    def _conv(x: torch.Tensor, conv: nn.Conv1d, start: int, stop: int, stride: int, pad: int) -> torch.Tensor:
-        """Output frames [start, stop) of GELU(conv) over (T, C) frames `x`, zero-padded outside them."""
-        if stop <= start:
-            return torch.zeros(0, conv.out_channels)
-        k = conv.kernel_size[0]
-        first, last = start * stride - pad, (stop - 1) * stride - pad + k            # input frames needed
-        window = x[max(first, 0):min(last, x.shape[0])].T[None]                        # (1, C, n)
-        window = nn.functional.pad(window, (max(0, -first), max(0, last - x.shape[0])))
-        return nn.functional.gelu(nn.functional.conv1d(window, conv.weight, conv.bias, stride=stride))[0].T
 
 
 def stream_latency(transcriber, utts, chunk_seconds: float = 0.1) -> dict:
@@ -127,11 +75,11 @@ def stream_latency(transcriber, utts, chunk_seconds: float = 0.1) -> dict:
 
     from .score import score
 
-    sr = transcriber.extractor.cfg.sample_rate
+    sr = transcriber.sample_rate
     step = int(chunk_seconds * sr)
     latencies, hyps, busy, audio = [], [], 0.0, 0.0
     for u in utts:
-        wave = u.samples()
+        wave = u.samples(sr)
         stream, partials = transcriber.stream(), []
         started = time.perf_counter()
         for i in range(0, wave.shape[0], step):

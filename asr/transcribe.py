@@ -1,7 +1,9 @@
 """Transcribing audio with a trained model: `load_model(path).transcribe(file_or_files)`.
 
-Results carry the text and its words with start / end times (seconds) and confidences. Inputs
-longer than `DecodingOptions.chunk_seconds` are first cut at their pauses (a model trained on
+The model runs on a backend (asr.backends: a checkpoint, an exported file); everything after its
+log-probs is here and the same for all of them. Results carry the text and its words with
+start / end times (seconds) and confidences. Inputs longer than `ChunkingOptions.chunk_seconds`
+are first cut at their pauses (a model trained on
 single utterances decodes each stretch of speech best alone); a stretch still longer is cut
 into overlapping chunks whose central frames are kept and joined, so it is decoded as one
 sequence of frames (nothing duplicated or dropped at the seams).
@@ -9,57 +11,43 @@ sequence of frames (nothing duplicated or dropped at the seams).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from .audio import AudioError, AudioInput, load_audio, split_at_pauses
-from .data import FRAMES_PER_SECOND, length_batches, pad_waves
-from .decode import FRAME_SECONDS, BeamSearch, DecodingOptions, TokenPath, Word, greedy_paths, words_of
-from .features import FeatureExtractor
-from .model import TIME_STRIDE, AcousticModel
-from .text import Vocabulary
+from .backends import Backend, load_backend
+from .data import length_batches, pad_waves
+from .decode import BeamSearch, DecodingOptions, TokenPath, Transcript, Word, greedy_paths, words_of
+from .stream import StreamingTranscriber
 
 
 @dataclass(frozen=True)
-class Transcript:
-    text: str
-    duration: float                 # seconds of audio
-    path: str | None = None         # the file, when the input was one
-    words: tuple[Word, ...] = ()    # each with start, end (seconds) and confidence
-    error: str | None = None        # why the input could not be transcribed (transcribe(..., errors="keep"))
+class ChunkingOptions:
+    """How inputs are grouped into forward passes and long ones cut (any backend, any search)."""
+    batch_seconds: float = 200.0    # padded audio per forward pass when decoding many inputs
+    chunk_seconds: float = 30.0     # longer inputs are cut at pauses, then into overlapping chunks of this length
+    chunk_overlap: float = 2.0      # seconds of context on each side of a chunk, discarded after the forward pass
+    min_pause: float = 0.3          # long inputs are first cut at pauses at least this long (seconds)
 
-
-class Recognizer(nn.Module):
-    """Waveforms to log-probabilities: the feature extractor and the acoustic model, the unit that is exported.
-
-    (N, S) float samples + (N,) lengths -> (N, T', V) log-probs + (N,) output lengths.
-    """
-
-    def __init__(self, extractor: FeatureExtractor, model: AcousticModel, pack: bool = True):
-        super().__init__()
-        self.extractor, self.model, self.pack = extractor, model, pack
-
-    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, frames = self.extractor(waves, lengths)                 # (N, T, F)
-        return self.model(feats, frames, pack=self.pack)               # (N, T', V)
+    def __post_init__(self):
+        if self.chunk_seconds <= 2 * self.chunk_overlap:
+            raise ValueError(f"chunk_seconds ({self.chunk_seconds}) must exceed twice chunk_overlap "
+                             f"({self.chunk_overlap})")
 
 
 class Transcriber:
-    """A model ready to transcribe: waveforms -> log-probs (`network`), then CTC decoding per `options`."""
+    """A model ready to transcribe: a backend (waveforms -> log-probs), then CTC decoding per `options`,
+    long inputs cut and many batched per `chunking`."""
 
-    def __init__(self, model: AcousticModel, extractor: FeatureExtractor, vocab: Vocabulary,
-                 device: str | torch.device = "cpu", options: DecodingOptions = DecodingOptions(),
-                 network: nn.Module | None = None, batch: bool = True):
-        self.model, self.extractor, self.vocab = model, extractor, vocab
-        self.device = torch.device(device)
-        # the wrapper takes the model's train / eval state, which each forward pass restores
-        self.network = network if network is not None else Recognizer(extractor, model).train(model.training)
-        self.batch = batch  # False: one input per forward pass (exported networks run unpacked)
-        self.sample_rate = extractor.cfg.sample_rate
+    def __init__(self, backend: Backend, options: DecodingOptions = DecodingOptions(),
+                 chunking: ChunkingOptions = ChunkingOptions()):
+        self.backend, self.chunking = backend, chunking
+        self.vocab = backend.vocab
+        self.sample_rate = backend.sample_rate
+        self.frame_seconds = backend.frame_seconds
         self.options = options
 
     @property
@@ -71,18 +59,19 @@ class Transcriber:
         self._options = options
         self._beam = BeamSearch(options, self.vocab) if options.method == "beam" else None
 
-    def with_options(self, **changes) -> "Transcriber":
-        """The same model with some decoding options changed (e.g. method="beam", lm=...)."""
-        other = Transcriber(self.model, self.extractor, self.vocab, self.device, replace(self.options, **changes),
-                            self.network, self.batch)
-        return other
+    def with_options(self, **changes) -> Transcriber:
+        """The same model with some options changed: decoding ones (method="beam", lm=...) or chunking
+        ones (chunk_seconds=20, ...)."""
+        chunking = {f.name for f in fields(ChunkingOptions)}
+        unknown = set(changes) - chunking - {f.name for f in fields(DecodingOptions)}
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        decoding = {k: v for k, v in changes.items() if k not in chunking}
+        return Transcriber(self.backend, replace(self.options, **decoding),
+                           replace(self.chunking, **{k: v for k, v in changes.items() if k in chunking}))
 
-    def stream(self):
+    def stream(self) -> StreamingTranscriber:
         """A StreamingTranscriber (asr.stream) for this unidirectional model: feed chunks, read partials."""
-        from .stream import StreamingTranscriber
-
-        if not isinstance(self.model, AcousticModel):
-            raise ValueError("streaming needs the eager model (a checkpoint), not an exported one")
         return StreamingTranscriber(self)
 
     def transcribe(self, audio: AudioInput | list[AudioInput], errors: str = "raise") -> Transcript | list[Transcript]:
@@ -109,7 +98,7 @@ class Transcriber:
                 loaded[i] = str(e)
         ok = [i for i in range(len(inputs)) if not isinstance(loaded[i], str)]
         done = dict(zip(ok, self._decode_inputs([inputs[i] for i in ok], [loaded[i] for i in ok])))
-        name = lambda a: str(a) if isinstance(a, (str, Path)) else None  # noqa: E731
+        name = lambda a: str(a) if isinstance(a, (str, Path)) else None
         return [done[i] if i in done else Transcript("", 0.0, name(a), (), loaded[i]) for i, a in enumerate(inputs)]
 
     def _decode_inputs(self, inputs: list[AudioInput], waves: list[torch.Tensor]) -> list[Transcript]:
@@ -133,8 +122,8 @@ class Transcriber:
         as the model was trained: alone. Returns the pieces, each one's input and start sample."""
         pieces, owner, offset = [], [], []
         for i, wave in enumerate(waves):
-            spans = ([(0, wave.shape[0])] if wave.shape[0] <= self.options.chunk_seconds * self.sample_rate
-                     else split_at_pauses(wave, self.sample_rate, self.options.min_pause))
+            spans = ([(0, wave.shape[0])] if wave.shape[0] <= self.chunking.chunk_seconds * self.sample_rate
+                     else split_at_pauses(wave, self.sample_rate, self.chunking.min_pause))
             for a, b in spans:
                 pieces.append(wave[a:b])
                 owner.append(i)
@@ -142,31 +131,24 @@ class Transcriber:
         return pieces, owner, offset
 
     def _groups(self, waves: list[torch.Tensor]) -> list[list[int]]:
-        if not self.batch:
+        if not self.backend.batches:
             return [[i] for i in range(len(waves))]
-        long = self.options.chunk_seconds * self.sample_rate
+        long = self.chunking.chunk_seconds * self.sample_rate
         short = [i for i, w in enumerate(waves) if w.shape[0] <= long]
         seconds = [waves[i].shape[0] / self.sample_rate for i in short]
-        batches = [[short[j] for j in b] for b in length_batches(seconds, int(self.options.batch_seconds * FRAMES_PER_SECOND))]
+        fps = self.backend.features.frames_per_second
+        batches = [[short[j] for j in b] for b in length_batches(seconds, int(self.chunking.batch_seconds * fps), fps)]
         return batches + [[i] for i, w in enumerate(waves) if w.shape[0] > long]
 
-    @torch.no_grad()
     def log_probs(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """List of (S_i,) samples -> (N, T', V) CPU log-probs and (N,) lengths, in one padded forward pass
         (one input longer than chunk_seconds is cut into overlapping chunks and its frames joined)."""
-        was_training = self.network.training
-        self.network.eval()
-        try:
-            if len(waves) == 1 and waves[0].shape[0] > self.options.chunk_seconds * self.sample_rate:
-                return self._chunked(waves[0])
-            return self._forward(waves)
-        finally:
-            self.network.train(was_training)
+        if len(waves) == 1 and waves[0].shape[0] > self.chunking.chunk_seconds * self.sample_rate:
+            return self._chunked(waves[0])
+        return self._forward(waves)
 
     def _forward(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        padded, lengths = pad_waves(waves)                                 # (N, S), (N,)
-        log_probs, out_lengths = self.network(padded.to(self.device), lengths.to(self.device))  # (N, T', V)
-        return log_probs.float().cpu(), out_lengths.cpu()
+        return self.backend.log_probs(*pad_waves(waves))                   # (N, S), (N,) -> (N, T', V), (N,)
 
     def _chunked(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames of a long (S,) input from overlapping chunks, joined at seams in their overlaps.
@@ -175,9 +157,10 @@ class Transcriber:
         half the overlap) the cut goes where both neighbours are most sure of a blank, so no
         character is emitted on both sides of it or on neither.
         """
-        frame = self.extractor.cfg.hop_length * TIME_STRIDE                # samples per output frame
-        step = int((self.options.chunk_seconds - 2 * self.options.chunk_overlap) * self.sample_rate) // frame * frame
-        pad = int(self.options.chunk_overlap * self.sample_rate) // frame * frame
+        frame = self.backend.frame_samples                                  # samples per output frame
+        c = self.chunking
+        step = int((c.chunk_seconds - 2 * c.chunk_overlap) * self.sample_rate) // frame * frame
+        pad = int(c.chunk_overlap * self.sample_rate) // frame * frame
         chunks = []                                                         # (first global frame, (T'_k, V))
         for start in range(0, wave.shape[0], step):
             begin = max(0, start - pad)                                    # a multiple of `frame`: frames line up
@@ -205,7 +188,7 @@ class Transcriber:
         log_probs, lengths = self.log_probs(waves)
         paths: list[TokenPath] = (self._beam(log_probs, lengths) if self._beam is not None
                                   else greedy_paths(log_probs, lengths))
-        return [words_of(p, log_probs[i, :lengths[i]], self.vocab) for i, p in enumerate(paths)]
+        return [words_of(p, log_probs[i, :lengths[i]], self.vocab, self.frame_seconds) for i, p in enumerate(paths)]
 
 
 def format_srt(words: list[Word] | tuple[Word, ...], max_words: int = 8, max_seconds: float = 5.0,
@@ -226,17 +209,11 @@ def format_srt(words: list[Word] | tuple[Word, ...], max_words: int = 8, max_sec
                    for k, c in enumerate(cues, 1))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu",
-               options: DecodingOptions = DecodingOptions()) -> Transcriber:
-    """A Transcriber rebuilt from a checkpoint file alone (e.g. `data/an4/exp/cpu/best.pt`), or from an
-    exported TorchScript file (`asr export`)."""
-    from .export import is_exported, load_exported
-    from .checkpoint import load_checkpoint
-
-    if is_exported(path):
-        return load_exported(path, options)
-    model, extractor, vocab, _ = load_checkpoint(path, device)
-    return Transcriber(model, extractor, vocab, device, options)
+def load_model(path: str | Path, device: str | torch.device = "cpu", options: DecodingOptions = DecodingOptions(),
+               chunking: ChunkingOptions = ChunkingOptions()) -> Transcriber:
+    """A Transcriber rebuilt from a model file alone: a checkpoint (e.g. `data/an4/exp/cpu/best.pt`) or an
+    exported model (`asr export`); asr.backends picks the backend that reads it."""
+    return Transcriber(load_backend(path, device), options, chunking)
 
 
-__all__ = ["Transcript", "Transcriber", "Recognizer", "load_model", "format_srt", "FRAME_SECONDS"]
+__all__ = ["Transcript", "Transcriber", "ChunkingOptions", "load_model", "format_srt"]

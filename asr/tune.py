@@ -4,11 +4,9 @@
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import replace
 
-from .decode import DecodingOptions, greedy_paths, words_of
+from .decode import BeamSearch, DecodingOptions, greedy_paths, words_of
 from .score import score
 
 LM_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0)
@@ -20,18 +18,18 @@ def tune_decoding(transcriber, utts, options: DecodingOptions, lm_weights=LM_WEI
     """Dev WER of beam search for every (lm_weight, word_score); returns the best options and the grid.
 
     Greedy WER is the grid's first row (lm_weight None) for comparison. Ties go to the smaller weights.
+    `asr.decode.save_decoding` writes the result as the recipe's decoding.json.
     """
-    from .decode import BeamSearch
-
     log_probs, lengths = [], []
     for u in utts:  # one pass of the model; the grid reuses its outputs
-        lp, n = transcriber.log_probs([u.samples()])
+        lp, n = transcriber.log_probs([u.samples(transcriber.sample_rate)])
         log_probs.append(lp[0, :n[0]])
         lengths.append(n[0])
     refs = [u.text for u in utts]
 
     def wer(paths) -> dict:
-        hyps = [" ".join(w.text for w in words_of(p, lp, transcriber.vocab)) for p, lp in zip(paths, log_probs)]
+        hyps = [" ".join(w.text for w in words_of(p, lp, transcriber.vocab, transcriber.frame_seconds))
+                for p, lp in zip(paths, log_probs)]
         s = score(refs, hyps)
         return {"wer": s.wer.rate, "cer": s.cer.rate}
 
@@ -50,12 +48,3 @@ def tune_decoding(transcriber, utts, options: DecodingOptions, lm_weights=LM_WEI
             if best is None or row["wer"] < best[1]["wer"]:
                 best = (opts, row)
     return best[0], grid
-
-
-def save_decoding(path: str | Path, options: DecodingOptions, grid: list[dict] | None = None) -> None:
-    Path(path).write_text(json.dumps({"options": asdict(options), "grid": grid or []}, indent=1))
-
-
-def load_decoding(path: str | Path) -> DecodingOptions:
-    """DecodingOptions saved by `asr tune` (the tuned weights, LM and lexicon paths)."""
-    return DecodingOptions(**json.loads(Path(path).read_text())["options"])

@@ -7,7 +7,7 @@ import torch
 import asr
 from asr.audio import load_audio
 from asr.cli import main as asr_main
-from asr.decode import FRAME_SECONDS, DecodingOptions
+from asr.decode import DecodingOptions
 from asr.lm import build_lm
 from asr.score import score
 from asr.transcribe import format_srt
@@ -50,11 +50,13 @@ def test_word_times_move_with_the_audio(overfit_model, five_utts):
         alone = model.transcribe(wave)
         assert [w.text for w in alone.words] == u.text.split()
         starts = [w.start for w in alone.words]
-        assert starts == sorted(starts) and all(w.start < w.end <= alone.duration + FRAME_SECONDS for w in alone.words)
+        assert starts == sorted(starts)
+        assert all(w.start < w.end <= alone.duration + model.frame_seconds for w in alone.words)
         assert all(0.3 < w.confidence <= 1.0 for w in alone.words)          # a model that knows these words
         later = model.transcribe(torch.cat([1e-4 * torch.randn(8000, generator=noise), wave])).words[-1]
         assert later.text == alone.words[-1].text
-        assert abs(later.start - alone.words[-1].start - 0.5) < 1e-6 and abs(later.end - alone.words[-1].end - 0.5) < 1e-6
+        assert abs(later.start - alone.words[-1].start - 0.5) < 1e-6
+        assert abs(later.end - alone.words[-1].end - 0.5) < 1e-6
     beam = asr.load_model(overfit_model[0], options=DecodingOptions(method="beam"))
     greedy_words, beam_words = model.transcribe(five_utts[1].audio).words, beam.transcribe(five_utts[1].audio).words
     assert [(w.text, w.start) for w in beam_words] == [(w.text, w.start) for w in greedy_words]
@@ -123,7 +125,8 @@ def test_beam_search_in_worker_processes_matches_one_process(an4_model, an4_test
     for i, (lp, n) in enumerate(outputs):
         log_probs[i, :n[0]] = lp[0, :n[0]]
     for options in (DecodingOptions(method="beam"),
-                    DecodingOptions(method="beam", lm=str(tmp_path / "lm.arpa"), lexicon=str(tmp_path / "lexicon.txt"))):
+                    DecodingOptions(method="beam", lm=str(tmp_path / "lm.arpa"),
+                                    lexicon=str(tmp_path / "lexicon.txt"))):
         one = BeamSearch(replace(options, threads=1), model.vocab)(log_probs, lengths)
         two = BeamSearch(replace(options, threads=2), model.vocab)
         assert two(log_probs, lengths) == one and two._pool is not None  # the worker processes did it

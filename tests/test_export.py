@@ -4,8 +4,8 @@ import torch
 
 import asr
 from asr.audio import load_audio
+from asr.backends.torchscript import is_exported
 from asr.cli import main as asr_main
-from asr.export import is_exported
 from asr.score import score
 
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import asr
-from asr.features import FeatureExtractor, FeatureConfig
+from asr.backends.checkpoint import CheckpointBackend
+from asr.features import FeatureConfig, FeatureExtractor
 from asr.model import AcousticModel, ModelConfig
 from asr.text import Vocabulary
 from asr.transcribe import Transcriber
@@ -13,7 +14,7 @@ def _untrained(lookahead: int = 3) -> Transcriber:
     torch.manual_seed(0)
     model = AcousticModel(ModelConfig(bidirectional=False, lookahead=lookahead, hidden=64, conv_channels=64,
                                       layers=2)).eval()
-    return Transcriber(model, FeatureExtractor(FeatureConfig()), Vocabulary())
+    return Transcriber(CheckpointBackend(model, FeatureExtractor(FeatureConfig()), Vocabulary()))
 
 
 @pytest.mark.parametrize("chunk", [160, 1600, 7777, 16000])      # 10 ms, 100 ms, an odd size, 1 s

@@ -1,0 +1,73 @@
+"""The interface every model backend implements: waveforms -> CTC log-probs, and a streaming step.
+
+A backend is how a trained network is stored and run (a checkpoint in eager PyTorch, a TorchScript
+archive, ...); everything after the log-probs (decoding, words and times, chunking long audio,
+partial transcripts) is asr.transcribe's and asr.stream's, the same for every backend. Frame
+arithmetic derives from the two configs every backend carries.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..features import FeatureConfig
+from ..model import ModelConfig
+from ..text import BPEVocabulary, Vocabulary
+
+
+class Backend:
+    """A network ready to run. Subclasses set the attributes and implement `log_probs` (and `stream`)."""
+    name = "backend"
+    vocab: Vocabulary | BPEVocabulary
+    features: FeatureConfig         # the front end: sample rate, hop, window
+    config: ModelConfig             # the network: its time stride, whether it can stream
+    device: torch.device = torch.device("cpu")
+    batches: bool = True            # padded batches give each input exactly what it gets alone
+
+    @classmethod
+    def accepts(cls, path: Path) -> bool:
+        """Whether `path` is a file of this backend's kind (checked without loading it)."""
+        return False
+
+    @classmethod
+    def load(cls, path: Path, device: str | torch.device = "cpu") -> Backend:
+        raise NotImplementedError
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples per output frame: the feature hop times the network's time stride."""
+        return self.features.hop_length * self.config.time_stride
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_samples / self.sample_rate
+
+    def output_frames(self, num_samples):
+        """Output frames for inputs of `num_samples` samples (an int or a tensor)."""
+        return self.config.output_frames(self.features.num_frames(num_samples))
+
+    def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, S) zero-padded float samples at `sample_rate` + (N,) lengths -> (N, T', V) float32 CPU
+        log-probs + (N,) output lengths."""
+        raise NotImplementedError
+
+    def stream(self) -> Stream:
+        """A Stream of this network for one input that arrives in pieces (unidirectional models)."""
+        raise ValueError(f"streaming needs a unidirectional model run step by step; {self.name} models do not stream")
+
+
+class Stream:
+    """One input arriving in pieces: each piece in, the log-probs of the output frames it made final out."""
+
+    def feed(self, samples: torch.Tensor) -> torch.Tensor:
+        """(s,) more samples at the backend's rate -> (t, V) log-probs of the frames now final."""
+        raise NotImplementedError
+
+    def finish(self) -> torch.Tensor:
+        """The end of the input -> (t, V) log-probs of the last frames."""
+        raise NotImplementedError
