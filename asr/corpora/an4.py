@@ -7,16 +7,15 @@ Read in the publisher's layout: `wav/an4_clstk/<spk>/<id>.sph` (train), `wav/an4
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import tarfile
 from pathlib import Path
 
-from . import fetch, write_splits
 from ..audio import AudioError, audio_duration
 from ..data import Utterance
 from ..text import TextConfig, normalize_text
+from .base import Corpus, fetch, register, write_splits
 
 AN4_URL = "http://www.speech.cs.cmu.edu/databases/an4/an4_sphere.tar.gz"
 # SHA-256 of an4_sphere.tar.gz as published in NeMo's AN4 mirror script; not re-checked here
@@ -57,19 +56,6 @@ def download_an4(target_dir: str | Path, url: str = AN4_URL, sha256: str | None 
     if not (corpus / "etc").is_dir():
         raise ValueError(f"{archive}: extracted, but {corpus}/etc is missing: not the AN4 archive?")
     return corpus
-
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, for an editable install
-
-
-def locate_an4(download_dir: str | Path, project_root: str | Path = PROJECT_ROOT) -> Path:
-    """The corpus to use: $AN4_DIR, else ../shared/corpora/an4/an4 beside the project, else a download."""
-    if os.environ.get("AN4_DIR"):
-        return Path(os.environ["AN4_DIR"])
-    shared = Path(project_root).resolve().parent / "shared" / "corpora" / "an4" / "an4"
-    if shared.is_dir():
-        return shared
-    return download_an4(download_dir)
 
 
 def read_transcription(path: Path, text: TextConfig = TextConfig()) -> dict[str, str]:
@@ -139,3 +125,8 @@ def prepare_an4(corpus_dir: str | Path, out_dir: str | Path, n_dev_speakers: int
     if dictionary.exists():
         shutil.copyfile(dictionary, Path(out_dir) / "an4.dic")
     return paths
+
+
+CORPUS = register(Corpus("an4", prepare_an4, "CMU AN4: train / dev (6 speakers held out) / test manifests",
+                         env="AN4_DIR", shared="an4/an4", download=download_an4, options=("max_utts",)))
+locate_an4 = CORPUS.locate   # $AN4_DIR, else ../shared/corpora/an4/an4 beside the project, else a download

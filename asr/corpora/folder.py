@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from . import utterance, write_splits
 from ..data import Utterance
 from ..text import TextConfig, normalize_text
+from .base import Corpus, register, utterance, write_splits
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
 
@@ -60,3 +60,7 @@ def prepare_folder(corpus: str | Path, out_dir: str | Path, text: TextConfig = T
 
 def prepare_csv(corpus: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
     return write_splits({"all": read_csv(corpus, text)}, out_dir, text)
+
+
+register(Corpus("folder", prepare_folder, "a folder of audio files with same-named .txt transcripts"))
+register(Corpus("csv", prepare_csv, "a CSV (path,text) or TSV list of audio files"))

@@ -6,14 +6,13 @@ test, as FSDD has only six), train 10-49.
 """
 from __future__ import annotations
 
-import os
 import re
 import tarfile
 from pathlib import Path
 
-from . import fetch, utterance, write_splits
-from ..text import TextConfig, normalize_text
 from ..data import Utterance
+from ..text import TextConfig, normalize_text
+from .base import Corpus, fetch, register, utterance, write_splits
 
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
 DIGITS = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
@@ -42,18 +41,6 @@ def download_fsdd(target_dir: str | Path, url: str = FSDD_URL) -> Path:
     return found[0]
 
 
-def locate_fsdd(download_dir: str | Path, project_root: str | Path | None = None) -> Path:
-    """The corpus to use: $FSDD_DIR, else ../shared/corpora/fsdd beside the project, else a download."""
-    from .an4 import PROJECT_ROOT
-
-    if os.environ.get("FSDD_DIR"):
-        return Path(os.environ["FSDD_DIR"])
-    shared = Path(project_root or PROJECT_ROOT).resolve().parent / "shared" / "corpora" / "fsdd"
-    if shared.is_dir():
-        return shared
-    return download_fsdd(download_dir)
-
-
 def read_fsdd(recordings: str | Path, text: TextConfig = TextConfig()) -> list[Utterance]:
     """Every `{digit}_{speaker}_{index}.wav` in `recordings`, as utterances with the digit's word."""
     recordings = Path(recordings)
@@ -77,9 +64,14 @@ def prepare_fsdd(corpus_dir: str | Path, out_dir: str | Path, text: TextConfig =
     """
     corpus = Path(corpus_dir)
     recordings = corpus / "recordings" if (corpus / "recordings").is_dir() else corpus
-    index = lambda u: int(u.id.rsplit("_", 1)[1])  # noqa: E731
+    index = lambda u: int(u.id.rsplit("_", 1)[1])
     utts = read_fsdd(recordings, text)
     splits = {"train": [u for u in utts if index(u) >= DEV_INDICES.stop],
               "dev": [u for u in utts if index(u) in DEV_INDICES],
               "test": [u for u in utts if index(u) in TEST_INDICES]}
     return write_splits(splits, out_dir, text)
+
+
+CORPUS = register(Corpus("fsdd", prepare_fsdd, "Free Spoken Digit Dataset: official test split, dev carved from train",
+                         env="FSDD_DIR", shared="fsdd", download=download_fsdd))
+locate_fsdd = CORPUS.locate  # $FSDD_DIR, else ../shared/corpora/fsdd beside the project, else a download

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..audio import AudioError, audio_duration
 from ..data import Utterance
+from .base import Corpus, register, write_splits
 
 
 def _table(path: Path) -> dict[str, str]:
@@ -84,7 +85,8 @@ def _segments(path: Path) -> dict[str, tuple[str, float, float]]:
             if len(fields) != 4:
                 raise ValueError
         except (ValueError, IndexError):
-            raise ValueError(f"{path}:{lineno}: expected '<utterance> <recording> <start> <end>', got {line!r}")
+            expected = "'<utterance> <recording> <start> <end>'"
+            raise ValueError(f"{path}:{lineno}: expected {expected}, got {line!r}") from None
         if not 0 <= start < end:
             raise ValueError(f"{path}:{lineno}: {uid}: start {start} must be >= 0 and before end {end}")
         out[uid] = (rec, start, end)
@@ -134,8 +136,10 @@ def prepare_kaldi(corpus: str | Path, out_dir: str | Path, text=None) -> dict[st
     from dataclasses import replace
 
     from ..text import TextConfig, normalize_text
-    from . import write_splits
 
     text = text or TextConfig()
     utts = [replace(u, text=normalize_text(u.text, text)) for u in import_kaldi(corpus)]
     return write_splits({"all": utts}, out_dir, text)
+
+
+register(Corpus("kaldi", prepare_kaldi, "a Kaldi data dir (wav.scp, text, utt2spk, optional segments)"))

@@ -12,10 +12,9 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from . import fetch, utterance, write_splits
 from ..data import Utterance
 from ..text import TextConfig, normalize_text
-
+from .base import Corpus, fetch, register, utterance, write_splits
 
 LIBRISPEECH_URL = "https://www.openslr.org/resources/12/{subset}.tar.gz"   # OpenSLR SLR12
 LJSPEECH_URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
@@ -90,7 +89,8 @@ def read_ljspeech(corpus_dir: str | Path, text: TextConfig = TextConfig()) -> li
     return utts
 
 
-def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
+def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path,
+                        text: TextConfig = TextConfig()) -> dict[str, Path]:
     """One manifest per subset folder found in `corpus_dir` (a LibriSpeech/ dir), named after it."""
     corpus, out = Path(corpus_dir), Path(out_dir)
     subsets = sorted(p for p in corpus.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
@@ -101,3 +101,7 @@ def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path, text: TextC
 
 def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
     return write_splits({"all": read_ljspeech(corpus_dir, text)}, out_dir, text)
+
+
+register(Corpus("librispeech", prepare_librispeech, "LibriSpeech as published: one manifest per subset"))
+register(Corpus("ljspeech", prepare_ljspeech, "LJSpeech 1.1: metadata.csv's normalised column"))

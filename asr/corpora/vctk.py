@@ -7,13 +7,12 @@ Transcripts are normalised (upper case, punctuation dropped). VCTK has no offici
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
-from . import fetch, utterance, write_splits
 from ..data import Utterance
 from ..text import TextConfig, normalize_text
+from .base import Corpus, fetch, register, utterance, write_splits
 
 VCTK_URL = "https://datashare.ed.ac.uk/bitstream/handle/10283/2651/VCTK-Corpus.zip"
 AUDIO_DIRS = (("flac16k", ".flac"), ("wav48", ".wav"))  # first found wins: 16 kHz FLAC needs no resampling
@@ -38,17 +37,8 @@ def download_vctk(target_dir: str | Path, url: str = VCTK_URL) -> Path:
     return corpus
 
 
-def locate_vctk(download_dir: str | Path) -> Path:
-    """$VCTK_DIR, else ../shared/corpora/vctk_p239/VCTK-Corpus beside the project, else a download."""
-    from .an4 import PROJECT_ROOT
-
-    if os.environ.get("VCTK_DIR"):
-        return Path(os.environ["VCTK_DIR"])
-    shared = PROJECT_ROOT.parent / "shared" / "corpora" / "vctk_p239" / "VCTK-Corpus"
-    return shared if shared.is_dir() else download_vctk(download_dir)
-
-
-def read_vctk(corpus: str | Path, speakers: list[str] | None = None, text: TextConfig = TextConfig()) -> list[Utterance]:
+def read_vctk(corpus: str | Path, speakers: list[str] | None = None,
+              text: TextConfig = TextConfig()) -> list[Utterance]:
     """Every transcribed utterance of `speakers` (default: all) whose audio is there."""
     corpus = Path(corpus)
     if not (corpus / "txt").is_dir():
@@ -78,3 +68,8 @@ def prepare_vctk(corpus_dir: str | Path, out_dir: str | Path, speakers: list[str
         k = position[u.speaker] = position.get(u.speaker, -1) + 1
         splits["test" if k % 10 == 0 else "dev" if k % 10 == 1 else "train"].append(u)
     return write_splits(splits, out_dir, text)
+
+
+CORPUS = register(Corpus("vctk", prepare_vctk, "CSTR VCTK: per speaker every 10th utterance test, the next dev",
+                         env="VCTK_DIR", shared="vctk_p239/VCTK-Corpus", download=download_vctk))
+locate_vctk = CORPUS.locate  # $VCTK_DIR, else ../shared/corpora/vctk_p239/VCTK-Corpus, else a download
