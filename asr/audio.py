@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from math import gcd
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -12,7 +11,7 @@ import torchaudio.functional as AF
 
 SAMPLE_RATE = 16_000  # every model in this package works at 16 kHz
 
-AudioInput = Union[str, Path, np.ndarray, torch.Tensor]
+AudioInput = str | Path | np.ndarray | torch.Tensor
 
 
 class AudioError(ValueError):

@@ -89,7 +89,7 @@ def score_dataset(ids: list[str], refs: list[str], hyps: list[str], out_dir: str
 def read_hyps(path: str | Path) -> dict[str, str]:
     """`id<TAB>text` lines (the decode stage's hyp.txt) -> {id: text}."""
     hyps = {}
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for line in Path(path).read_text().splitlines():
         if not line.strip():
             continue
         uid, _, text = line.partition("\t")

@@ -17,8 +17,9 @@ def test_fsdd_official_split_with_dev_carved_from_train(fsdd_dir, tmp_path):
     paths = prepare_fsdd(fsdd_dir, tmp_path)
     splits = {name: read_manifest(p) for name, p in paths.items()}
     assert {n: len(u) for n, u in splits.items()} == {"train": 2400, "dev": 300, "test": 300}
-    index = lambda u: int(u.id.rsplit("_", 1)[1])  # noqa: E731
-    assert {index(u) for u in splits["test"]} == set(range(5)) and {index(u) for u in splits["dev"]} == set(range(5, 10))
+    index = lambda u: int(u.id.rsplit("_", 1)[1])
+    assert {index(u) for u in splits["test"]} == set(range(5))
+    assert {index(u) for u in splits["dev"]} == set(range(5, 10))
     u = next(u for u in splits["test"] if u.id == "7_jackson_3")
     assert u.text == "SEVEN" and u.speaker == "jackson" and 0.1 < u.duration < 2.5
     assert {u.text for u in splits["train"]} == set(DIGITS)
@@ -228,14 +229,16 @@ def test_librispeech_layout_built_from_real_audio(an4_test_utts, tmp_path, capsy
     assert read_manifest(tmp_path / "m" / "dev-clean.jsonl") == utts
     (chapter / "84-121123-0001.flac").unlink()
     asr_main(["prepare", "librispeech", "--corpus", str(tmp_path / "LibriSpeech"), "--out", str(tmp_path / "m2")])
-    assert [u.id for u in read_manifest(tmp_path / "m2" / "dev-clean.jsonl")] == [u.id for u in utts if u.id != "84-121123-0001"]
+    kept = [u.id for u in read_manifest(tmp_path / "m2" / "dev-clean.jsonl")]
+    assert kept == [u.id for u in utts if u.id != "84-121123-0001"]
     assert '"84-121123-0001"' in (tmp_path / "m2" / "rejected.jsonl").read_text()
 
 
 def test_ljspeech_layout_uses_the_normalised_column(an4_test_utts, tmp_path):
     from asr.corpora.librispeech import read_ljspeech
     (tmp_path / "wavs").mkdir()
-    shutil.copy(an4_test_utts[0].audio, tmp_path / "wavs" / "LJ001-0001.wav")  # SPHERE bytes: soundfile reads by content
+    # SPHERE bytes under a .wav name: soundfile reads by content
+    shutil.copy(an4_test_utts[0].audio, tmp_path / "wavs" / "LJ001-0001.wav")
     (tmp_path / "metadata.csv").write_text("LJ001-0001|Printing, in 1912.|Printing, in nineteen twelve.\n")
     (u,) = read_ljspeech(tmp_path)
     assert u.text == "PRINTING IN NINETEEN TWELVE" and u.duration == an4_test_utts[0].duration

@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 
-from asr.corpora.an4 import dev_speakers, locate_an4, download_an4, prepare_an4, read_split, read_transcription
+from asr.corpora.an4 import dev_speakers, download_an4, locate_an4, prepare_an4, read_split, read_transcription
 from asr.data import read_manifest
 
 

@@ -5,8 +5,15 @@ import torch
 
 from asr.audio import load_audio
 from asr.data import pad_waves
-from asr.features import (FeatureConfig, FeatureExtractor, SpecAugmentConfig, compute_stats, load_stats, save_stats,
-                          spec_augment)
+from asr.features import (
+    FeatureConfig,
+    FeatureExtractor,
+    SpecAugmentConfig,
+    compute_stats,
+    load_stats,
+    save_stats,
+    spec_augment,
+)
 
 
 def test_logmel_agrees_with_librosa(an4_test_utts):

@@ -8,8 +8,8 @@ from asr.corpora.an4 import read_split
 from asr.decode import DecodingOptions
 from asr.lm import build_lm, lm_file, read_lexicon_words, read_word_list, write_lexicon
 from asr.score import score
-from asr.transcribe import load_model
 from asr.text import Vocabulary, train_bpe
+from asr.transcribe import load_model
 
 
 def test_lmplz_builds_a_trigram_lm_and_lexicon_from_an4_transcripts(an4_dir, tmp_path):

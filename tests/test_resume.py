@@ -11,7 +11,6 @@ import torch
 from asr.cli import main as asr_main
 from asr.data import write_manifest
 
-
 EPOCHS = 12
 
 

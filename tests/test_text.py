@@ -1,6 +1,14 @@
 import pytest
 
-from asr.text import BPEVocabulary, TextConfig, Vocabulary, normalize_text, spell_number, train_bpe, vocabulary_from_state
+from asr.text import (
+    BPEVocabulary,
+    TextConfig,
+    Vocabulary,
+    normalize_text,
+    spell_number,
+    train_bpe,
+    vocabulary_from_state,
+)
 
 
 def test_normalize_text():

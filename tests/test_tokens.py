@@ -2,14 +2,14 @@
 import pytest
 
 import asr
+from asr.checkpoint import load_checkpoint
 from asr.cli import main as asr_main
 from asr.corpora.vctk import locate_vctk, read_vctk
 from asr.data import write_manifest
 from asr.lm import build_lm
+from asr.model import ModelConfig
 from asr.score import score
 from asr.text import BPEVocabulary, Vocabulary
-from asr.model import ModelConfig
-from asr.checkpoint import load_checkpoint
 from asr.train import TrainConfig, train
 
 

@@ -30,7 +30,7 @@ def test_checkpoint_carries_everything(overfit_model):
     assert len(vocab) == model.cfg.vocab_size == 29
     assert extractor.mean.shape == (80,) and not torch.all(extractor.mean == 0)
     assert TrainConfig(**{k: v for k, v in ckpt["train_config"].items() if not isinstance(v, dict)})
-    log = [json.loads(l) for l in (path.parent / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (path.parent / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"] / 10
     assert (path.parent / "last.pt").exists()
 

@@ -45,7 +45,7 @@ def test_cli_transcribe_text_and_json(overfit_model, five_utts):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [f"{u.audio}\t{u.text}" for u in five_utts[:2]]
     out = _asr("transcribe", "--json", "--model", overfit_model[0], *paths)
-    rows = [json.loads(l) for l in out.stdout.splitlines()]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["text"] for r in rows] == [u.text for u in five_utts[:2]]
     assert rows[0]["path"] == paths[0] and rows[0]["duration"] == pytest.approx(five_utts[0].duration, abs=0.01)
 
@@ -81,7 +81,8 @@ def test_two_minutes_of_test_speech_score_as_its_utterances_do(an4_model, an4_te
     per_utt = score(refs, [r.text for r in model.transcribe([u.audio for u in chosen])])
     long = model.with_options(chunk_seconds=20.0).transcribe(torch.cat(pieces))
     joined = score([" ".join(refs)], [long.text])
-    assert long.duration >= 120 and abs(joined.wer.rate - per_utt.wer.rate) <= 1.0, (joined.summary(), per_utt.summary())
+    assert long.duration >= 120
+    assert abs(joined.wer.rate - per_utt.wer.rate) <= 1.0, (joined.summary(), per_utt.summary())
     assert per_utt.wer.rate < 20                                          # a model that transcribes AN4
     starts = [w.start for w in long.words]
     assert starts == sorted(starts) and long.words[-1].end <= long.duration + 0.05
