@@ -61,8 +61,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 recipe: install
-	$(MAKE) -C recipes/$(RECIPE) all STAGE=$(STAGE) STOP_STAGE=$(STOP_STAGE)
+	$(MAKE) -C recipes/$(RECIPE) all STAGE=$(STAGE) STOP_STAGE=$(STOP_STAGE) CALLER_DIR=$(CURDIR)
 
+# Two workers (pytest-xdist), whole files each so that a file's module fixtures are built once;
+# PYTEST_ARGS="-n 0 -x tests/test_x.py" runs one file in this process instead.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

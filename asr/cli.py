@@ -141,10 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_args(p)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("export", help="TorchScript (features + model in one file), optionally int8")
+    p = sub.add_parser("export", help="ONNX, a sherpa-onnx model dir, or TorchScript (features + model in one "
+                                      "file), optionally int8")
     p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of recurrent and linear layers")
+    p.add_argument("--out", required=True, help="the file (onnx, torchscript) or dir (sherpa-onnx) to write")
+    p.add_argument("--format", choices=["onnx", "sherpa-onnx", "torchscript"],
+                   help="default: onnx for an --out ending in .onnx, else torchscript")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation (onnxruntime's for onnx, "
+                   "PyTorch's of the recurrent and linear layers for torchscript)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("score", help="WER/CER of hypotheses against a manifest's transcripts")
@@ -193,12 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value, e.g. model.hidden=800 model.layers=5")
     p.set_defaults(func=cmd_bench)
 
-    p = bench.add_parser("decode", help="real-time factor of transcription: eager, TorchScript, int8, LM beam")
+    p = bench.add_parser("decode", help="real-time factor of transcription: checkpoint, ONNX fp32 / int8, sherpa-onnx, "
+                                        "TorchScript, LM beam; at each thread count")
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--limit", type=int, help="only the first N utterances")
     p.add_argument("--out", help="also write the rows as JSON here")
     add_decoding_args(p)
+    p.add_argument("--thread-counts", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                   help="comma-separated thread counts, each timed in turn (default 1,2)")
     p.set_defaults(func=cmd_bench_decode)
 
     p = bench.add_parser("stream", help="streaming: WER, word latency and RTF of a unidirectional model")

@@ -155,11 +155,25 @@ def cmd_tune(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import export_torchscript
+    from .export import export_onnx, export_sherpa_onnx, export_torchscript
 
-    out = export_torchscript(args.model, args.out, int8=args.int8)
-    print(f"TorchScript{' (int8 dynamic quantisation)' if args.int8 else ''} -> {out} "
-          f"({out.stat().st_size / 1e6:.1f} MB)")
+    fmt = args.format or ("onnx" if args.out.endswith(".onnx") else "torchscript")
+    if fmt == "sherpa-onnx":
+        if args.int8:
+            sys.exit("asr export: --int8 is for --format onnx or torchscript")
+        out = export_sherpa_onnx(args.model, args.out)
+        print(f"sherpa-onnx (OfflineRecognizer.from_nemo_ctc) -> {out / 'model.onnx'}, {out / 'tokens.txt'}")
+        return
+    out = (export_onnx if fmt == "onnx" else export_torchscript)(args.model, args.out, int8=args.int8)
+    print(f"{'ONNX' if fmt == 'onnx' else 'TorchScript'}{' (int8 dynamic quantisation)' if args.int8 else ''} -> "
+          f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if fmt == "onnx" and args.int8:
+        from .checkpoint import read_checkpoint
+
+        cell = read_checkpoint(args.model)["model_config"].get("cell", "gru")
+        if cell != "lstm":
+            print(f"note: onnxruntime has no int8 {cell.upper()} kernel: only the output layer is int8 and the "
+                  f"model runs at fp32's speed (recipes/an4/RESULTS.md); the fp32 export is the one to ship")
 
 
 def cmd_score(args) -> None:
@@ -290,29 +304,36 @@ def cmd_bench_decode(args) -> None:
 
     import torch
 
-    from .bench import DECODE_HEADER, bench_decode, format_decode_row
+    from .bench import DECODE_HEADER, SherpaTranscriber, bench_decode, format_decode_row
+    from .checkpoint import read_checkpoint
     from .data import read_manifest
     from .decode import DecodingOptions
-    from .export import export_torchscript
+    from .export import export_onnx, export_sherpa_onnx, export_torchscript
     from .transcribe import load_model
 
-    threads = args.threads or 2  # torch threads and beam-search threads
-    torch.set_num_threads(threads)
     utts = read_manifest(args.manifest)[:args.limit or None]
-    beam = replace(decoding_options(args), threads=threads)
-    greedy, chunking = DecodingOptions(), chunking_options(args)
+    beam, greedy, chunking = decoding_options(args), DecodingOptions(), chunking_options(args)
+    fbank = read_checkpoint(args.model)["feature_config"].get("kind") == "fbank"
+    rows = []
+    print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.0f} s of audio; threads "
+          f"{', '.join(map(str, args.thread_counts))} (torch, onnxruntime and beam search alike)")
     with tempfile.TemporaryDirectory() as tmp:
-        ts = export_torchscript(args.model, Path(tmp) / "model.ts")
-        q8 = export_torchscript(args.model, Path(tmp) / "model_int8.ts", int8=True)
-        models = {"greedy, eager": load_model(args.model, options=greedy, chunking=chunking),
-                  "greedy, TorchScript": load_model(ts, options=greedy, chunking=chunking),
-                  "greedy, TorchScript int8": load_model(q8, options=greedy, chunking=chunking)}
-        if beam.method == "beam":
-            label = "LM beam" if beam.lm else "beam"
-            models.update({f"{label}, eager": load_model(args.model, options=beam, chunking=chunking),
-                           f"{label}, TorchScript int8": load_model(q8, options=beam, chunking=chunking)})
-        print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.0f} s of audio, {threads} threads")
-        rows = bench_decode(models, utts, log=lambda line: None)
+        files = {"ONNX": export_onnx(args.model, Path(tmp) / "model.onnx"),
+                 "ONNX int8": export_onnx(args.model, Path(tmp) / "model_int8.onnx", int8=True),
+                 "TorchScript": export_torchscript(args.model, Path(tmp) / "model.ts")}
+        sherpa = export_sherpa_onnx(args.model, Path(tmp) / "sherpa") if fbank else None
+        for threads in args.thread_counts:
+            torch.set_num_threads(threads)          # ONNX sessions take torch's thread count when loaded
+            load = lambda path, options: load_model(path, options=options, chunking=chunking)
+            models = {"greedy, checkpoint": load(args.model, greedy),
+                      **{f"greedy, {name}": load(path, greedy) for name, path in files.items()}}
+            if sherpa is not None:
+                models["greedy, sherpa-onnx"] = SherpaTranscriber(sherpa, threads)
+            if beam.method == "beam":
+                label, options = "LM beam" if beam.lm else "beam", replace(beam, threads=threads)
+                models.update({f"{label}, checkpoint": load(args.model, options),
+                               f"{label}, ONNX": load(files["ONNX"], options)})
+            rows += bench_decode(models, utts, threads, log=lambda line: None)
     print(DECODE_HEADER)
     for r in rows:
         print(format_decode_row(r))

@@ -1,19 +1,27 @@
-"""Audio -> features: log-mel (default), log linear spectrogram or MFCC; global normalisation; SpecAugment.
+"""Audio -> features: log-mel (default), Kaldi-style fbank, log linear spectrogram or MFCC; global
+normalisation; SpecAugment.
 
-Features are computed in batches on whatever device holds the waveform (the GPU when training
-there). Frames use only samples inside the utterance (no centre padding), so a padded batch
-gives every utterance exactly the frames it gets alone, and audio that arrives in pieces
-(`FeatureExtractor.step`, for streaming) gets the frames of the whole: frame i reads samples
-[i * hop_length, i * hop_length + n_fft). Every frame count and rate derives from FeatureConfig.
+Frame t of an input of S samples reads `win_length` samples from t * hop_length + `frame_offset`:
+- logmel / spectrogram / mfcc: torchaudio's framing without centre padding (the window centred in
+  n_fft samples; (S - n_fft) // hop + 1 frames), zeros past the end of a short input;
+- fbank: Kaldi's (snip_edges false: frames centred on t * hop + hop / 2, round(S / hop) of them, the
+  signal reflected at both ends), pre-emphasis 0.97 and a periodic Hann window, slaney mel 0-8 kHz
+  and a log floor of FLT_EPSILON: the front end sherpa-onnx (kaldi-native-fbank) computes for NeMo
+  CTC models, so a model trained on it runs there (asr.export, `--format sherpa-onnx`).
+Every input gets at least one frame. One function (`FeatureExtractor._frames`) makes the frames of
+a padded batch (each input its own length: a batch gives every input exactly its frames alone)
+and of audio arriving in pieces (`step`, for streaming), with tensor arithmetic only, so a traced
+or exported graph is right for every length. Every frame count and rate derives from FeatureConfig.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torchaudio
+import torchaudio.functional as AF
 from torch import nn
 
 from .audio import SAMPLE_RATE
@@ -22,11 +30,15 @@ N_FFT = 512          # next power of two above the 25 ms window
 WIN_LENGTH = 400     # 25 ms at 16 kHz
 HOP_LENGTH = 160     # 10 ms at 16 kHz
 LOG_FLOOR = 1e-10    # power below this is silence; keeps log finite
+KALDI_LOG_FLOOR = 1.1920928955078125e-07  # FLT_EPSILON: kaldi-native-fbank's log floor (fbank)
+PREEMPHASIS = 0.97   # Kaldi's default pre-emphasis (fbank), which sherpa-onnx cannot turn off
+KINDS = ("logmel", "fbank", "spectrogram", "mfcc")
+_FAR = 2 ** 40       # the length of an input that has not ended yet (2 * _FAR still fits in int64)
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    kind: str = "logmel"        # logmel | spectrogram | mfcc
+    kind: str = "logmel"        # logmel | fbank (Kaldi framing, sherpa-onnx's front end) | spectrogram | mfcc
     sample_rate: int = SAMPLE_RATE
     n_fft: int = N_FFT
     win_length: int = WIN_LENGTH
@@ -38,36 +50,38 @@ class FeatureConfig:
     utterance_mean: bool = False  # also subtract each utterance's own mean (removes channel / speaker offsets)
 
     def __post_init__(self):
-        if self.kind not in ("logmel", "spectrogram", "mfcc"):
-            raise ValueError(f"feature kind must be logmel, spectrogram or mfcc, not {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"feature kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if not 0 < self.win_length <= self.n_fft:
+            raise ValueError(f"win_length must be in 1..n_fft ({self.n_fft}), not {self.win_length}")
 
     @property
     def dim(self) -> int:
-        return {"logmel": self.n_mels, "spectrogram": self.n_fft // 2 + 1, "mfcc": self.n_mfcc}[self.kind]
+        return {"spectrogram": self.n_fft // 2 + 1, "mfcc": self.n_mfcc}.get(self.kind, self.n_mels)
 
     @property
     def frames_per_second(self) -> float:
         return self.sample_rate / self.hop_length
 
+    @property
+    def frame_offset(self) -> int:
+        """Where frame t's window starts, relative to t * hop_length (negative: before it)."""
+        if self.kind == "fbank":
+            return self.hop_length // 2 - self.win_length // 2
+        return (self.n_fft - self.win_length) // 2
+
+    @property
+    def frame_reach(self) -> int:
+        """Samples after t * hop_length that frame t needs before it can be computed (without the end)."""
+        return self.frame_offset + self.win_length if self.kind == "fbank" else self.n_fft
+
     def num_frames(self, num_samples):
-        """Frames for utterances of `num_samples` samples (an int or a tensor of them); at least one
-        (input shorter than n_fft is zero-padded to it)."""
-        frames = (num_samples - self.n_fft) // self.hop_length + 1
+        """Frames for utterances of `num_samples` samples (an int or a tensor of them); at least one."""
+        if self.kind == "fbank":
+            frames = (num_samples + self.hop_length // 2) // self.hop_length
+        else:
+            frames = (num_samples - self.n_fft) // self.hop_length + 1
         return torch.clamp(frames, min=1) if isinstance(frames, torch.Tensor) else max(frames, 1)
-
-
-def _transform(cfg: FeatureConfig) -> nn.Module:
-    mel_kwargs = dict(
-        n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length, center=False,
-        f_min=cfg.f_min, f_max=cfg.f_max, n_mels=cfg.n_mels, norm="slaney", mel_scale="slaney",
-    )
-    if cfg.kind == "logmel":
-        return torchaudio.transforms.MelSpectrogram(sample_rate=cfg.sample_rate, **mel_kwargs)
-    if cfg.kind == "spectrogram":
-        return torchaudio.transforms.Spectrogram(
-            n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length, center=False)
-    return torchaudio.transforms.MFCC(
-        sample_rate=cfg.sample_rate, n_mfcc=cfg.n_mfcc, log_mels=True, melkwargs=mel_kwargs)
 
 
 class FeatureExtractor(nn.Module):
@@ -79,25 +93,70 @@ class FeatureExtractor(nn.Module):
     def __init__(self, cfg: FeatureConfig, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
         super().__init__()
         self.cfg = cfg
-        self.transform = _transform(cfg)
         as_buffer = lambda x, default: default if x is None else torch.as_tensor(x, dtype=torch.float32)
         self.register_buffer("mean", as_buffer(mean, torch.zeros(cfg.dim)))
         self.register_buffer("std", as_buffer(std, torch.ones(cfg.dim)))
+        window = torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64)         # (W,)
+        k = torch.arange(cfg.n_fft // 2 + 1, dtype=torch.float64)
+        angle = 2 * math.pi * torch.outer(torch.arange(cfg.win_length, dtype=torch.float64), k) / cfg.n_fft
+        # |DFT|^2 of the windowed frame zero-padded to n_fft, as one matmul: (W, 2K) [cos | -sin]
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)], 1) * window[:, None]
+        self.register_buffer("window", window.float(), persistent=False)
+        self.register_buffer("dft", basis.float(), persistent=False)
+        if cfg.kind != "spectrogram":
+            fb = AF.melscale_fbanks(cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max or cfg.sample_rate / 2, cfg.n_mels,
+                                    cfg.sample_rate, norm="slaney", mel_scale="slaney")    # (K, n_mels)
+            self.register_buffer("mel", fb, persistent=False)
+        if cfg.kind == "mfcc":
+            self.register_buffer("dct", AF.create_dct(cfg.n_mfcc, cfg.n_mels, "ortho"), persistent=False)
 
-    def frames(self, waves: torch.Tensor) -> torch.Tensor:
-        """(N, S) samples, S >= n_fft -> (N, (S - n_fft) // hop + 1, F) un-normalised features: the maths
-        of the offline and the streaming path alike."""
-        with torch.autocast(waves.device.type, enabled=False):
-            x = self.transform(waves.float())                      # (N, F, T)
-        if self.cfg.kind != "mfcc":
-            x = torch.log(torch.clamp(x, min=LOG_FLOOR))
-        return x.transpose(1, 2)                                   # (N, T, F)
+    def _frames(self, audio: torch.Tensor, start, first, n, total: torch.Tensor) -> torch.Tensor:
+        """The maths of every path. (N, r) samples that begin at absolute sample `start` -> (N, n, F)
+        un-normalised features of frames first .. first + n - 1 of inputs `total` (N,) samples long (_FAR
+        while an input goes on): samples outside an input are reflected (fbank) or zero."""
+        cfg = self.cfg
+        N, r = audio.shape
+        t = torch.arange(n, device=audio.device) + first                                    # (n,)
+        j = (t[:, None] * cfg.hop_length + cfg.frame_offset
+             + torch.arange(cfg.win_length, device=audio.device)[None, :])                 # (n, W) absolute
+        total = total.to(audio.device)[:, None, None]                                       # (N, 1, 1)
+        if cfg.kind == "fbank":                                    # reflect at both ends: j mod 2S, folded
+            s = total.clamp(min=1)
+            m = torch.remainder(j[None], 2 * s)
+            j = torch.where(m < s, m, 2 * s - 1 - m)                                         # (N, n, W)
+            inside = total > 0
+        else:
+            inside = (j[None] >= 0) & (j[None] < total)
+        local = torch.where(inside, j - start, torch.full_like(j, r))                       # r: a zero sample
+        flat = nn.functional.pad(audio, (0, 1)).reshape(-1)                                 # (N * (r + 1),)
+        rows = torch.arange(N, device=audio.device)[:, None, None] * (r + 1)
+        x = flat[(local + rows).reshape(-1)].reshape(N, -1, cfg.win_length).float()         # (N, n, W)
+        if cfg.kind == "fbank":                                    # Kaldi: per frame, the first against itself
+            x = torch.cat([x[..., :1] * (1 - PREEMPHASIS), x[..., 1:] - PREEMPHASIS * x[..., :-1]], -1)
+        return self._spectrum_features(x)
+
+    def _spectrum_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, n, W) frames -> (N, n, F) un-normalised features."""
+        with torch.autocast(x.device.type, enabled=False):
+            # One MatMul when tracing or exporting (ONNX has no complex tensors) and for no frames (MKL's FFT
+            # refuses empty batches); the FFT, faster, otherwise. The two agree to float32 rounding.
+            if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or x.shape[1] == 0:
+                re, im = (x @ self.dft).chunk(2, dim=-1)
+                power = re * re + im * im                                                   # (N, n, K)
+            else:
+                power = torch.fft.rfft(x * self.window, n=self.cfg.n_fft).abs().pow(2)
+            if self.cfg.kind == "spectrogram":
+                return torch.log(torch.clamp(power, min=LOG_FLOOR))
+            mel = power @ self.mel                                                          # (N, n, n_mels)
+            if self.cfg.kind == "mfcc":
+                return torch.log(mel + 1e-6) @ self.dct                                     # as torchaudio's MFCC
+            floor = KALDI_LOG_FLOOR if self.cfg.kind == "fbank" else LOG_FLOOR
+            return torch.log(torch.clamp(mel, min=floor))
 
     def raw(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Un-normalised features (N, T, F) and frame counts (N,); padded frames are garbage."""
-        if waves.shape[-1] < self.cfg.n_fft:
-            waves = nn.functional.pad(waves, (0, self.cfg.n_fft - waves.shape[-1]))
-        return self.frames(waves), self.cfg.num_frames(lengths)
+        """Un-normalised features (N, T, F) and frame counts (N,); frames past an input's count are garbage."""
+        frames = self.cfg.num_frames(lengths)                                               # (N,)
+        return self._frames(waves, 0, 0, frames.max(), lengths), frames
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std                          # (N, T, F)
@@ -113,29 +172,33 @@ class FeatureExtractor(nn.Module):
     def initial_state(self, n: int) -> FeatureState:
         if self.cfg.utterance_mean:
             raise ValueError("streaming cannot use features.utterance_mean: it needs the whole utterance")
-        return FeatureState(torch.zeros(n, 0, device=self.mean.device), 0)
+        zero = torch.zeros((), dtype=torch.long)
+        return FeatureState(torch.zeros(n, 0, device=self.mean.device), zero, zero)
 
-    def step(self, samples: torch.Tensor, state: FeatureState, final: bool = False
-             ) -> tuple[torch.Tensor, FeatureState]:
+    def step(self, samples: torch.Tensor, state: FeatureState, final=False) -> tuple[torch.Tensor, FeatureState]:
         """(N, s) samples that follow `state` -> (N, t, F) normalised feature frames now complete, and the
-        state after them. `final`: the input ends here (a whole input shorter than n_fft still gets its
-        one zero-padded frame, as offline)."""
+        state after them. `final` (a bool or a 0-dim tensor): the input ends here. Tensor arithmetic only,
+        so a traced graph of it streams correctly at any chunk size."""
         cfg = self.cfg
-        audio = torch.cat([state.pending, samples.to(state.pending)], 1)   # (N, r + s)
-        if final and state.frames == 0 and audio.shape[1] < cfg.n_fft:
-            audio = nn.functional.pad(audio, (0, cfg.n_fft - audio.shape[1]))
-        n = max(0, (audio.shape[1] - cfg.n_fft) // cfg.hop_length + 1)
-        if n == 0:
-            return audio.new_zeros(audio.shape[0], 0, cfg.dim), FeatureState(audio, state.frames)
-        x = self.normalize(self.frames(audio[:, :(n - 1) * cfg.hop_length + cfg.n_fft]))  # (N, n, F)
-        return x, FeatureState(audio[:, n * cfg.hop_length:], state.frames + n)
+        audio = torch.cat([state.pending, samples.to(state.pending)], 1)                    # (N, r + s)
+        received = state.start + audio.shape[1]                                             # samples so far
+        # complete frames, max(0, (received - reach) // hop + 1), with a non-negative division (ONNX truncates)
+        ready = torch.clamp(received - cfg.frame_reach + cfg.hop_length, min=0) // cfg.hop_length
+        final = torch.as_tensor(final)
+        n = torch.where(final, cfg.num_frames(received), ready) - state.frames               # new frames
+        total = torch.where(final, received, torch.full_like(received, _FAR)).expand(audio.shape[0])
+        x = self.normalize(self._frames(audio, state.start, state.frames, n, total))        # (N, n, F)
+        frames = state.frames + n
+        start = torch.minimum(torch.clamp(frames * cfg.hop_length + cfg.frame_offset, min=0), received)  # next frame's
+        return x, FeatureState(audio[:, start - state.start:], start, frames)
 
 
 @dataclass
 class FeatureState:
-    """Audio not yet turned into frames, for N streams advancing together."""
-    pending: torch.Tensor     # (N, r) samples after the last complete frame's start + hop
-    frames: int               # frames made so far
+    """Audio not yet turned into frames, for N streams advancing together (0-dim int64 counters)."""
+    pending: torch.Tensor     # (N, r) samples from `start` on
+    start: torch.Tensor       # the absolute index of pending's first sample
+    frames: torch.Tensor      # frames made so far
 
 
 def compute_stats(extractor: FeatureExtractor, batches) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -60,21 +60,21 @@ class ModelState:
 
 
 def conv_step(conv: nn.Conv1d, pending: torch.Tensor, x: torch.Tensor, right_pad: int,
-              final: bool) -> tuple[torch.Tensor, torch.Tensor]:
+              final) -> tuple[torch.Tensor, torch.Tensor]:
     """A convolution over a sequence that arrives in pieces: (N, C, r) frames kept from before and (N, C, t)
     new ones -> (N, C', n) outputs whose every input has arrived, and the frames to keep for the next piece.
 
-    `final`: the sequence ends with `x`, followed by `right_pad` zero frames (the offline zero padding).
-    The left padding is the initial `pending` frames. `conv` itself pads nothing.
+    `final` (a bool or a 0-dim tensor): the sequence ends with `x`, followed by `right_pad` zero frames (the
+    offline zero padding). The left padding is the initial `pending` frames; `conv` itself pads nothing.
+    Tensor arithmetic only (no branch on a length), so a traced graph is right for every length.
     """
-    x = torch.cat([pending, x], 2)                                       # (N, C, r + t)
-    if final and right_pad:
-        x = nn.functional.pad(x, (0, right_pad))
     k, s = conv.kernel_size[0], conv.stride[0]
-    if x.shape[2] < k:
-        return x.new_zeros(x.shape[0], conv.out_channels, 0), x
-    y = conv(x)                                                          # (N, C', n): n = (r + t - k) // s + 1
-    return y, x[:, :, y.shape[2] * s:]
+    have = pending.shape[2] + x.shape[2]                                  # real frames (r + t)
+    x = torch.cat([pending, x, x.new_zeros(x.shape[0], x.shape[1], k)], 2)  # (N, C, r + t + k): never too short
+    # outputs now complete: max(0, (have + pad - k) // s + 1), divided only when non-negative (ONNX's integer
+    # division truncates towards zero, Python's floors)
+    n = torch.clamp(torch.as_tensor(have + right_pad * final - k + s), min=0) // s
+    return conv(x)[:, :, :n], x[:, :, n * s:have]
 
 
 class AcousticModel(nn.Module):
@@ -124,6 +124,24 @@ class AcousticModel(nn.Module):
                                  pack=pack)
         return log_probs, out_lengths
 
+    def initial_rnn_state(self, n: int, device=None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        c = self.cfg
+        h = torch.zeros(c.layers * (2 if c.bidirectional else 1), n, c.hidden, device=device)
+        return (h, h.clone()) if c.cell == "lstm" else h
+
+    def _stream_rnn(self, x: torch.Tensor, h):
+        """The recurrent stack over (N, t, C) new frames of N streams (t may be 0) from state `h`: one frame of
+        zeros is appended and the stack run on packed sequences of max(t, 1), the state kept where t is 0."""
+        t = torch.as_tensor(x.shape[1])
+        h = self.initial_rnn_state(x.shape[0], x.device) if h is None else h
+        x = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[2])], 1)         # (N, t + 1, C)
+        lengths = torch.clamp(t, min=1).expand(x.shape[0]).cpu()
+        y, h_new = self.rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), h)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+        keep = lambda new, old: torch.where(t > 0, new, old)
+        h_new = tuple(map(keep, h_new, h)) if isinstance(h, tuple) else keep(h_new, h)
+        return y[:, :t], h_new
+
     def front_end(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, T, F) features -> (N, T', C) recurrent-stack input, (N,) output lengths, (N, 1, T') validity mask."""
         out_lengths = self.output_lengths(lengths)
@@ -155,14 +173,14 @@ class AcousticModel(nn.Module):
         """
         cfg = self.cfg
         x, mask, pending1, pending2 = self._front(x, state, final, out_lengths)  # (N, t2, C), (N, 1, t2) or None
-        if x.shape[1] == 0:                                                # nothing new for the recurrent stack
-            y, rnn_state = x.new_zeros(x.shape[0], 0, self.output.in_features), state.rnn
-        elif pack and out_lengths is not None:
+        if pack and out_lengths is not None:
             packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
             y, rnn_state = self.rnn(packed, state.rnn)
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # (N, t2, H*dirs)
-        else:
+        elif out_lengths is not None:
             y, rnn_state = self.rnn(x, state.rnn)                         # (N, t2, H*dirs)
+        else:
+            y, rnn_state = self._stream_rnn(x, state.rnn)
         pending3 = state.lookahead
         if self.lookahead is not None:
             if mask is not None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):   # tests run in parallel processes (make test): one thread each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")   # read by torch at import, inherited by subprocesses
+
 import pytest
 
 from asr.corpora.an4 import read_split
@@ -36,6 +39,12 @@ def an4_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def an4_fbank_model() -> Path:
+    """The same recipe on `features: {kind: fbank}` (sherpa-onnx's front end), see tests/fixtures/README.md."""
+    return ROOT / "tests" / "fixtures" / "an4_fbank_2x160.pt"
+
+
+@pytest.fixture(scope="session")
 def an4_test_utts(an4_dir):
     """The 130 AN4 test utterances (real speech, 0.7-6.2 s)."""
     return read_split(an4_dir, "test")
@@ -54,21 +63,37 @@ def five_utts(an4_dir):
     raise AssertionError("AN4 train has fewer than five short distinct utterances")
 
 
+def shared_dir(tmp_path_factory) -> Path:
+    """A temporary dir of this test run that every parallel worker (pytest-xdist) sees."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def overfit_model(tmp_path_factory, five_utts):
-    """A tiny BiGRU trained (for real) on five AN4 utterances until it gets them right: (best.pt, best dev)."""
+    """A tiny BiGRU trained (for real) on five AN4 utterances until it gets them right: (best.pt, best dev).
+    Trained once per test run: the first worker to need it trains it, the others wait and read it."""
+    import json
+
+    from filelock import FileLock
+
     from asr.cli import main as asr_main
     from asr.model import ModelConfig
     from asr.train import TrainConfig, train
 
-    exp = tmp_path_factory.mktemp("overfit")
-    manifest = exp / "five.jsonl"
-    write_manifest(manifest, five_utts)
-    asr_main(["stats", "--manifest", str(manifest), "--out", str(exp / "stats.json")])
-    cfg = TrainConfig(
-        exp_dir=str(exp), train_manifest=str(manifest), dev_manifest=str(manifest), stats=str(exp / "stats.json"),
-        epochs=160, lr=4e-3, batch_frames=500, warmup=0.05, final_lr=0.1, spec_augment=False, threads=2,
-        pack_sequences=True,  # exact: with batches this uneven, unpacked training would not match inference
-        model=ModelConfig(conv_channels=96, hidden=96, layers=2, dropout=0.0))
-    best = train(cfg)
-    return exp / "best.pt", best
+    exp = shared_dir(tmp_path_factory) / "overfit"
+    with FileLock(str(exp) + ".lock"):
+        if (exp / "best.json").exists():
+            return exp / "best.pt", json.loads((exp / "best.json").read_text())
+        exp.mkdir()
+        manifest = exp / "five.jsonl"
+        write_manifest(manifest, five_utts)
+        asr_main(["stats", "--manifest", str(manifest), "--out", str(exp / "stats.json")])
+        cfg = TrainConfig(
+            exp_dir=str(exp), train_manifest=str(manifest), dev_manifest=str(manifest), stats=str(exp / "stats.json"),
+            epochs=160, lr=4e-3, batch_frames=500, warmup=0.05, final_lr=0.1, spec_augment=False, threads=1,
+            pack_sequences=True,  # exact: with batches this uneven, unpacked training would not match inference
+            tensorboard=False, model=ModelConfig(conv_channels=96, hidden=96, layers=2, dropout=0.0))
+        best = train(cfg)
+        (exp / "best.json").write_text(json.dumps(best))
+        return exp / "best.pt", best

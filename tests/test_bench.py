@@ -29,7 +29,7 @@ def test_bench_train_prints_and_writes_both_throughputs(tmp_path, an4_dir, capsy
     out = tmp_path / "bench.json"
     asr_main(["bench", "train", "--batch-sizes", "2,3", "--steps", "2", "--warmup", "1", "--seconds", "2,4",
               "--corpus", str(an4_dir), "--out", str(out), "--workdir", str(tmp_path),
-              "model.hidden=32", "model.conv_channels=32", "model.layers=2", "threads=2", "num_workers=1"])
+              "model.hidden=32", "model.conv_channels=32", "model.layers=2", "threads=1", "num_workers=1"])
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())
     assert [r["batch_size"] for r in rows] == [2, 3]
@@ -42,7 +42,7 @@ def test_bench_train_prints_and_writes_both_throughputs(tmp_path, an4_dir, capsy
     assert list(tmp_path.glob("tmp*")) == []                            # scratch audio removed
 
 
-def test_bench_decode_prints_rtf_for_eager_exported_int8_and_lm_beam(an4_model, an4_test_utts, tmp_path, capsys):
+def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model, an4_test_utts, tmp_path, capsys):
     from asr.data import write_manifest
     from asr.lm import build_lm
 
@@ -50,13 +50,16 @@ def test_bench_decode_prints_rtf_for_eager_exported_int8_and_lm_beam(an4_model, 
     write_manifest(manifest, an4_test_utts[:12])
     build_lm([u.text for u in an4_test_utts], tmp_path / "lm")
     asr_main(["bench", "decode", "--model", str(an4_model), "--manifest", str(manifest), "--lm-dir",
-              str(tmp_path / "lm"), "--out", str(tmp_path / "rtf.json")])
+              str(tmp_path / "lm"), "--thread-counts", "1,2", "--out", str(tmp_path / "rtf.json")])
     printed = capsys.readouterr().out
-    rows = {r["mode"]: r for r in json.loads((tmp_path / "rtf.json").read_text())}
-    assert set(rows) == {"greedy, eager", "greedy, TorchScript", "greedy, TorchScript int8",
-                         "LM beam, eager", "LM beam, TorchScript int8"}
+    rows = {(r["mode"], r["threads"]): r for r in json.loads((tmp_path / "rtf.json").read_text())}
+    modes = {"greedy, checkpoint", "greedy, ONNX", "greedy, ONNX int8", "greedy, TorchScript",
+             "LM beam, checkpoint", "LM beam, ONNX"}                 # no sherpa-onnx: a log-mel model
+    assert set(rows) == {(m, t) for m in modes for t in (1, 2)}
     for r in rows.values():
-        assert 0 < r["rtf"] < 1 and r["search_x_realtime"] > 1 and 0 <= r["wer"] <= 100
-        assert r["mode"] in printed
-    assert rows["greedy, TorchScript"]["wer"] == rows["greedy, eager"]["wer"]
-    assert "12 utterances" in printed and "2 threads" in printed
+        assert 0 < r["rtf"] < 1 and 0 <= r["wer"] <= 100 and r["search_x_realtime"] > 1
+        assert re.search(rf"^{re.escape(r['mode'])}\s+{r['threads']}\s", printed, re.M)
+    for t in (1, 2):
+        assert rows[("greedy, ONNX", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
+        assert rows[("greedy, TorchScript", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
+    assert "12 utterances" in printed and "threads 1, 2" in printed

@@ -39,7 +39,7 @@ def test_feature_kinds_shapes(kind, dim, an4_test_utts):
 
 
 def test_unknown_feature_kind():
-    with pytest.raises(ValueError, match="logmel, spectrogram or mfcc"):
+    with pytest.raises(ValueError, match="logmel, fbank, spectrogram, mfcc"):
         FeatureConfig(kind="wavelets")
 
 
@@ -83,3 +83,34 @@ def test_spec_augment_masks_and_is_seeded():
     assert 0 < masked < 0.4
     # time masks stay inside each utterance: utterance 2 (30 frames) keeps its padding untouched
     assert (a[2, 30:] == 0).float().mean() < 0.3
+
+
+def _kaldi_native_fbank(samples: np.ndarray) -> np.ndarray:
+    """kaldi-native-fbank as sherpa-onnx runs it for NeMo CTC models (no dither, snip_edges false, Hann window,
+    librosa's mel scale): the front end `kind: fbank` matches, frame for frame."""
+    knf = pytest.importorskip("kaldi_native_fbank")
+    o = knf.FbankOptions()
+    o.frame_opts.samp_freq, o.frame_opts.dither, o.frame_opts.snip_edges = 16000, 0, False
+    o.frame_opts.remove_dc_offset, o.frame_opts.window_type = False, "hann"
+    o.mel_opts.num_bins, o.mel_opts.low_freq, o.mel_opts.high_freq, o.mel_opts.is_librosa = 80, 0, 0, True
+    f = knf.OnlineFbank(o)
+    f.accept_waveform(16000, samples.tolist())
+    f.input_finished()
+    return np.stack([f.get_frame(i) for i in range(f.num_frames_ready)]) if f.num_frames_ready else np.zeros((0, 80))
+
+
+def test_fbank_is_sherpa_onnx_front_end_frame_for_frame(an4_test_utts):
+    extractor = FeatureExtractor(FeatureConfig(kind="fbank"))
+    wave = an4_test_utts[0].samples()
+    cases = [wave[:n] for n in (1, 80, 81, 160, 239, 240, 401, 1000, 1601)] + [u.samples() for u in an4_test_utts[:5]]
+    for w in cases:
+        ours, n = extractor.raw(w[None], torch.tensor([w.shape[0]]))
+        theirs = _kaldi_native_fbank(w.numpy())
+        # at least one frame, as for every kind here (Kaldi gives none under half a hop)
+        assert n.item() == max(theirs.shape[0], 1) == extractor.cfg.num_frames(w.shape[0]), w.shape
+        if theirs.shape[0]:
+            assert np.abs(ours[0, :n].numpy() - theirs).max() < 1e-3, w.shape
+    batch, lengths = extractor.raw(*pad_waves(cases))                      # padded batch: each as alone
+    for i, w in enumerate(cases):
+        alone, m = extractor.raw(w[None], torch.tensor([w.shape[0]]))
+        torch.testing.assert_close(batch[i, :lengths[i]], alone[0, :m[0]], atol=1e-4, rtol=0)

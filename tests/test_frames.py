@@ -107,7 +107,7 @@ def test_training_with_another_framing_makes_a_model_that_says_so(five_utts, tmp
     write_manifest(manifest, five_utts)
     asr_main(["stats", "--manifest", str(manifest), "--out", str(stats), "features.hop_length=128"])
     cfg = TrainConfig(exp_dir=str(tmp_path), train_manifest=str(manifest), dev_manifest=str(manifest),
-                      stats=str(stats), epochs=1, threads=2, features=FeatureConfig(hop_length=128),
+                      stats=str(stats), epochs=1, threads=1, features=FeatureConfig(hop_length=128),
                       model=ModelConfig(time_stride=3, hidden=32, conv_channels=32, layers=1))
     train(cfg)
     model = asr.load_model(tmp_path / "best.pt")

@@ -28,8 +28,8 @@ def _train(d, tokens: str):
     cfg = TrainConfig(
         exp_dir=str(d / tokens), train_manifest=str(d / "six.jsonl"), dev_manifest=str(d / "six.jsonl"),
         stats=str(d / "stats.json"), epochs=120, lr=4e-3, batch_frames=300, final_lr=0.1, spec_augment=False,
-        threads=2, pack_sequences=True, tokens=tokens, bpe_vocab_size=36,
-        model=ModelConfig(conv_channels=128, hidden=128, layers=2, dropout=0.0))
+        threads=1, max_batch_size=1, tokens=tokens, bpe_vocab_size=36, tensorboard=False,  # one utterance a batch:
+        model=ModelConfig(conv_channels=128, hidden=128, layers=2, dropout=0.0))  # exact unpacked, 2x faster
     return train(cfg), d / tokens / "best.pt"
 
 

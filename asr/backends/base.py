@@ -71,3 +71,22 @@ class Stream:
     def finish(self) -> torch.Tensor:
         """The end of the input -> (t, V) log-probs of the last frames."""
         raise NotImplementedError
+
+
+class StepStream(Stream):
+    """A Stream over a step function of tensors, as every backend's streaming graph is:
+    step(samples (1, s), final (0-dim bool), *state) -> (log_probs (1, t, V), *state)."""
+
+    def __init__(self, step, state: tuple):
+        self.step, self.state = step, tuple(state)
+
+    def _run(self, samples, final: bool) -> torch.Tensor:
+        samples = torch.as_tensor(samples, dtype=torch.float32).reshape(1, -1)
+        log_probs, *self.state = self.step(samples, torch.tensor(final), *self.state)
+        return torch.as_tensor(log_probs)[0].float().cpu()
+
+    def feed(self, samples) -> torch.Tensor:
+        return self._run(samples, False)
+
+    def finish(self) -> torch.Tensor:
+        return self._run(torch.zeros(0), True)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
-from ..features import FeatureExtractor
-from ..model import AcousticModel
-from .base import Backend, Stream
+from ..features import FeatureExtractor, FeatureState
+from ..model import AcousticModel, ModelState
+from .base import Backend, StepStream
 
 
 class Recognizer(nn.Module):
@@ -25,6 +25,33 @@ class Recognizer(nn.Module):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, frames = self.extractor(waves, lengths)                 # (N, T, F)
         return self.model(feats, frames, pack=self.pack)               # (N, T', V)
+
+
+class StreamStep(nn.Module):
+    """One streaming step of the feature extractor and a unidirectional model, as a function of tensors
+    (the unit exported for streaming): (samples (N, s), final (0-dim bool), *state) -> (log_probs (N, t, V),
+    *state). The state, in order: the features' pending samples, start and frame count; the model's three
+    convolutions' pending frames; the recurrent h (and, for an LSTM, c)."""
+
+    def __init__(self, extractor: FeatureExtractor, model: AcousticModel):
+        super().__init__()
+        if model.cfg.bidirectional:
+            raise ValueError("streaming needs a unidirectional model (model.bidirectional: false)")
+        self.extractor, self.model = extractor, model
+
+    def initial_state(self, n: int = 1) -> tuple[torch.Tensor, ...]:
+        f, m = self.extractor.initial_state(n), self.model.initial_state(n, self.extractor.mean.device)
+        rnn = self.model.initial_rnn_state(n, self.extractor.mean.device)
+        rnn = rnn if isinstance(rnn, tuple) else (rnn,)
+        return (f.pending, f.start, f.frames, m.conv1, m.conv2, m.lookahead, *rnn)
+
+    def forward(self, samples: torch.Tensor, final: torch.Tensor, pending, start, frames, conv1, conv2, lookahead,
+                *rnn: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats, f = self.extractor.step(samples, FeatureState(pending, start, frames), final)     # (N, t, F)
+        state = ModelState(conv1, conv2, rnn if len(rnn) == 2 else rnn[0], lookahead)
+        log_probs, m = self.model.step(feats, state, final)                                       # (N, t', V)
+        h = m.rnn if isinstance(m.rnn, tuple) else (m.rnn,)
+        return (log_probs, f.pending, f.start, f.frames, m.conv1, m.conv2, m.lookahead, *h)
 
 
 class CheckpointBackend(Backend):
@@ -55,28 +82,6 @@ class CheckpointBackend(Backend):
             self.network.train(was_training)
         return log_probs.float().cpu(), out_lengths.cpu()
 
-    def stream(self) -> CheckpointStream:
-        if self.config.bidirectional:
-            raise ValueError("streaming needs a unidirectional model (model.bidirectional: false)")
-        return CheckpointStream(self)
-
-
-class CheckpointStream(Stream):
-    """The feature extractor's and the model's own steps, their state carried from piece to piece."""
-
-    def __init__(self, backend: CheckpointBackend):
-        self.extractor, self.model = backend.extractor, backend.model.eval()
-        self.features = self.extractor.initial_state(1)
-        self.state = self.model.initial_state(1, backend.device)
-
-    @torch.no_grad()
-    def _step(self, samples: torch.Tensor, final: bool) -> torch.Tensor:
-        feats, self.features = self.extractor.step(samples.reshape(1, -1), self.features, final)  # (1, t, F)
-        log_probs, self.state = self.model.step(feats, self.state, final)                      # (1, t', V)
-        return log_probs[0].cpu()
-
-    def feed(self, samples: torch.Tensor) -> torch.Tensor:
-        return self._step(torch.as_tensor(samples, dtype=torch.float32), final=False)
-
-    def finish(self) -> torch.Tensor:
-        return self._step(torch.zeros(0), final=True)
+    def stream(self) -> StepStream:
+        step = StreamStep(self.extractor, self.model.eval())        # ValueError for a bidirectional model
+        return StepStream(torch.no_grad()(step), step.initial_state(1))

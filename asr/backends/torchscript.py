@@ -1,7 +1,9 @@
 """The TorchScript backend: an archive written by `asr export --format torchscript` (asr.export).
 
-The archive holds the traced Recognizer (features + model) and, as its extra file asr.json, the
-vocabulary and configs, so it loads alone. The traced network runs unpacked, one input at a time.
+The archive holds the traced Recognizer (features + model; packed, so padded batches are exact),
+for a unidirectional model its streaming step as the method `stream_step`, and, as its extra file
+asr.json, the vocabulary and configs, so it loads alone. Archives from before packing was traced
+run one input at a time.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 from ..features import FeatureConfig
 from ..model import ModelConfig
 from ..text import vocabulary_from_state
-from .base import Backend
+from .base import Backend, StepStream
 
 META = "asr.json"   # the archive's extra file with the vocabulary and configs
 
@@ -30,10 +32,10 @@ def is_exported(path: str | Path) -> bool:
 
 class TorchScriptBackend(Backend):
     name = "TorchScript"
-    batches = False   # traced unpacked: exact for one input at a time
 
     def __init__(self, network: torch.jit.ScriptModule, meta: dict):
         self.network, self.meta = network, meta
+        self.batches = meta.get("packed", False)   # unpacked archives (int8, older ones): one input at a time
         self.vocab = vocabulary_from_state(meta["vocab"])
         self.features = FeatureConfig(**meta["feature_config"])
         self.config = ModelConfig(**meta["model_config"])
@@ -52,3 +54,10 @@ class TorchScriptBackend(Backend):
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs, out_lengths = self.network(waves, lengths)
         return log_probs.float(), out_lengths
+
+    def stream(self) -> StepStream:
+        if "stream_state" not in self.meta:
+            raise ValueError("streaming needs a unidirectional model (model.bidirectional: false), exported "
+                             "with its streaming step")
+        state = [torch.zeros(shape, dtype=getattr(torch, dtype)) for shape, dtype in self.meta["stream_state"]]
+        return StepStream(torch.no_grad()(self.network.stream_step), state)
