@@ -1,6 +1,9 @@
-"""Reading audio: any soundfile format (NIST SPHERE, WAV, FLAC, OGG) -> mono float32 at 16 kHz."""
+"""Reading audio -> mono float32 at 16 kHz: soundfile's formats (NIST SPHERE, WAV, FLAC, OGG, MP3), and
+whatever else FFmpeg decodes (m4a / AAC from phones, webm / Opus from browsers, the audio of mp4 / mkv,
+AMR) through PyAV, whose wheels carry FFmpeg."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
 
@@ -18,10 +21,38 @@ class AudioError(ValueError):
     """Raised when an audio file cannot be used; the message names the file and the reason."""
 
 
+@dataclass(frozen=True)
+class AudioInfo:
+    frames: int          # samples per channel
+    samplerate: int
+    channels: int
+    format: str          # soundfile's format name (WAV, FLAC, NIST...), or FFmpeg's container name
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.samplerate
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """The file's length, rate and channels: soundfile's header, else PyAV's (decoding when the container's
+    header does not say, as browsers' webm files do not). AudioError names the file and both reasons."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    try:
+        info = sf.info(str(path))
+        return AudioInfo(info.frames, info.samplerate, info.channels, info.format)
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        first = e
+    samples, sr, container = _decode_av(path, None, None, first)
+    return AudioInfo(samples.shape[0], sr, samples.shape[1], container)
+
+
 def read_audio(path: str | Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
     """Read a file as it is stored: (samples, channels) float32 in [-1, 1], and its sample rate.
 
-    `start` / `end` (seconds) read only that span (a segment of a longer recording).
+    `start` / `end` (seconds) read only that span (a segment of a longer recording). soundfile reads
+    what it can; PyAV (FFmpeg) the rest; when neither can, the AudioError names the file and both reasons.
     """
     path = Path(path)
     if not path.exists():
@@ -39,10 +70,45 @@ def read_audio(path: str | Path, start: float | None = None, end: float | None =
     except AudioError:
         raise
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise AudioError(f"{path}: cannot decode audio ({e})") from e
+        samples, sr, _ = _decode_av(path, start, end, e)
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: contains no samples")
     return samples, sr
+
+
+def _decode_av(path: Path, start: float | None, end: float | None, soundfile_error: Exception):
+    """(samples (S, C) float32, rate, container name) of the first audio stream, decoded by FFmpeg (PyAV)."""
+    def fail(reason: str):
+        return AudioError(f"{path}: cannot decode audio (soundfile: {soundfile_error}; FFmpeg: {reason})")
+
+    try:
+        import av
+    except ImportError:
+        raise fail("PyAV is not installed (pip install av)") from soundfile_error
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise fail("no audio stream in it")
+            resampler = av.AudioResampler(format="fltp")            # float planar, its own rate and layout
+            parts = []
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    parts += [f.to_ndarray() for f in resampler.resample(frame)]   # each (C, n)
+            parts += [f.to_ndarray() for f in resampler.resample(None)]
+            sr, name = stream.codec_context.sample_rate, container.format.name
+    except AudioError:
+        raise
+    except Exception as e:  # av.error.* (InvalidDataError...), ValueError, OSError
+        raise fail(f"{type(e).__name__}: {e}") from e
+    if not parts or not sr:
+        raise fail("no samples decoded")
+    samples = np.ascontiguousarray(np.concatenate(parts, axis=1).T, dtype=np.float32)   # (S, C)
+    first = round((start or 0.0) * sr)
+    last = samples.shape[0] if end is None else min(round(end * sr), samples.shape[0])
+    if start is not None and first >= last:
+        raise AudioError(f"{path}: segment {start:.2f}-{end:.2f} s is outside its {samples.shape[0] / sr:.2f} s")
+    return samples[first:last], sr, name
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torch.Tensor:
@@ -101,12 +167,8 @@ def load_audio(audio: AudioInput, sr: int = SAMPLE_RATE, start: float | None = N
 
 
 def audio_duration(path: str | Path) -> float:
-    """Duration in seconds from the header alone (no decoding)."""
-    try:
-        info = sf.info(str(path))
-    except Exception as e:
-        raise AudioError(f"{path}: cannot read audio header ({e})") from e
-    return info.frames / info.samplerate
+    """Duration in seconds, from the header where it says (audio_info)."""
+    return audio_info(path).duration
 
 
 def find_pauses(wave: torch.Tensor, sr: int = SAMPLE_RATE, min_pause: float = 0.3, floor_db: float = 35.0,

@@ -28,7 +28,9 @@ from .commands import (
     cmd_decode,
     cmd_export,
     cmd_kaldi_export,
+    cmd_kaldi_import,
     cmd_lm,
+    cmd_nemo_export,
     cmd_prepare,
     cmd_report,
     cmd_score,
@@ -39,6 +41,7 @@ from .commands import (
     cmd_validate,
     cmd_vocab,
 )
+from .transcripts import TRANSCRIPT_FORMATS
 
 
 class CorpusNames:
@@ -96,10 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
                                     "normalisation prepare recorded beside the manifest)")
     p.set_defaults(func=cmd_vocab)
 
-    p = sub.add_parser("kaldi-export", help="write a manifest as a Kaldi data dir (wav.scp, text, utt2spk, spk2utt)")
+    p = sub.add_parser("kaldi-export", help="write a manifest as a Kaldi data dir (wav.scp, text, utt2spk, spk2utt) "
+                                            "that Kaldi's validate_data_dir.sh accepts")
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--audio", choices=("pipe", "copy"), default="pipe",
+                   help="non-WAV audio (SPHERE, FLAC, ...) in wav.scp: the pipe Kaldi recipes use (sph2pipe, flac, "
+                        "ffmpeg; default) or 16-bit WAV copies written into the dir")
     p.set_defaults(func=cmd_kaldi_export)
+
+    p = sub.add_parser("kaldi-import", help="read a Kaldi data dir (wav.scp, text, utt2spk, segments) into a "
+                                            "manifest, as written (`asr prepare kaldi` also normalises and checks)")
+    p.add_argument("--dir", required=True, help="the Kaldi data dir")
+    p.add_argument("--out", required=True, help="the manifest (.jsonl) to write")
+    p.set_defaults(func=cmd_kaldi_import)
+
+    p = sub.add_parser("nemo-export", help="write a manifest as a NeMo manifest (audio_filepath, duration, text)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_nemo_export)
 
     p = sub.add_parser("stats", help="feature normalisation statistics over a manifest")
     p.add_argument("--config", help="training YAML; its `features` section picks the features")
@@ -151,9 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "PyTorch's of the recurrent and linear layers for torchscript)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("score", help="WER/CER of hypotheses against a manifest's transcripts")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--hyp", required=True, help="id<TAB>text lines")
+    p = sub.add_parser("score", help="WER/CER of hypotheses against references: asr score REF HYP, or "
+                                     "--manifest M --hyp H",
+                       description="Files in any of these forms, detected (or --format): Kaldi / ESPnet text "
+                                   "(id words), sclite trn (words (id)), TSV (id<TAB>words), JSONL manifests "
+                                   "(ours, NeMo's: text, and pred_text in a hypothesis file). Utterances are "
+                                   "paired by id in any order; a reference without a hypothesis is scored as an "
+                                   "empty one, a hypothesis without a reference is left out, and both are named.")
+    p.add_argument("ref", nargs="?", help="reference transcripts (or one NeMo JSONL with text and pred_text)")
+    p.add_argument("hyp_file", nargs="?", metavar="hyp", help="hypothesis transcripts")
+    p.add_argument("--format", choices=TRANSCRIPT_FORMATS, help="the files' format (default: detected per file)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="score the texts as written (default: both normalised by the `text` section of --config, "
+                        "or the default one: upper case, no punctuation, numbers spelled)")
+    p.add_argument("--manifest", help="the references as a manifest (with --hyp)")
+    p.add_argument("--hyp", help="id<TAB>text lines (with --manifest)")
     p.add_argument("--out", help="where to write wer.txt, per_utt.tsv, alignment.txt (default: beside --hyp)")
     p.add_argument("--config", help="training YAML whose `text` section normalises references and hypotheses "
                                     "(default: the normalisation prepare recorded beside the manifest)")
@@ -218,9 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("--model", required=True)
-    p.add_argument("--json", action="store_true", help="one JSON object per line, with words, times, confidences")
-    p.add_argument("--format", choices=["text", "json", "srt"], default="text")
-    p.add_argument("--out-dir", help="with --format srt: write <name>.srt files here instead of printing")
+    p.add_argument("--format", choices=["txt", "json", "srt", "vtt", "tsv", "text"], default="txt",
+                   help="txt: path<TAB>text lines (a file's text alone with --out-dir); json: one object per file "
+                        "with words, times, confidences; srt / vtt: subtitles; tsv: whisper's start<TAB>end<TAB>text "
+                        "(milliseconds). `text` is txt")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument("--out-dir", help="write <name>.<format> for each file here (and print path<TAB>file) instead of "
+                                     "printing the transcripts")
     p.add_argument("--device", default="cpu")
     add_decoding_args(p)
     p.add_argument("audio", nargs="+")

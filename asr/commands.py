@@ -40,7 +40,7 @@ def cmd_prepare(args) -> None:
 def cmd_validate(args) -> None:
     from .config import TrainConfig, load_config
     from .data import read_manifest
-    from .validate import Checker, screen, summary, write_rejected
+    from .validate import Checker, normalisation_notes, screen, summary, write_rejected
 
     cfg = load_config(TrainConfig, args.config) if args.config else TrainConfig(text=text_config(args, args.manifest))
     checker = Checker.for_config(cfg)
@@ -48,8 +48,10 @@ def cmd_validate(args) -> None:
         from dataclasses import replace
 
         checker = replace(checker, max_seconds=args.max_seconds)
-    utts = read_manifest(args.manifest)
+    raw = read_manifest(args.manifest)
+    utts = read_manifest(args.manifest, cfg.text)   # transcripts normalised as training will see them
     _, findings = screen(utts, checker, full=not args.quick, progress=sys.stderr.isatty())
+    findings = normalisation_notes(raw, cfg.text) + findings
     for f in findings:
         print(f"{'REJECT' if f.fatal else 'note  '} {f.id}: {f.reason} ({f.audio})")
     out = Path(args.rejected or Path(args.manifest).with_suffix(".rejected.jsonl"))
@@ -181,6 +183,10 @@ def cmd_score(args) -> None:
     from .score import read_hyps, score_dataset
     from .text import normalize_text
 
+    if args.ref is not None:
+        return score_files(args)
+    if not (args.manifest and args.hyp):
+        sys.exit("asr score: give REF HYP (two transcript files) or --manifest M --hyp H")
     utts = read_manifest(args.manifest)
     hyps = read_hyps(args.hyp)
     missing = [u.id for u in utts if u.id not in hyps]
@@ -195,6 +201,42 @@ def cmd_score(args) -> None:
     print(result.summary())
     if args.results:
         print(f"logged in {args.results}")
+
+
+def score_files(args) -> None:
+    """`asr score REF [HYP]`: two transcript files of any TRANSCRIPT_FORMATS form (or one JSONL with text and
+    pred_text), paired by id; what only one of them has is named."""
+    from dataclasses import replace
+
+    from .score import score_dataset
+    from .text import normalize_text
+    from .transcripts import match, read_transcripts
+
+    if args.manifest or args.hyp:
+        sys.exit("asr score: give REF HYP or --manifest/--hyp, not both")
+    if args.results:
+        sys.exit("asr score: --results logs a recipe's decode (--manifest/--hyp), not REF HYP files")
+    try:
+        refs = read_transcripts(args.ref, args.format)
+        hyps = read_transcripts(args.hyp_file or args.ref, args.format, hypotheses=True)
+    except ValueError as e:
+        sys.exit(f"asr score: {e}")
+    if args.hyp_file is None and hyps == refs:
+        sys.exit(f"asr score: {args.ref} alone has no hypotheses (pred_text); give REF HYP")
+    if not set(refs) & set(hyps):
+        sys.exit(f"asr score: {args.ref} and {args.hyp_file} share no utterance id "
+                 f"(e.g. {next(iter(refs), '-')!r} and {next(iter(hyps), '-')!r})")
+    matched = match(refs, hyps)
+    if not args.no_normalize:
+        text = text_config(args)
+        matched = replace(matched, refs=[normalize_text(t, text) for t in matched.refs],
+                          hyps=[normalize_text(t, text) for t in matched.hyps])
+    out = args.out or Path(args.hyp_file or args.ref).parent
+    result = score_dataset(matched.ids, matched.refs, matched.hyps, out)
+    for line in matched.notes():
+        print(line)
+    print(f"{len(matched.ids)} utterances scored")
+    print(result.summary())
 
 
 def log_result(args, result) -> None:
@@ -251,36 +293,44 @@ def cmd_compare(args) -> None:
 
 
 def cmd_transcribe(args) -> None:
-    from dataclasses import asdict
+    from .transcribe import format_srt, format_tsv, format_vtt
 
-    from .transcribe import format_srt
-
-    fmt = "json" if args.json else args.format
+    fmt = "json" if args.json else {"text": "txt"}.get(args.format, args.format)
     transcriber = load_transcriber(args)
     results = transcriber.transcribe(args.audio, errors="keep")   # a bad file is reported; the others go on
+    render = {"txt": lambda r: r.text + "\n", "json": lambda r: json.dumps(transcript_json(r)) + "\n",
+              "srt": lambda r: format_srt(r.words), "vtt": lambda r: format_vtt(r.words),
+              "tsv": lambda r: format_tsv(r.words)}[fmt]
+    written: set[Path] = set()
     for result in results:
         if result.error:
             print(json.dumps({"path": result.path, "error": result.error}) if fmt == "json"
                   else f"{result.path}\tERROR: {result.error}")
             print(f"asr transcribe: {result.error}", file=sys.stderr)
-        elif fmt == "json":
-            print(json.dumps({"path": result.path, "text": result.text, "duration": round(result.duration, 3),
-                              "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)}
-                                        for w in result.words]}))
-        elif fmt == "srt":
-            srt = format_srt(result.words)
-            if args.out_dir:
-                target = Path(args.out_dir) / (Path(result.path).stem + ".srt")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(srt)
-                print(f"{result.path}\t{target}")
-            else:
-                print(srt, end="")
-        else:
+        elif args.out_dir:
+            target, n = Path(args.out_dir) / f"{Path(result.path).stem}.{fmt}", 1
+            while target in written:                  # a.wav and a.flac, or two folders' a.wav: a-2.txt
+                n += 1
+                target = Path(args.out_dir) / f"{Path(result.path).stem}-{n}.{fmt}"
+            written.add(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(render(result), encoding="utf-8")
+            print(f"{result.path}\t{target}")
+        elif fmt == "txt":
             print(f"{result.path}\t{result.text}")
+        else:
+            print(render(result), end="")
     failed = sum(r.error is not None for r in results)
     if failed:
         sys.exit(f"asr transcribe: {failed} of {len(results)} file(s) could not be transcribed")
+
+
+def transcript_json(result) -> dict:
+    """A Transcript as `asr transcribe --format json` writes it: path, text, duration, words with times."""
+    from dataclasses import asdict
+
+    return {"path": result.path, "text": result.text, "duration": round(result.duration, 3),
+            "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)} for w in result.words]}
 
 
 def cmd_bench(args) -> None:
@@ -357,10 +407,26 @@ def cmd_vocab(args) -> None:
         sys.exit(f"asr vocab: {len(report['bad_utterances'])} utterance(s) with characters outside the vocabulary")
 
 
+def cmd_nemo_export(args) -> None:
+    from .corpora.nemo import export_nemo
+    from .data import read_manifest
+
+    utts = read_manifest(args.manifest)
+    print(f"{len(utts)} utterances -> {export_nemo(utts, args.out)}")
+
+
+def cmd_kaldi_import(args) -> None:
+    from .corpora.kaldi import import_kaldi
+    from .data import write_manifest
+
+    n = write_manifest(args.out, import_kaldi(args.dir))
+    print(f"{n} utterances of {args.dir} -> {args.out}")
+
+
 def cmd_kaldi_export(args) -> None:
     from .corpora.kaldi import export_kaldi
     from .data import read_manifest
 
     utts = read_manifest(args.manifest)
-    paths = export_kaldi(utts, args.out)
+    paths = export_kaldi(utts, args.out, audio=args.audio)
     print(f"{len(utts)} utterances -> {', '.join(str(p) for p in paths.values())}")

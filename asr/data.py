@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .text import TextConfig, Vocabulary
+from .text import TextConfig, Vocabulary, normalize_text
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Utterance:
     speaker: str = ""
     start: float | None = None   # a segment of a longer recording: its start and end (seconds) in `audio`
     end: float | None = None
+    extra: dict | None = field(default=None, compare=False)   # a manifest's other keys, kept for writing back
 
     def samples(self, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
         """(S,) float32 samples at `sample_rate`: the file, or the segment of it."""
@@ -51,30 +53,94 @@ def write_text_config(out_dir: str | Path, text: TextConfig) -> Path:
     return path
 
 
-def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> int:
-    """Write one JSON object per line; returns the number written. Written atomically."""
+def write_manifest(path: str | Path, utts: Iterable[Utterance], form: str = "asr") -> int:
+    """Write one JSON object per line (`form` "asr", or "nemo": audio_filepath, duration, text, offset);
+    returns the number written. Written atomically."""
+    if form not in MANIFEST_FORMS:
+        raise ValueError(f"manifest form {form!r}: one of {', '.join(MANIFEST_FORMS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     n = 0
     with tmp.open("w") as f:
         for u in utts:
-            f.write(json.dumps({k: v for k, v in asdict(u).items() if v is not None}) + "\n")
+            f.write(json.dumps(_entry(u, form)) + "\n")
             n += 1
     tmp.replace(path)
     return n
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
-    utts = []
-    with Path(path).open() as f:
+MANIFEST_FORMS = ("asr", "nemo")
+_OURS = ("id", "audio", "duration", "text", "speaker", "start", "end")
+# NeMo's keys (nemo.collections.asr manifests): audio_filepath, duration, text, offset (seconds into the file)
+_NEMO = {"audio_filepath": "audio", "offset": "start"}
+
+
+def _entry(u: Utterance, form: str) -> dict:
+    extra = dict(u.extra or {})
+    if form == "nemo":
+        entry = {"audio_filepath": u.audio, "duration": u.duration, "text": u.text}
+        if u.start is not None:
+            entry["offset"] = u.start
+        entry.update({"id": u.id, **({"speaker": u.speaker} if u.speaker else {})})
+    else:
+        entry = {k: v for k, v in asdict(u).items() if v is not None and k != "extra"}
+    return {**entry, **{k: v for k, v in extra.items() if k not in entry}}
+
+
+def _utterance(entry: dict, folder: Path, where: str) -> Utterance:
+    """One manifest line, ours or NeMo's; relative audio paths are taken from the manifest's folder (NeMo's rule)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: not a manifest entry (a JSON object)")
+    fields = {_NEMO.get(k, k): v for k, v in entry.items()}
+    missing = [k for k in ("audio", "duration", "text") if k not in fields]
+    if missing:
+        raise ValueError(f"{where}: not a manifest entry: no {' / '.join(missing)} (an entry has audio or NeMo's "
+                         f"audio_filepath, duration and text; keys here: {', '.join(entry) or 'none'})")
+    audio = Path(str(fields["audio"])).expanduser()
+    if not audio.is_absolute() and "://" not in str(fields["audio"]):
+        audio = Path(os.path.normpath(folder / audio))
+    try:
+        duration = float(fields["duration"])
+        start = None if fields.get("start") is None else float(fields["start"])
+        end = None if fields.get("end") is None else float(fields["end"])
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: duration / offset must be numbers of seconds") from None
+    if start is not None and end is None and "offset" in entry:
+        end = start + duration                      # NeMo: `duration` seconds from `offset`
+    uid = fields.get("id")
+    if uid is None:                                 # NeMo has no id: the file's name, and its offset when one
+        uid = audio.stem + (f"-{round(start * 1000):08d}" if start else "")
+    extra = {k: v for k, v in entry.items() if k not in _OURS and k not in _NEMO}
+    return Utterance(str(uid), str(audio), duration, str(fields["text"]), str(fields.get("speaker") or ""),
+                     start, end, extra or None)
+
+
+def read_manifest(path: str | Path, text: TextConfig | None = None) -> list[Utterance]:
+    """A JSONL manifest, this package's or NeMo's (audio_filepath, duration, text, offset; other keys kept
+    and ignored). With `text`, transcripts are normalised by it (idempotent: a prepared manifest's already
+    are), and a manifest prepared with another normalisation (its text.json) is refused: what that one
+    dropped cannot come back."""
+    path = Path(path)
+    prepared = read_text_config(path) if text is not None else None
+    if prepared is not None and prepared != text:
+        raise ValueError(f"{path}: transcripts were prepared with {prepared}, but the config asks for "
+                         f"{text}; run the prepare stage again with this config")
+    utts, seen = [], set()
+    folder = path.parent.resolve()
+    with path.open() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                utts.append(Utterance(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as e:
+                entry = json.loads(line)
+            except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not a manifest entry ({e})") from e
+            u = _utterance(entry, folder, f"{path}:{lineno}")
+            if u.id in seen:                        # NeMo manifests may list a file twice: keep both, apart
+                u = replace(u, id=f"{u.id}-{lineno}")
+            seen.add(u.id)
+            utts.append(replace(u, text=normalize_text(u.text, text)) if text is not None else u)
     return utts
 
 

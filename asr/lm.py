@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -35,9 +36,10 @@ def read_lexicon_words(path: str | Path) -> list[str]:
 
 
 def find_kenlm(tool: str = "lmplz") -> str | None:
-    """A KenLM program (lmplz, build_binary): $LMPLZ / $BUILD_BINARY, .venv/bin (make install), or the PATH."""
+    """A KenLM program (lmplz, build_binary): $LMPLZ / $BUILD_BINARY, .venv/bin (make install), beside this
+    Python (a virtualenv's bin), or the PATH."""
     for candidate in (os.environ.get(tool.upper()), str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / tool),
-                      shutil.which(tool)):
+                      str(Path(sys.executable).parent / tool), shutil.which(tool)):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -46,8 +48,11 @@ def find_kenlm(tool: str = "lmplz") -> str | None:
 def find_lmplz() -> str:
     found = find_kenlm("lmplz")
     if found is None:
-        raise FileNotFoundError("lmplz not found: run `make install` (it builds KenLM into .venv/bin), "
-                                "put lmplz on the PATH, or set $LMPLZ")
+        raise FileNotFoundError(
+            "lmplz (KenLM's LM estimator) not found. In a checkout of this package, `make install` builds it into "
+            ".venv/bin. Otherwise build KenLM from its source (https://github.com/kpu/kenlm, or the kenlm sdist on "
+            "PyPI; cmake and the Boost headers) and put lmplz on the PATH or set $LMPLZ; or "
+            "decode with an ARPA LM you have (--lm lm.arpa --lexicon lexicon.txt)")
     return found
 
 

@@ -127,6 +127,23 @@ def append_result(results: Path, row: dict) -> None:
     results.write_text(text.rstrip("\n") + "\n| " + " | ".join(str(c) for c in cells) + " |\n")
 
 
+def record_results(run_log: str | Path, results: str | Path) -> int:
+    """Append the score lines of a run's log (`make score` writes exp/<name>/results.md) to a recipe's
+    RESULTS.md, skipping lines it already holds; returns how many were added."""
+    rows = [line for line in Path(run_log).read_text().splitlines() if line.startswith("| ") and
+            not line.startswith("| date") and set(line) - set("|- ")]
+    results = Path(results)
+    held = set(results.read_text().splitlines()) if results.exists() else set()
+    added = 0
+    for row in rows:
+        if row not in held:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            append_result(results, dict(zip(("date", "config", "decoding", "wer", "cer", "device", "wall", "exp"),
+                                            cells)))
+            added += 1
+    return added
+
+
 def aligned_html(ref: str, hyp: str) -> tuple[str, str]:
     """Reference and hypothesis as HTML with substituted, deleted and inserted words marked."""
     import jiwer

@@ -65,6 +65,17 @@ def normalize_text(text: str, cfg: TextConfig = TextConfig()) -> str:
     return _spaces.sub(SPACE, text).strip()
 
 
+def dropped_characters(text: str, cfg: TextConfig = TextConfig()) -> str:
+    """The characters of `text` that `normalize_text` drops for want of a place in `cfg.alphabet` (not those
+    it maps: accents, case, spelled numbers), sorted, for saying so."""
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    spelled = set("0123456789%") if cfg.numbers == "spell" else set()
+    if cfg.case != "keep":
+        text = text.upper() if cfg.case == "upper" else text.lower()
+    allowed = set(cfg.alphabet) | spelled | set("\u2019\u2018\u201c\u201d.,")
+    return "".join(sorted({c for c in text if c not in allowed and not c.isspace()}))
+
+
 _ONES = ("ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE TEN ELEVEN TWELVE THIRTEEN FOURTEEN FIFTEEN "
          "SIXTEEN SEVENTEEN EIGHTEEN NINETEEN").split()
 _TENS = "_ _ TWENTY THIRTY FORTY FIFTY SIXTY SEVENTY EIGHTY NINETY".split()

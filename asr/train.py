@@ -19,14 +19,14 @@ from torch.utils.data import DataLoader
 from .backends.checkpoint import CheckpointBackend
 from .checkpoint import TrainingState
 from .config import TrainConfig, add_config_args, load_config
-from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest, read_text_config
+from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
 from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, init_distributed, shutdown
 from .features import FeatureExtractor, load_stats
 from .guards import Interrupted, NonFiniteError, run_command, stop_on_signals
 from .model import AcousticModel, count_parameters
 from .score import score
 from .step import Stepper, lr_schedule, norm_summary, train_one_epoch
-from .text import BPEVocabulary, Vocabulary, normalize_text, train_bpe
+from .text import BPEVocabulary, Vocabulary, train_bpe
 from .transcribe import Transcriber
 from .validate import Checker, screen, write_rejected
 
@@ -51,11 +51,7 @@ def read_targets(cfg: TrainConfig, manifest: str) -> list:
 
     A manifest prepared with another normalisation (its text.json) is refused: what it dropped cannot come back.
     """
-    prepared = read_text_config(manifest)
-    if prepared is not None and prepared != cfg.text:
-        raise ValueError(f"{manifest}: transcripts were prepared with {prepared}, but the config asks for "
-                         f"{cfg.text}; run the prepare stage again with this config")
-    return [replace(u, text=normalize_text(u.text, cfg.text)) for u in read_manifest(manifest)]
+    return read_manifest(manifest, cfg.text)
 
 
 def build_vocabulary(cfg: TrainConfig, train_utts, d: Dist) -> Vocabulary | BPEVocabulary:

@@ -15,13 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from .audio import AudioError, read_audio
+from .audio import AudioError, audio_info, read_audio
 from .data import Utterance
 from .features import FeatureConfig
 from .model import ModelConfig
-from .text import Vocabulary
+from .text import TextConfig, Vocabulary, dropped_characters
 
 MIN_SECONDS = 0.1        # shorter than a syllable: a cut-off or empty recording
 MAX_SECONDS = 60.0       # longer than any training utterance should be: one batch of its own, memory at its peak
@@ -92,8 +91,8 @@ class Checker:
         if not Path(u.audio).is_file():
             return _reject(u, "missing file", "missing file"), None
         try:
-            info = sf.info(u.audio)
-        except Exception as e:
+            info = audio_info(u.audio)
+        except AudioError as e:
             return _reject(u, "unreadable audio", f"unreadable audio: {e}"), None
         if info.frames == 0:
             return _reject(u, "zero-length audio", "zero-length audio (no samples)"), None
@@ -139,6 +138,17 @@ class Checker:
             found.append(_note(u, "duration differs from the manifest",
                                f"the manifest says {u.duration:.2f} s, the file holds {seconds:.2f} s"))
         return found
+
+
+def normalisation_notes(utts: list[Utterance], text: TextConfig) -> list[Finding]:
+    """A note for each raw transcript that normalisation by `text` loses characters of (kept, not rejected:
+    training sees the normalised text)."""
+    notes = []
+    for u in utts:
+        dropped = dropped_characters(u.text, text)
+        if dropped:
+            notes.append(_note(u, "dropped characters", f"dropped by the text normalisation: {dropped!r}"))
+    return notes
 
 
 def screen(utts: list[Utterance], checker: Checker, full: bool = True, progress: bool = False, desc: str = "checking"):

@@ -7,6 +7,7 @@ DATA   ?= $(ROOT)/data/$(CORPUS)
 CONFIG ?= conf/cpu.yaml
 N      ?= $(basename $(notdir $(CONFIG)))
 EXP    ?= $(DATA)/exp/$(N)
+PREPARE_CONFIG ?= --config $(CONFIG)   # its text section normalises the transcripts
 MAX_UTTS ?=
 EXTRA  ?=
 STAGE ?= 1
@@ -15,9 +16,10 @@ STOP_STAGE ?= 100
 LM     ?= $(DATA)/lm
 LM_ARGS ?=             # a recipe's own options for asr lm (order, extra words, spelled words)
 LM_DEPS ?=             # ... and files it needs made first
-RESULTS ?= RESULTS.md   # the score stage appends its lines here
+RESULTS ?= $(EXP)/results.md   # the score stage writes its lines here (make recipe changes no tracked file)
+RECORD  ?= RESULTS.md          # `make record` appends them to the recipe's RESULTS.md, when asked
 STAGES := prepare stats train lm tune decode score report
-.PHONY: all $(STAGES)
+.PHONY: all record $(STAGES)
 
 all:
 	@n=0; for s in $(STAGES); do n=$$((n+1)); \
@@ -32,7 +34,7 @@ endef
 
 prepare:
 	$(call stage,1 prepare: $(PREPARE_DESC) in $(DATA),$(DATA)/.prepare.done,\
-	  $(ASR) prepare $(CORPUS) --out $(DATA) --config $(CONFIG) $(PREPARE_ARGS))
+	  $(ASR) prepare $(CORPUS) --out $(DATA) $(PREPARE_CONFIG) $(PREPARE_ARGS))
 
 stats:
 	@mkdir -p $(EXP)
@@ -69,4 +71,11 @@ score:
 
 report:
 	@echo "stage 8 report: curves, scores, worst utterances -> $(EXP)/report.html"
-	@$(ASR) report $(EXP) --manifest $(DATA)/test.jsonl --results $(RESULTS)
+	@$(ASR) report $(EXP) --manifest $(DATA)/test.jsonl --results $(RECORD)   # read only: the best so far
+
+# Not a stage: a run's score lines go into the recipe's (tracked) RESULTS.md only when asked.
+record:
+	@test -f $(RESULTS) || (echo "no $(RESULTS): run the score stage first" && exit 1)
+	@$(ROOT)/.venv/bin/python -c "import sys; from asr.report import record_results; \
+	  print(f'{record_results(sys.argv[1], sys.argv[2])} line(s) of {sys.argv[1]} -> {sys.argv[2]}')" \
+	  $(RESULTS) $(RECORD)

@@ -117,7 +117,7 @@ def test_kaldi_pipes_and_bad_segments_are_refused_by_name(an4_test_utts, tmp_pat
     with pytest.raises(ValueError, match="ends at 99.00 s, after its recording"):
         import_kaldi(tmp_path)
     (tmp_path / "segments").unlink()
-    (tmp_path / "wav.scp").write_text(f"{uid} sph2pipe -f wav x.sph |\n")
+    (tmp_path / "wav.scp").write_text(f"{uid} my-decoder --in x.sph |\n")
     with pytest.raises(ValueError, match="command pipe"):
         import_kaldi(tmp_path)
 

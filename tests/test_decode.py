@@ -1,5 +1,6 @@
 """Greedy and beam-search decoding (flashlight, with and without a KenLM word LM) on a real trained model."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,3 +132,26 @@ def test_beam_search_in_worker_processes_matches_one_process(an4_model, an4_test
         two = BeamSearch(replace(options, threads=2), model.vocab)
         assert two(log_probs, lengths) == one and two._pool is not None  # the worker processes did it
         assert any(p.ids for p in one)
+
+
+def test_transcribe_writes_whispers_formats_and_vtt(overfit_model, five_utts, tmp_path, capsys):
+    """--format txt | json | srt | vtt | tsv with --out-dir: one file per input, the same words and times in each."""
+    path, _ = overfit_model
+    audio = [five_utts[0].audio, five_utts[1].audio]
+    result = asr.load_model(path).transcribe(audio[0])
+    for fmt in ("txt", "json", "srt", "vtt", "tsv"):
+        asr_main(["transcribe", "--model", str(path), "--format", fmt, "--out-dir", str(tmp_path / fmt), *audio])
+        assert sorted(p.suffix for p in (tmp_path / fmt).iterdir()) == [f".{fmt}"] * 2
+    stem = Path(audio[0]).stem
+    assert (tmp_path / "txt" / f"{stem}.txt").read_text() == five_utts[0].text + "\n"
+    assert json.loads((tmp_path / "json" / f"{stem}.json").read_text())["text"] == five_utts[0].text
+    vtt = (tmp_path / "vtt" / f"{stem}.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n\n00:00:") and vtt.splitlines()[2][8] == "."          # 00:00:00.120 --> ...
+    assert vtt.split("\n\n")[1:] == [c.split("\n", 1)[1].replace(",", ".")
+                                    for c in (tmp_path / "srt" / f"{stem}.srt").read_text().split("\n\n")[:-1]] + [""]
+    tsv = (tmp_path / "tsv" / f"{stem}.tsv").read_text().splitlines()
+    assert tsv[0] == "start\tend\ttext" and int(tsv[1].split("\t")[0]) == round(result.words[0].start * 1000)
+    assert " ".join(line.split("\t")[2] for line in tsv[1:]) == five_utts[0].text
+    capsys.readouterr()
+    asr_main(["transcribe", "--model", str(path), "--format", "text", audio[0]])          # the old name still works
+    assert capsys.readouterr().out == f"{audio[0]}\t{five_utts[0].text}\n"

@@ -15,12 +15,21 @@ def _make(*args):
     return subprocess.run(["make", "-C", str(ROOT / "recipes" / "an4"), *args], capture_output=True, text=True)
 
 
+def _git_status() -> str:
+    """`git status` of the checkout's tracked files (empty outside a git checkout)."""
+    run = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                         capture_output=True, text=True)
+    return run.stdout if run.returncode == 0 else ""
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("an4")
-    args = [f"DATA={data}", "MAX_UTTS=40", "N=small", f"RESULTS={data / 'RESULTS.md'}",
-            "EXTRA=epochs=2 threads=2 model.hidden=64 model.conv_channels=64 model.layers=2"]
+    args = [f"DATA={data}", "MAX_UTTS=40", "N=small",
+            "EXTRA=epochs=2 threads=1 model.hidden=64 model.conv_channels=64 model.layers=2"]
+    tracked = _git_status()
     first = _make("all", *args)
+    assert _git_status() == tracked, "make all changed a tracked file"
     assert first.returncode == 0, first.stdout + first.stderr
     return data, args, first.stdout
 
@@ -127,12 +136,27 @@ def test_recipe_leaves_tensorboard_plots_report_and_a_results_line(small_run):
         assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
     html_text = (exp / "report.html").read_text()
     assert "decode_test_lm" in html_text and "beam + LM" in html_text and '<span class="' in html_text
-    log = (data / "RESULTS.md").read_text()
+    log = (exp / "results.md").read_text()                                  # in the exp dir, not RESULTS.md
     assert "## Score stage log" in log
     rows = [line for line in log.splitlines() if line.startswith("| 20")]
     modes = [r.split("|")[3].strip() for r in rows]                          # a pair per score stage run
     assert modes[:2] == ["greedy", "beam + LM"] and modes == modes[:2] * (len(modes) // 2)
     assert "report -> " in out
+
+
+def test_make_record_appends_the_score_lines_to_results_when_asked(small_run, tmp_path):
+    data, args, _ = small_run
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# AN4 results\n\nsome table\n")
+    run = _make("record", *args, f"RECORD={results}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    log = (data / "exp" / "small" / "results.md").read_text()
+    rows = [line for line in log.splitlines() if line.startswith("| 20")]
+    text = results.read_text()
+    assert text.startswith("# AN4 results\n\nsome table\n") and all(r in text.splitlines() for r in rows)
+    assert f"{len(rows)} line(s) of" in run.stdout
+    again = _make("record", *args, f"RECORD={results}")
+    assert "0 line(s) of" in again.stdout and results.read_text() == text          # nothing twice
 
 
 def test_report_renders_in_headless_chromium(small_run, tmp_path):

@@ -62,15 +62,15 @@ def bad_set(tmp_path_factory, an4_test_utts):
     return d, kinds, text
 
 
-# kind -> (rejected?, words expected in the reason or note); raw transcripts, as `asr validate` sees a manifest
+# kind -> (rejected?, words expected in the reason or note); `asr validate` normalises transcripts as training does
 VALIDATE = {
     "good": (False, None), "pcm8": (False, None), "pcm24": (False, None), "truncated_data": (False, None),
     "empty_file": (True, "unreadable audio"), "truncated_header": (True, "unreadable audio"),
     "not_audio": (True, "unreadable audio"), "one_sample": (True, "too short"),
     "silence_10min": (True, "all silence"), "nan_samples": (True, "non-finite samples"),
     "missing_file": (True, "missing file"), "empty_transcript": (True, "empty transcript"),
-    "unicode_transcript": (True, "characters outside the vocabulary: 'ÉË'"),
-    "oov_transcript": (True, "characters outside the vocabulary: '#7@'"),
+    "unicode_transcript": (False, None),                            # normalised as training sees it: CAFE NOEL
+    "oov_transcript": (False, "dropped by the text normalisation: '#@'"),   # ROOM SEVEN NOON
     "transcript_too_long": (True, "too short for its transcript"),
     "stereo": (False, "2 channels: downmixed"), "rate8k": (False, "sample rate 8000 Hz: resampled"),
     "rate48k": (False, "sample rate 48000 Hz: resampled"), "clipped": (False, "clipped"),
@@ -129,7 +129,7 @@ def test_training_rejects_up_front_and_skips_what_it_cannot_read(bad_set, tmp_pa
     asr_main(["stats", "--manifest", str(good), "--out", str(tmp_path / "stats.json")])
     run = subprocess.run(
         [sys.executable, "-m", "asr.train", f"exp_dir={tmp_path / 'exp'}", f"train_manifest={manifest}",
-         f"dev_manifest={good}", f"stats={tmp_path / 'stats.json'}", "epochs=1", "threads=2", "batch_frames=2000",
+         f"dev_manifest={good}", f"stats={tmp_path / 'stats.json'}", "epochs=1", "threads=1", "batch_frames=2000",
          "model.hidden=32", "model.conv_channels=32", "model.layers=1"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     rejected = {r["id"]: r["reasons"] for r in map(json.loads, (tmp_path / "exp" / "rejected.jsonl").open())}

@@ -15,7 +15,8 @@ from ..data import Utterance
 from ..text import TextConfig, normalize_text
 from .base import Corpus, register, utterance, write_splits
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
+# soundfile's, then what FFmpeg (PyAV) reads: phones' m4a, browsers' webm / opus, video files' audio
+AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg", ".mp3", ".m4a", ".aac", ".webm", ".opus", ".mp4", ".mkv", ".amr")
 
 
 def read_folder(folder: str | Path, text: TextConfig = TextConfig()) -> list[Utterance]:
@@ -30,12 +31,16 @@ def read_folder(folder: str | Path, text: TextConfig = TextConfig()) -> list[Utt
                          f"(expected {missing[0].with_suffix('.txt').name} beside it)")
     if not audio:
         raise ValueError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    # files in sub-folders (speaker/utt.wav, the common layout): the first sub-folder is the speaker
     return [utterance(str(p.relative_to(folder).with_suffix("")).replace("/", "_"), p,
-                      normalize_text(p.with_suffix(".txt").read_text(encoding="utf-8"), text)) for p in audio]
+                      normalize_text(p.with_suffix(".txt").read_text(encoding="utf-8"), text),
+                      p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else "")
+            for p in audio]
 
 
 def read_csv(path: str | Path, text: TextConfig = TextConfig()) -> list[Utterance]:
-    """Rows of a CSV (or TSV, by extension) with `path` and `text` columns; ids from the file names."""
+    """Rows of a CSV (or TSV, by extension) with `path` and `text` columns (and `speaker`, optional); ids from
+    the file names."""
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     with path.open(newline="", encoding="utf-8") as f:
@@ -50,7 +55,7 @@ def read_csv(path: str | Path, text: TextConfig = TextConfig()) -> list[Utteranc
             if uid in seen:
                 uid = f"{uid}_{line}"
             seen.add(uid)
-            utts.append(utterance(uid, audio, normalize_text(row["text"] or "", text)))
+            utts.append(utterance(uid, audio, normalize_text(row["text"] or "", text), row.get("speaker") or ""))
     return utts
 
 
