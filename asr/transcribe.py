@@ -137,7 +137,8 @@ class Transcriber:
         short = [i for i, w in enumerate(waves) if w.shape[0] <= long]
         seconds = [waves[i].shape[0] / self.sample_rate for i in short]
         fps = self.backend.features.frames_per_second
-        batches = [[short[j] for j in b] for b in length_batches(seconds, int(self.chunking.batch_seconds * fps), fps)]
+        budget = min(self.chunking.batch_seconds, self.backend.batch_seconds or float("inf"))
+        batches = [[short[j] for j in b] for b in length_batches(seconds, int(budget * fps), fps)]
         return batches + [[i] for i, w in enumerate(waves) if w.shape[0] > long]
 
     def log_probs(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -145,3 +145,19 @@ def test_sherpa_onnx_export_needs_fbank_features(an4_model, tmp_path):
     with pytest.raises(SystemExit, match="features.kind=fbank"):
         asr_main(["export", "--model", str(an4_model), "--format", "sherpa-onnx", "--out", str(tmp_path / "s")])
 
+
+def test_sherpa_onnx_decodes_an4_test_with_its_own_features_as_we_do(an4_fbank_model, an4_test_utts, tmp_path):
+    from asr.export import sherpa_recognizer, sherpa_transcribe
+
+    asr_main(["export", "--model", str(an4_fbank_model), "--format", "sherpa-onnx", "--out", str(tmp_path / "s")])
+    tokens = (tmp_path / "s" / "tokens.txt").read_text().splitlines()
+    assert tokens[0] == "<blk> 0" and "\u2581 1" in tokens
+    refs = [u.text for u in an4_test_utts]
+    ours = [r.text for r in asr.load_model(an4_fbank_model).transcribe([u.audio for u in an4_test_utts])]
+    recognizer = sherpa_recognizer(tmp_path / "s")
+    waves = [u.samples() for u in an4_test_utts]
+    theirs = sherpa_transcribe(recognizer, waves)                          # one batch of streams
+    assert sherpa_transcribe(recognizer, waves[:5]) == [sherpa_transcribe(recognizer, [w])[0] for w in waves[:5]]
+    ours_wer, theirs_wer = score(refs, ours).wer.rate, score(refs, theirs).wer.rate
+    assert ours_wer < 20 and abs(theirs_wer - ours_wer) <= 0.5, (ours_wer, theirs_wer)
+    assert sum(a == b for a, b in zip(ours, theirs)) >= 120                 # nearly every transcript the same

@@ -24,6 +24,7 @@ class Backend:
     config: ModelConfig             # the network: its time stride, whether it can stream
     device: torch.device = torch.device("cpu")
     batches: bool = True            # padded batches give each input exactly what it gets alone
+    batch_seconds: float | None = None   # the padded audio per forward pass it runs fastest at, if it has one
 
     @classmethod
     def accepts(cls, path: Path) -> bool:
