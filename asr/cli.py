@@ -14,6 +14,8 @@
     asr average --exp EXP --last 5 --out avg.pt    checkpoint averaging (train with keep_epochs=5)
     asr transcribe --model M a.wav b.flac          `path<TAB>text` (or --json)
     asr bench train --batch-sizes 32,64 k=v ...    training throughput: model-only vs full pipeline
+    asr serve --model M [--port 8000]              OpenAI-compatible transcription server (asr.serve)
+    asr bench serve --model M --manifest T         the server under N concurrent clients: latency, throughput
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .commands import (
     cmd_average,
     cmd_bench,
     cmd_bench_decode,
+    cmd_bench_serve,
     cmd_bench_stream,
     cmd_compare,
     cmd_decode,
@@ -34,6 +37,7 @@ from .commands import (
     cmd_prepare,
     cmd_report,
     cmd_score,
+    cmd_serve,
     cmd_stats,
     cmd_train,
     cmd_transcribe,
@@ -246,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the numbers as JSON here")
     p.set_defaults(func=cmd_bench_stream)
 
+    p = bench.add_parser("serve", help="asr serve under N concurrent clients on loopback: latency percentiles, "
+                                       "audio seconds per second, errors, memory; batched vs one at a time")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True, help="the utterances the clients send (in turn, round robin)")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=20.0, help="how long each of the two runs lasts")
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--batch-window", type=float, default=0.05)
+    p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    p.set_defaults(func=cmd_bench_serve)
+
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("--model", required=True)
     p.add_argument("--format", choices=["txt", "json", "srt", "vtt", "tsv", "text"], default="txt",
@@ -259,6 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_args(p)
     p.add_argument("audio", nargs="+")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible transcription server (POST /v1/audio/transcriptions, "
+                                     "a streaming WebSocket, a page at /, /health, /metrics)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model-name", help="the id GET /v1/models lists (default: the model file's stem)")
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $ASR_API_KEY, else none)")
+    p.add_argument("--max-batch", type=int, default=16, help="requests decoded together at most")
+    p.add_argument("--batch-window", type=float, default=0.05,
+                   help="seconds to wait for more requests after a batch's first (default 0.05)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="transcription requests in progress at once; more get 503 (default 64)")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="larger uploads get 413 (default 25)")
+    p.add_argument("--max-audio-seconds", type=float, default=600.0, help="longer audio gets 413 (default 600)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504 (default 120)")
+    add_decoding_args(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

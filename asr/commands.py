@@ -430,3 +430,43 @@ def cmd_kaldi_export(args) -> None:
     utts = read_manifest(args.manifest)
     paths = export_kaldi(utts, args.out, audio=args.audio)
     print(f"{len(utts)} utterances -> {', '.join(str(p) for p in paths.values())}")
+
+
+def serve_options(args):
+    """ServeOptions from `asr serve`'s flags (the API key from --api-key, else $ASR_API_KEY)."""
+    import os
+
+    from .serve import ServeOptions
+
+    return ServeOptions(model_name=args.model_name or Path(args.model).stem,
+                        api_key=args.api_key or os.environ.get("ASR_API_KEY") or None, max_batch=args.max_batch,
+                        batch_window=args.batch_window, max_queue=args.max_queue,
+                        max_upload_bytes=int(args.max_upload_mb * 1024 ** 2), max_audio_seconds=args.max_audio_seconds,
+                        request_timeout=args.timeout)
+
+
+def cmd_serve(args) -> None:
+    from .serve import serve
+
+    options = serve_options(args)
+    transcriber = load_transcriber(args)
+    print(f"serving {args.model} as {options.model_name!r} on http://{args.host}:{args.port} "
+          f"(API key {'required' if options.api_key else 'not required'})", file=sys.stderr)
+    serve(transcriber, options, args.host, args.port)
+
+
+def cmd_bench_serve(args) -> None:
+    from .data import read_manifest
+    from .serve_bench import SERVE_HEADER, bench_serve, format_serve_row
+
+    utts = read_manifest(args.manifest)[:args.limit or None]
+    rows = bench_serve(args.model, [u.audio for u in utts], args.clients, args.seconds, args.max_batch,
+                       args.batch_window)
+    print(SERVE_HEADER)
+    for r in rows:
+        print(format_serve_row(r))
+    if len(rows) == 2 and rows[0]["audio_per_second"]:
+        print(f"dynamic batching: {rows[1]['audio_per_second'] / rows[0]['audio_per_second']:.2f}x the throughput "
+              f"of one request at a time")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))

@@ -1,0 +1,554 @@
+"""An OpenAI-compatible transcription server: any model `asr.load_model` reads, behind a URL.
+
+    asr serve --model data/an4/exp/cpu/best.pt [--decoding D] [--host 127.0.0.1] [--port 8000]
+    curl http://127.0.0.1:8000/v1/audio/transcriptions -F file=@a.wav -F model=whisper-1
+
+    from openai import OpenAI                                   # the official client, unchanged
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    client.audio.transcriptions.create(model="whisper-1", file=open("a.wav", "rb")).text
+
+Routes: `POST /v1/audio/transcriptions` (multipart `file`, `model` (any name), `response_format` json |
+text | srt | vtt | verbose_json, `timestamp_granularities[]` word / segment, `language` and `prompt`
+accepted), `GET /v1/models`, `WS /v1/audio/stream` (unidirectional models: 16 kHz PCM in, partial and
+final transcripts out), `GET /` (a page: microphone and file upload), `GET /health`, `GET /metrics`
+(Prometheus). Errors are OpenAI's JSON error objects.
+
+Requests that arrive within `batch_window` seconds of each other are decoded as one batch (at most
+`max_batch`) by `Transcriber.transcribe([...])` in one model thread, so the event loop keeps accepting
+while the model computes; uploads are decoded from their own bytes (a temporary file, never a path
+the request names) in a small pool of threads. `asr bench serve` (asr/serve_bench.py) loads it
+with concurrent clients on loopback.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import struct
+import tempfile
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AudioError, load_audio
+from .decode import Transcript
+from .transcribe import Transcriber, format_srt, format_vtt, subtitle_cues
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+FORM_OVERHEAD = 64 * 1024      # bytes of multipart headers and text fields allowed beside the file itself
+PCM_ENCODINGS = {"f32": "<f4", "s16": "<i2"}   # WebSocket sample formats (little-endian), ?encoding=
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What the server accepts and how it batches."""
+    model_name: str = "asr"                  # the id GET /v1/models lists (clients may send any model name)
+    api_key: str | None = None               # when set: `Authorization: Bearer <key>` on /v1/*
+    max_batch: int = 16                      # requests decoded together at most
+    batch_window: float = 0.05               # seconds to wait for more requests after the first of a batch
+    max_queue: int = 64                      # transcription requests in progress at once; more get 503
+    max_upload_bytes: int = 25 * 1024 ** 2   # OpenAI's cap: 25 MB (413 above)
+    max_audio_seconds: float = 600.0         # longer uploads or streams get 413
+    request_timeout: float = 120.0           # seconds from a request's start to its answer (504), a stream's silence
+    max_streams: int = 8                     # WebSocket streams at once
+
+
+class ApiError(Exception):
+    """An answer in OpenAI's error form: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+class Metrics:
+    """The server's Prometheus instruments, in a registry of its own (several servers in one process)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("asr_requests", "HTTP requests answered", ["path", "status"], registry=r)
+        self.latency = Histogram("asr_request_seconds", "time from request to answer", ["path"], registry=r,
+                                 buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.audio = Counter("asr_audio_seconds", "seconds of audio transcribed", registry=r)
+        self.batch = Histogram("asr_batch_size", "requests per decoded batch", registry=r,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.queue = Gauge("asr_queue_depth", "requests waiting or being decoded", registry=r)
+        self.streams = Gauge("asr_streams", "open WebSocket streams", registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Batcher:
+    """Dynamic batching: waves queued by concurrent requests, decoded in batches in one model thread."""
+
+    def __init__(self, transcriber: Transcriber, options: ServeOptions, metrics: Metrics):
+        self.transcriber, self.options, self.metrics = transcriber, options, metrics
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="asr-model")   # the model runs here only
+        self.pending = 0
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.model_thread.shutdown(wait=True, cancel_futures=True)
+
+    async def run_model(self, fn, *args):
+        """fn(*args) in the model thread (streams share it with the batches)."""
+        return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn, *args)
+
+    async def transcribe(self, wave: torch.Tensor) -> Transcript:
+        """(S,) samples -> their Transcript, decoded with whatever else arrives meanwhile."""
+        future = asyncio.get_running_loop().create_future()
+        self.pending += 1
+        self.metrics.queue.set(self.pending)
+        future.add_done_callback(self._done)
+        self.queue.put_nowait((wave, future))
+        return await future
+
+    def _done(self, _future) -> None:
+        self.pending -= 1
+        self.metrics.queue.set(self.pending)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            batch = [(w, f) for w, f in batch if not f.done()]       # timed out or gone while queued
+            if not batch:
+                continue
+            self.metrics.batch.observe(len(batch))
+            try:
+                results = await self.run_model(self.transcriber.transcribe, [w for w, _ in batch])
+            except Exception as e:  # a model failure answers this batch's requests, the server goes on
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(e)
+                continue
+            for (_, f), r in zip(batch, results):
+                if not f.done():
+                    f.set_result(r)
+
+    async def _collect(self) -> list:
+        """The first queued request, then whatever arrives within the window, up to max_batch."""
+        batch = [await self.queue.get()]
+        deadline = asyncio.get_running_loop().time() + self.options.batch_window
+        while len(batch) < self.options.max_batch:
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), left))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+
+def check_wav(data: bytes) -> None:
+    """A RIFF/WAVE upload whose data chunk is shorter than its header says is truncated (soundfile would
+    read what is there without a word). Streaming writers' 0 / 0xFFFFFFFF sizes mean "unknown": accepted."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        if chunk == b"data":
+            held = len(data) - pos - 8
+            if size not in (0, 0xFFFFFFFF) and held < size:
+                raise ApiError(400, f"truncated WAV: its header says {size} bytes of samples, the upload holds "
+                                    f"{held}", param="file", code="invalid_audio")
+            return
+        pos += 8 + size + (size & 1)
+    raise ApiError(400, "truncated WAV: no data chunk", param="file", code="invalid_audio")
+
+
+def decode_upload(data: bytes, filename: str, sample_rate: int) -> torch.Tensor:
+    """Upload bytes -> (S,) samples at `sample_rate`, through a temporary file of their own (the decoders
+    read paths); the file name lends only a sanitised suffix, a hint for FFmpeg."""
+    if not data:
+        raise ApiError(400, "the uploaded file is empty", param="file", code="invalid_audio")
+    check_wav(data)
+    suffix = Path(filename or "").suffix
+    suffix = suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
+    with tempfile.NamedTemporaryFile(suffix=suffix, prefix="asr-upload-") as f:
+        f.write(data)
+        f.flush()
+        try:
+            wave = load_audio(f.name, sample_rate)                        # (S,)
+        except AudioError as e:
+            reason = str(e).replace(f.name, "the uploaded file")
+            raise ApiError(400, f"could not decode audio: {reason}", param="file", code="invalid_audio") from None
+    return wave
+
+
+def _seconds(t: float) -> float:
+    return round(t, 3)
+
+
+def segments_of(result: Transcript) -> list[dict]:
+    """verbose_json segments: the words grouped as subtitle cues, in whisper's segment fields."""
+    out = []
+    for k, cue in enumerate(subtitle_cues(result.words)):
+        text = " ".join(w.text for w in cue)
+        raw = text.encode()
+        out.append({"id": k, "seek": 0, "start": _seconds(cue[0].start), "end": _seconds(cue[-1].end),
+                    "text": text, "tokens": [], "temperature": 0.0,
+                    "avg_logprob": float(np.mean([np.log(max(w.confidence, 1e-10)) for w in cue])),
+                    "compression_ratio": len(raw) / max(len(zlib.compress(raw)), 1), "no_speech_prob": 0.0})
+    return out
+
+
+def render(result: Transcript, fmt: str, words: bool, language: str | None):
+    """A Transcript in an OpenAI response format -> (body, media type)."""
+    if fmt == "text":
+        return result.text + "\n", "text/plain"
+    if fmt == "srt":
+        return format_srt(result.words), "text/plain"
+    if fmt == "vtt":
+        return format_vtt(result.words), "text/vtt"
+    usage = {"type": "duration", "seconds": _seconds(result.duration)}
+    if fmt == "json":
+        return {"text": result.text, "usage": usage}, "application/json"
+    body = {"task": "transcribe", "language": language or "english", "duration": _seconds(result.duration),
+            "text": result.text, "segments": segments_of(result), "usage": usage}
+    if words:
+        body["words"] = [{"word": w.text, "start": _seconds(w.start), "end": _seconds(w.end),
+                          "confidence": round(w.confidence, 4)} for w in result.words]
+    return body, "application/json"
+
+
+class Server:
+    """The routes, over one Transcriber; `app` is the ASGI application uvicorn runs."""
+
+    def __init__(self, transcriber: Transcriber, options: ServeOptions = ServeOptions()):
+        self.transcriber, self.options = transcriber, options
+        self.metrics = Metrics()
+        self.batcher = Batcher(transcriber, options, self.metrics)
+        self.decoders = ThreadPoolExecutor(2, thread_name_prefix="asr-decode")  # uploads -> samples
+        self.streaming = self._can_stream()
+        self.streams = 0
+        self.active = 0          # transcription requests in progress: reading, decoding, queued or in the model
+        self.created = int(time.time())
+        self.html = (Path(__file__).parent / "serve_page.html").read_text(encoding="utf-8")
+        self.app = self._build()
+
+    def _can_stream(self) -> bool:
+        try:
+            self.transcriber.stream()
+            return True
+        except ValueError:
+            return False
+
+    def _build(self):
+        from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
+        from starlette.routing import Route, WebSocketRoute
+
+        @asynccontextmanager
+        async def lifespan(app):
+            await self.batcher.start()
+            yield
+            await self.batcher.stop()
+            self.decoders.shutdown(wait=False, cancel_futures=True)
+
+        routes = [Route("/", self.page), Route("/health", self.health), Route("/metrics", self.prometheus),
+                  Route("/v1/models", self.models), Route("/v1/models/{name:path}", self.model),
+                  Route("/v1/audio/transcriptions", self.transcriptions, methods=["POST"]),
+                  WebSocketRoute("/v1/audio/stream", self.stream)]
+        app = Starlette(routes=routes, lifespan=lifespan,
+                        exception_handlers={ApiError: self._error, HTTPException: self._http_error,
+                                            Exception: self._crash})
+        return MetricsMiddleware(app, self.metrics, {r.path for r in routes})
+
+    # -- errors and keys
+
+    async def _error(self, request, e: ApiError):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(e.body(), status_code=e.status)
+
+    async def _http_error(self, request, e):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        return await self._error(request, ApiError(e.status_code, f"{request.method} {request.url.path}: {e.detail}",
+                                                   code=code))
+
+    async def _crash(self, request, e: Exception):
+        return await self._error(request, ApiError(500, f"internal error: {type(e).__name__}: {e}",
+                                                   kind="server_error"))
+
+    def _authorize(self, headers, query=None) -> None:
+        key = self.options.api_key
+        if not key:
+            return
+        given = headers.get("authorization", "")
+        given = given[7:] if given[:7].lower() == "bearer " else (query or {}).get("api_key", "")
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise ApiError(401, "invalid or missing API key (Authorization: Bearer <key>)", code="invalid_api_key")
+
+    # -- plain routes
+
+    async def page(self, request):
+        from starlette.responses import HTMLResponse
+
+        return HTMLResponse(self.html)
+
+    async def health(self, request):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"status": "ok", "model": self.options.model_name, "streaming": self.streaming,
+                             "sample_rate": self.transcriber.sample_rate, "queue": self.batcher.pending,
+                             "auth": bool(self.options.api_key)})
+
+    async def prometheus(self, request):
+        from starlette.responses import Response
+
+        body, media = self.metrics.render()
+        return Response(body, media_type=media)
+
+    def _model_card(self) -> dict:
+        return {"id": self.options.model_name, "object": "model", "created": self.created, "owned_by": "asr"}
+
+    async def models(self, request):
+        from starlette.responses import JSONResponse
+
+        self._authorize(request.headers)
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request):
+        from starlette.responses import JSONResponse
+
+        self._authorize(request.headers)
+        if request.path_params["name"] != self.options.model_name:
+            raise ApiError(404, f"no model {request.path_params['name']!r}; this server has "
+                                f"{self.options.model_name!r}", param="model", code="model_not_found")
+        return JSONResponse(self._model_card())
+
+    # -- transcriptions
+
+    async def transcriptions(self, request):
+        from starlette.responses import JSONResponse, Response
+
+        self._authorize(request.headers)
+        if self.active >= self.options.max_queue:          # refused before its body is read: memory stays bounded
+            raise ApiError(503, f"the server is busy ({self.active} requests in progress); retry later",
+                           code="queue_full", kind="server_error")
+        self.active += 1
+        try:
+            result, fmt, words, language = await asyncio.wait_for(self._transcribe(request),
+                                                                  self.options.request_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"the request took longer than {self.options.request_timeout:g} s",
+                           code="timeout", kind="server_error") from None
+        finally:
+            self.active -= 1
+        self.metrics.audio.inc(result.duration)
+        body, media = render(result, fmt, words, language)
+        return JSONResponse(body) if media == "application/json" else Response(body, media_type=media)
+
+    async def _transcribe(self, request):
+        fields, data, filename = await self._upload(request)
+        fmt = fields.get("response_format") or "json"
+        if fmt not in RESPONSE_FORMATS:
+            raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {fmt!r}",
+                           param="response_format")
+        if str(fields.get("stream", "false")).lower() == "true":
+            raise ApiError(400, "streamed responses are not supported here (use the WebSocket /v1/audio/stream)",
+                           param="stream")
+        granularities = fields.getlist("timestamp_granularities[]") + fields.getlist("timestamp_granularities")
+        wave = await asyncio.get_running_loop().run_in_executor(self.decoders, decode_upload, data, filename,
+                                                                self.transcriber.sample_rate)   # (S,)
+        seconds = wave.shape[0] / self.transcriber.sample_rate
+        if seconds > self.options.max_audio_seconds:
+            raise ApiError(413, f"the audio lasts {seconds:.1f} s; this server takes at most "
+                                f"{self.options.max_audio_seconds:g} s", param="file", code="audio_too_long")
+        try:
+            result = await self.batcher.transcribe(wave)
+        except Exception as e:  # the model failed on this batch: its requests say so, the server goes on
+            raise ApiError(500, f"transcription failed: {type(e).__name__}: {e}", kind="server_error") from None
+        return result, fmt, "word" in granularities, fields.get("language")
+
+    async def _upload(self, request):
+        """The form's fields, and the bytes and name of its `file` (within the cap)."""
+        form = await self._form(request)
+        try:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise ApiError(400, "a multipart `file` field with the audio is required", param="file")
+            data = await upload.read()
+            if len(data) > self.options.max_upload_bytes:
+                raise self._too_big()
+            return form, data, upload.filename or ""
+        finally:
+            await form.close()
+
+    def _too_big(self) -> ApiError:
+        return ApiError(413, f"the upload exceeds {self.options.max_upload_bytes} bytes", param="file",
+                        code="file_too_large")
+
+    async def _form(self, request):
+        """The multipart form, its body read no further than the upload cap allows."""
+        from starlette.formparsers import MultiPartException, MultiPartParser
+
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(400, "the request must be multipart/form-data with a `file` field", param="file")
+        limit = self.options.max_upload_bytes + FORM_OVERHEAD
+        declared = request.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_big()
+
+        async def body():
+            n = 0
+            async for chunk in request.stream():
+                n += len(chunk)
+                if n > limit:
+                    raise self._too_big()
+                yield chunk
+
+        try:
+            return await MultiPartParser(request.headers, body(), max_files=1, max_fields=32,
+                                         max_part_size=FORM_OVERHEAD).parse()
+        except MultiPartException as e:
+            raise ApiError(400, f"malformed multipart form: {e.message}") from None
+
+    # -- streaming
+
+    async def stream(self, ws):
+        """16 kHz PCM chunks in (binary messages: float32, or int16 with ?encoding=s16), a JSON partial
+        ({"type": "partial", "text", "seconds"}) out for each; the text message {"type": "end"} (or "end")
+        gets the final transcript ({"type": "final", "text", "duration", "words"}) and closes."""
+        try:
+            self._authorize(ws.headers, ws.query_params)
+        except ApiError as e:
+            await ws.close(code=1008, reason=e.message)
+            return
+        await ws.accept()
+        try:
+            dtype = PCM_ENCODINGS[ws.query_params.get("encoding", "f32")]
+        except KeyError:
+            return await self._refuse(ws, ApiError(400, f"encoding must be one of {', '.join(PCM_ENCODINGS)}",
+                                                   param="encoding"))
+        if not self.streaming:
+            return await self._refuse(ws, ApiError(400, "this model cannot stream (it is bidirectional); POST the "
+                                                        "file to /v1/audio/transcriptions", code="no_streaming"))
+        if self.streams >= self.options.max_streams:
+            return await self._refuse(ws, ApiError(503, "too many streams open", code="streams_full",
+                                                   kind="server_error"), code=1013)
+        self.streams += 1
+        self.metrics.streams.set(self.streams)
+        try:
+            await self._stream(ws, np.dtype(dtype))
+        finally:
+            self.streams -= 1
+            self.metrics.streams.set(self.streams)
+
+    async def _refuse(self, ws, e: ApiError, code: int = 1003) -> None:
+        await ws.send_json({"type": "error", **e.body()})
+        await ws.close(code=code)
+
+    async def _stream(self, ws, dtype: np.dtype) -> None:
+        from starlette.websockets import WebSocketDisconnect
+
+        stream = self.transcriber.stream()
+        seconds = 0.0
+        scale = 1.0 if dtype.kind == "f" else 1 / 32768
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(ws.receive(), self.options.request_timeout)
+                except asyncio.TimeoutError:
+                    return await self._refuse(ws, ApiError(408, f"no message for {self.options.request_timeout:g} s",
+                                                           code="timeout"), code=1000)
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes") is not None:
+                    data = message["bytes"]
+                    if len(data) % dtype.itemsize:
+                        return await self._refuse(ws, ApiError(400, f"a binary message must hold whole "
+                                                                    f"{dtype.itemsize}-byte samples"))
+                    chunk = np.frombuffer(data, dtype).astype(np.float32) * scale          # (S,)
+                    seconds += chunk.shape[0] / self.transcriber.sample_rate
+                    if seconds > self.options.max_audio_seconds:
+                        return await self._refuse(ws, ApiError(413, f"streams are limited to "
+                                                                    f"{self.options.max_audio_seconds:g} s",
+                                                               code="audio_too_long"), code=1009)
+                    partial = await self.batcher.run_model(stream.feed, torch.from_numpy(chunk))
+                    await ws.send_json({"type": "partial", "text": partial.text, "seconds": _seconds(seconds)})
+                elif _is_end(message.get("text")):
+                    final = await self.batcher.run_model(stream.finish)
+                    self.metrics.audio.inc(final.duration)
+                    await ws.send_json({"type": "final", "text": final.text, "duration": _seconds(final.duration),
+                                        "words": render(final, "verbose_json", True, None)[0]["words"]})
+                    await ws.close()
+                    return
+        except WebSocketDisconnect:
+            return
+
+
+def _is_end(text: str | None) -> bool:
+    if text is None:
+        return False
+    if text.strip() == "end":
+        return True
+    try:
+        return json.loads(text).get("type") == "end"
+    except (ValueError, AttributeError):
+        return False
+
+
+class MetricsMiddleware:
+    """Counts every HTTP answer by route and status and times it (pure ASGI: the body streams through)."""
+
+    def __init__(self, app, metrics: Metrics, paths: set[str]):
+        self.app, self.metrics, self.paths = app, metrics, paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"] if scope["path"] in self.paths else "other"
+        started, status = time.perf_counter(), [500]
+
+        async def record(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.metrics.requests.labels(path, str(status[0])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+def serve(transcriber: Transcriber, options: ServeOptions = ServeOptions(), host: str = "127.0.0.1",
+          port: int = 8000, sockets=None) -> None:
+    """Run the server until interrupted (uvicorn; `sockets`: already bound ones, e.g. port 0 in tests)."""
+    import uvicorn
+
+    transcriber.transcribe(torch.zeros(transcriber.sample_rate))        # warm-up: the first request is not slow
+    config = uvicorn.Config(Server(transcriber, options).app, host=host, port=port, log_level="warning",
+                            timeout_keep_alive=5)
+    uvicorn.Server(config).run(sockets=sockets)

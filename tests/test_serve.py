@@ -1,0 +1,419 @@
+"""asr serve: a real uvicorn server on a loopback port, called by the official openai client, raw HTTP,
+a WebSocket client and (where installed) headless Chromium."""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import asr
+from asr.audio import SAMPLE_RATE
+from asr.serve import ServeOptions, Server
+from asr.transcribe import format_srt, format_vtt
+
+openai = pytest.importorskip("openai")
+
+
+@contextlib.contextmanager
+def running(server: Server):
+    """`server` on uvicorn in a background thread, on a free loopback port: yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    uv = uvicorn.Server(uvicorn.Config(server.app, log_level="error", lifespan="on"))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if uv.started:
+            break
+        time.sleep(0.01)
+    assert uv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def wav_bytes(samples: torch.Tensor | np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, np.asarray(samples, dtype=np.float32), sr, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+def post(url: str, fields: dict[str, str], files: dict[str, tuple[str, bytes]] | None = None,
+         headers: dict | None = None) -> tuple[int, dict | str]:
+    """A raw multipart POST to /v1/audio/transcriptions: (status, JSON body or text)."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    for name, (filename, data) in (files or {}).items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return request(url, "POST", "/v1/audio/transcriptions", body,
+                   {"Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})})
+
+
+def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request(method, path, body, headers or {})
+    r = conn.getresponse()
+    data = r.read().decode()
+    conn.close()
+    is_json = r.getheader("content-type", "").startswith("application/json")
+    return r.status, json.loads(data) if is_json else data
+
+
+def assert_openai_error(status: int, body, expected: int, param: str | None = None) -> None:
+    assert status == expected, body
+    assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["message"], body
+    if param:
+        assert body["error"]["param"] == param
+
+
+@pytest.fixture(scope="module")
+def an4_transcriber(an4_model):
+    return asr.load_model(an4_model)
+
+
+@pytest.fixture(scope="module")
+def an4_url(an4_transcriber):
+    """The AN4 model served with small limits (1 MB uploads, 8 s of audio) and a 0.2 s batching window."""
+    options = ServeOptions(model_name="an4-bigru", max_batch=16, batch_window=0.2, max_upload_bytes=1024 ** 2,
+                           max_audio_seconds=8.0)
+    with running(Server(an4_transcriber, options)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(an4_url):
+    return openai.OpenAI(base_url=an4_url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_every_response_format(client, an4_transcriber, an4_test_utts):
+    u = an4_test_utts[0]
+    expected = an4_transcriber.transcribe(u.audio)
+    assert expected.text
+    create = lambda **kw: client.audio.transcriptions.create(model="whisper-1", file=Path(u.audio), **kw)
+    assert create().text == expected.text
+    assert create(response_format="json", language="en", prompt="letters and digits").text == expected.text
+    assert create(response_format="text").strip() == expected.text
+    assert create(response_format="srt") == format_srt(expected.words)
+    assert create(response_format="vtt") == format_vtt(expected.words)
+    verbose = create(response_format="verbose_json", timestamp_granularities=["word"])
+    assert verbose.text == expected.text and verbose.duration == pytest.approx(expected.duration, abs=1e-3)
+    assert [w.word for w in verbose.words] == [w.text for w in expected.words]
+    assert [(w.start, w.end) for w in verbose.words] == [(round(w.start, 3), round(w.end, 3)) for w in expected.words]
+    assert " ".join(s.text for s in verbose.segments) == expected.text
+    assert verbose.segments[0].start == verbose.words[0].start
+    assert create(response_format="verbose_json").words is None         # segments only, as OpenAI by default
+    assert [m.id for m in client.models.list()] == ["an4-bigru"]
+
+
+def test_concurrent_requests_are_batched_and_each_equals_transcribe_alone(an4_url, client, an4_transcriber,
+                                                                          an4_test_utts):
+    utts = an4_test_utts[1:17]
+    alone = [an4_transcriber.transcribe(u.audio) for u in utts]               # one at a time
+    batches_before = metric(an4_url, "asr_batch_size_count")
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda u: client.audio.transcriptions.create(
+            model="whisper-1", file=Path(u.audio), response_format="verbose_json",
+            timestamp_granularities=["word"]), utts))
+    for g, e in zip(got, alone):
+        assert g.text == e.text
+        assert [(w.word, w.start, w.end) for w in g.words] == [(w.text, round(w.start, 3), round(w.end, 3))
+                                                               for w in e.words]
+    batches = metric(an4_url, "asr_batch_size_count") - batches_before
+    assert batches <= 4, f"16 concurrent requests took {batches} batches"     # decoded together, not one by one
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    _, text = request(url, "GET", "/metrics")
+    lines = [line for line in text.splitlines() if line.startswith(name + (labels or " "))]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def test_bad_uploads_get_openai_errors_and_the_server_goes_on(an4_url, client, an4_transcriber, an4_test_utts):
+    u = an4_test_utts[0]
+    good = wav_bytes(u.samples())
+    expected = an4_transcriber.transcribe(u.audio).text
+    long = wav_bytes(torch.cat([u.samples()] * 3))                         # 12 s: over the 8 s cap
+    cases = [
+        ({"model": "whisper-1"}, {"file": ("a.wav", b"this is not audio at all " * 40)}, 400, "file"),
+        ({"model": "whisper-1"}, {"file": ("a.wav", b"")}, 400, "file"),
+        ({"model": "whisper-1"}, {"file": ("a.wav", good[:len(good) // 2])}, 400, "file"),   # truncated WAV
+        ({"model": "whisper-1"}, {"file": ("a.wav", good[:30])}, 400, "file"),                # cut in the header
+        ({"model": "whisper-1"}, {"file": ("a.wav", b"\0" * (1024 ** 2 + 1))}, 413, "file"),  # over the cap
+        ({"model": "whisper-1"}, {"file": ("a.wav", long)}, 413, "file"),                     # too many seconds
+        ({"model": "whisper-1"}, None, 400, "file"),                                          # no file field
+        ({"model": "whisper-1", "file": "/etc/passwd"}, None, 400, "file"),                   # a path, not bytes
+        ({"model": "whisper-1", "response_format": "mp3"}, {"file": ("a.wav", good)}, 400, "response_format"),
+    ]
+    for fields, files, status, param in cases:
+        code, body = post(an4_url, fields, files)
+        assert_openai_error(code, body, status, param)
+        assert post(an4_url, {"model": "whisper-1"}, {"file": ("a.wav", good)})[1]["text"] == expected
+    assert "truncated WAV" in post(an4_url, {}, {"file": ("a.wav", good[:len(good) // 2])})[1]["error"]["message"]
+    code, body = post(an4_url, {}, {"file": ("../../../../etc/passwd", good)})    # the name is never a path
+    assert code == 200 and body["text"] == expected
+    assert_openai_error(*request(an4_url, "POST", "/v1/audio/transcriptions", b"{}",
+                                 {"Content-Type": "application/json"}), 400)
+    assert_openai_error(*request(an4_url, "GET", "/v1/nothing"), 404)
+    with pytest.raises(openai.BadRequestError) as e:                         # the client reads our errors
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"not audio"))
+    assert "could not decode audio" in e.value.message
+    assert metric(an4_url, "asr_requests_total", '{path="/v1/audio/transcriptions",status="413"}') >= 2
+
+
+def test_health_and_metrics(an4_url, client, an4_test_utts):
+    client.audio.transcriptions.create(model="whisper-1", file=Path(an4_test_utts[0].audio))
+    code, health = request(an4_url, "GET", "/health")
+    assert code == 200 and health["status"] == "ok" and health["model"] == "an4-bigru"
+    assert health["streaming"] is False and health["sample_rate"] == SAMPLE_RATE
+    _, text = request(an4_url, "GET", "/metrics")
+    for name in ('asr_requests_total{path="/v1/audio/transcriptions",status="200"}', "asr_request_seconds_bucket",
+                 "asr_audio_seconds_total", "asr_batch_size_bucket", "asr_queue_depth"):
+        assert name in text
+    assert metric(an4_url, "asr_audio_seconds_total") >= an4_test_utts[0].duration - 0.01
+
+
+class SlowTranscriber:
+    """A Transcriber whose model takes `delay` seconds more per batch (to fill the queue, time out)."""
+
+    def __init__(self, transcriber, delay: float):
+        self.t, self.delay = transcriber, delay
+
+    def __getattr__(self, name):
+        return getattr(self.t, name)
+
+    def transcribe(self, audio, errors="raise"):
+        time.sleep(self.delay)
+        return self.t.transcribe(audio, errors)
+
+
+def test_queue_cap_timeout_key_and_a_free_event_loop(an4_transcriber, an4_test_utts, monkeypatch):
+    options = ServeOptions(api_key="s3cret", max_queue=1, batch_window=0.0, request_timeout=1.0)
+    good = {"file": ("a.wav", wav_bytes(an4_test_utts[0].samples()))}
+    auth = {"Authorization": "Bearer s3cret"}
+    with running(Server(SlowTranscriber(an4_transcriber, 1.5), options)) as url, ThreadPoolExecutor(2) as pool:
+        assert_openai_error(*post(url, {}, good), 401)
+        assert_openai_error(*post(url, {}, good, {"Authorization": "Bearer wrong"}), 401)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+        first = pool.submit(post, url, {}, good, auth)
+        time.sleep(0.3)                                                    # the first is in the model thread
+        started = time.perf_counter()
+        assert request(url, "GET", "/health")[0] == 200                    # the event loop is not blocked
+        assert time.perf_counter() - started < 1.0                     # while the model sleeps 1.5 s
+        assert_openai_error(*post(url, {}, good, auth), 503)               # the queue (1) is full
+        assert_openai_error(*first.result(), 504)                          # 1.5 s of model > the 1 s timeout
+        time.sleep(0.6)                                                    # the slow batch ends
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        with pytest.raises(InvalidStatus):                                 # the WebSocket wants the key too
+            connect(url.replace("http", "ws") + "/v1/audio/stream")
+        with connect(url.replace("http", "ws") + "/v1/audio/stream?api_key=s3cret") as ws:
+            assert json.loads(ws.recv())["error"]["code"] == "no_streaming"
+        assert [m.id for m in openai.OpenAI(base_url=url + "/v1", api_key="s3cret").models.list()] == ["asr"]
+
+    from asr.cli import build_parser
+    from asr.commands import serve_options
+
+    monkeypatch.setenv("ASR_API_KEY", "from-env")
+    args = build_parser().parse_args(["serve", "--model", "m/best.pt"])
+    assert args.host == "127.0.0.1"                                        # this machine only, by default
+    assert serve_options(args).api_key == "from-env" and serve_options(args).model_name == "best"
+    assert serve_options(build_parser().parse_args(["serve", "--model", "m", "--api-key", "k"])).api_key == "k"
+
+
+class BrokenTranscriber(SlowTranscriber):
+    def transcribe(self, audio, errors="raise"):
+        raise RuntimeError("the model fell over")
+
+
+def test_a_failing_model_answers_500_and_the_server_goes_on(an4_transcriber, an4_test_utts):
+    good = {"file": ("a.wav", wav_bytes(an4_test_utts[0].samples()))}
+    with running(Server(BrokenTranscriber(an4_transcriber, 0.0))) as url:
+        for _ in range(2):
+            code, body = post(url, {}, good)
+            assert_openai_error(code, body, 500)
+            assert "the model fell over" in body["error"]["message"] and body["error"]["type"] == "server_error"
+        assert request(url, "GET", "/health")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def uni_model(tmp_path_factory) -> Path:
+    """A random unidirectional GRU (untrained: its transcripts are garbage, but deterministic)."""
+    from asr.checkpoint import save_checkpoint
+    from asr.features import FeatureConfig, FeatureExtractor
+    from asr.model import AcousticModel, ModelConfig
+    from asr.text import Vocabulary
+
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(cell="gru", bidirectional=False, lookahead=2, hidden=48, conv_channels=48,
+                                      layers=2, dropout=0.0)).eval()
+    extractor = FeatureExtractor(FeatureConfig(), torch.randn(80), torch.rand(80) + 0.5)
+    path = tmp_path_factory.mktemp("uni") / "uni.pt"
+    save_checkpoint(path, model, extractor, Vocabulary())
+    return path
+
+
+def test_websocket_streams_partials_and_the_final_transcript(uni_model, an4_test_utts, an4_url):
+    from websockets.sync.client import connect
+
+    model = asr.load_model(uni_model)
+    wave = an4_test_utts[0].samples()
+    chunks = [wave[i:i + 1600] for i in range(0, wave.shape[0], 1600)]           # 100 ms each
+    local = model.stream()
+    expected_partials = [local.feed(c).text for c in chunks]
+    expected = model.transcribe(wave)
+    assert local.finish().text == expected.text
+    with running(Server(model)) as url:
+        assert request(url, "GET", "/health")[1]["streaming"] is True
+        with connect(url.replace("http", "ws") + "/v1/audio/stream") as ws:
+            partials = []
+            for c in chunks:
+                ws.send(c.numpy().astype("<f4").tobytes())
+                partials.append(json.loads(ws.recv()))
+            ws.send(json.dumps({"type": "end"}))
+            final = json.loads(ws.recv())
+        assert [p["text"] for p in partials] == expected_partials
+        assert partials[-1]["seconds"] == pytest.approx(wave.shape[0] / SAMPLE_RATE, abs=1e-3)
+        assert final["type"] == "final" and final["text"] == expected.text
+        assert [w["word"] for w in final["words"]] == [w.text for w in expected.words]
+        with connect(url.replace("http", "ws") + "/v1/audio/stream?encoding=s16") as ws:   # int16 PCM too
+            ws.send((wave.numpy() * 32767).astype("<i2").tobytes())
+            assert json.loads(ws.recv())["type"] == "partial"
+            ws.send("end")
+            assert json.loads(ws.recv())["type"] == "final"
+    with connect(an4_url.replace("http", "ws") + "/v1/audio/stream") as ws:       # a bidirectional model
+        refused = json.loads(ws.recv())
+    assert refused["type"] == "error" and refused["error"]["code"] == "no_streaming"
+    assert request(an4_url, "GET", "/health")[0] == 200
+
+
+def test_an_onnx_export_serves_files_and_streams(uni_model, an4_test_utts, tmp_path):
+    """Any model load_model reads: the same routes on an `asr export` ONNX file (onnxruntime)."""
+    from websockets.sync.client import connect
+
+    from asr.cli import main as asr_main
+
+    asr_main(["export", "--model", str(uni_model), "--out", str(tmp_path / "uni.onnx")])
+    model = asr.load_model(tmp_path / "uni.onnx")
+    u = an4_test_utts[2]
+    expected = model.transcribe(u.audio)
+    with running(Server(model, ServeOptions(model_name="uni-onnx"))) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        assert client.audio.transcriptions.create(model="whisper-1", file=Path(u.audio)).text == expected.text
+        with connect(url.replace("http", "ws") + "/v1/audio/stream") as ws:
+            ws.send(u.samples().numpy().astype("<f4").tobytes())
+            ws.recv()
+            ws.send("end")
+            assert json.loads(ws.recv())["text"] == model.transcribe(u.samples()).text
+
+
+def test_page_is_served(an4_url):
+    code, page = request(an4_url, "GET", "/")
+    assert code == 200 and "/v1/audio/stream" in page and "/v1/audio/transcriptions" in page
+
+
+def test_page_in_headless_chromium_transcribes_the_microphone(uni_model, an4_test_utts, tmp_path, monkeypatch):
+    """Chromium's fake capture device plays an AN4 test file into the page's microphone; the page streams it
+    over the WebSocket and shows the final transcript: transcribe() of the audio the server received (Chrome
+    resamples the file on its way, so the samples, and a random model's text, are not the file's own)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (make chromium)")
+    from asr.stream import StreamingTranscriber
+
+    received: list[torch.Tensor] = []
+    feed = StreamingTranscriber.feed
+    monkeypatch.setattr(StreamingTranscriber, "feed", lambda self, s: (received.append(torch.as_tensor(s)),
+                                                                       feed(self, s))[1])
+    u = an4_test_utts[0]
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, u.samples().numpy(), SAMPLE_RATE, subtype="PCM_16")
+    model = asr.load_model(uni_model)
+    with running(Server(model)) as url:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={clip}%noloop",
+                 "--autoplay-policy=no-user-gesture-required"]
+        log = tmp_path / "chromium.log"                  # a file, not a pipe: Chromium logs a lot and must not block
+        chrome = subprocess.Popen([browser, *flags, "about:blank"], stderr=log.open("w"))
+        try:
+            final = page_text(chrome, log, f"{url}/?record={u.duration + 1:.1f}", "final", u.duration + 30)
+        finally:
+            chrome.kill()
+            chrome.wait()
+    heard = sum(r.shape[0] for r in received) / SAMPLE_RATE
+    assert heard >= 0.8 * u.duration, f"the server received {heard:.2f} s of a {u.duration:.2f} s file"
+    assert final == model.transcribe(torch.cat(received)).text
+
+
+def page_text(chrome: subprocess.Popen, log: Path, url: str, element: str, timeout: float) -> str:
+    """Open `url` in a running Chromium over the DevTools protocol; wait until the page marks itself done
+    (document.body.dataset.done) and return the text of #element."""
+    import re
+    import urllib.request
+
+    from websockets.sync.client import connect
+
+    port, started = None, time.monotonic()
+    while port is None:                                   # "DevTools listening on ws://127.0.0.1:PORT/devtools/..."
+        assert chrome.poll() is None and time.monotonic() - started < 30, log.read_text()[-2000:]
+        port = (m := re.search(r"DevTools listening on ws://[^:/]+:(\d+)/", log.read_text())) and m.group(1)
+        time.sleep(0.1)
+    new = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?{url}", method="PUT")
+    with urllib.request.urlopen(new, timeout=10) as r:
+        target = json.loads(r.read())["webSocketDebuggerUrl"]
+    expression = f"document.body.dataset.done ? document.getElementById({element!r}).textContent : null"
+    deadline = time.monotonic() + timeout
+    with connect(target, max_size=None) as ws:
+        for k in range(1, 100_000):
+            ws.send(json.dumps({"id": k, "method": "Runtime.evaluate",
+                                "params": {"expression": expression, "returnByValue": True}}))
+            while (reply := json.loads(ws.recv(timeout=10))).get("id") != k:
+                pass                                      # events, not our answer
+            value = reply.get("result", {}).get("result", {}).get("value")
+            if value is not None:
+                return value
+            assert time.monotonic() < deadline, "the page did not show a final transcript in time"
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def test_bench_serve_runs_asr_serve_under_load(an4_model, an4_test_utts, tmp_path):
+    """`asr bench serve` (small): `asr serve` subprocesses, one request at a time then batched, no errors."""
+    from asr.cli import main as asr_main
+    from asr.data import write_manifest
+
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, an4_test_utts[:3])
+    asr_main(["bench", "serve", "--model", str(an4_model), "--manifest", str(manifest), "--clients", "3",
+              "--seconds", "1.5", "--out", str(tmp_path / "rows.json")])
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["max_batch"] for r in rows] == [1, 16]
+    for r in rows:
+        assert r["requests"] > 0 and r["errors"] == 0 and r["audio_per_second"] > 0
+        assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] and r["server_peak_mb"] > 0
+    assert rows[0]["mean_batch"] == 1.0
