@@ -60,10 +60,7 @@ def read_audio(path: str | Path, start: float | None = None, end: float | None =
     try:
         with sf.SoundFile(str(path)) as f:
             sr = f.samplerate
-            first = round((start or 0.0) * sr)
-            last = f.frames if end is None else min(round(end * sr), f.frames)
-            if start is not None and first >= last:
-                raise AudioError(f"{path}: segment {start:.2f}-{end:.2f} s is outside its {f.frames / sr:.2f} s")
+            first, last = _span(path, f.frames, sr, start, end)
             if first:
                 f.seek(first)
             samples = f.read(last - first, dtype="float32", always_2d=True)  # (S, C)
@@ -104,11 +101,17 @@ def _decode_av(path: Path, start: float | None, end: float | None, soundfile_err
     if not parts or not sr:
         raise fail("no samples decoded")
     samples = np.ascontiguousarray(np.concatenate(parts, axis=1).T, dtype=np.float32)   # (S, C)
-    first = round((start or 0.0) * sr)
-    last = samples.shape[0] if end is None else min(round(end * sr), samples.shape[0])
-    if start is not None and first >= last:
-        raise AudioError(f"{path}: segment {start:.2f}-{end:.2f} s is outside its {samples.shape[0] / sr:.2f} s")
+    first, last = _span(path, samples.shape[0], sr, start, end)
     return samples[first:last], sr, name
+
+
+def _span(path: Path, frames: int, sr: int, start: float | None, end: float | None) -> tuple[int, int]:
+    """The sample range [first, last) of the `start`-`end` seconds of a file `frames` long (all of it for None)."""
+    first = round((start or 0.0) * sr)
+    last = frames if end is None else min(round(end * sr), frames)
+    if start is not None and first >= last:
+        raise AudioError(f"{path}: segment {start:.2f}-{end:.2f} s is outside its {frames / sr:.2f} s")
+    return first, last
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torch.Tensor:

@@ -23,10 +23,6 @@ import argparse
 
 from .commands import (
     cmd_average,
-    cmd_bench,
-    cmd_bench_decode,
-    cmd_bench_serve,
-    cmd_bench_stream,
     cmd_compare,
     cmd_decode,
     cmd_export,
@@ -45,6 +41,7 @@ from .commands import (
     cmd_validate,
     cmd_vocab,
 )
+from .commands_bench import cmd_bench, cmd_bench_decode, cmd_bench_serve, cmd_bench_stream
 from .transcripts import TRANSCRIPT_FORMATS
 
 

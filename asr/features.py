@@ -119,46 +119,29 @@ class FeatureExtractor(nn.Module):
         return self._spectrum_features(self._gathered(audio, start, first, n, total))
 
     def _unfolded(self, audio: torch.Tensor, start: int, first: int, n: int, total: torch.Tensor) -> torch.Tensor:
-        """_gathered's frames, eagerly: the samples the frames span picked once (N, L), then viewed as
-        (N, n, W) windows; 2.5x fewer indices than a window each, and none for zero padding."""
+        """_gathered's frames, eagerly: the sample run the frames span (no indices at all for zero padding),
+        viewed as (N, n, W) windows."""
         cfg = self.cfg
         N, r = audio.shape
         if n <= 0:
             return audio.new_zeros(N, 0, cfg.win_length, dtype=torch.float32)
-        lo = first * cfg.hop_length + cfg.frame_offset - start                              # local first sample
+        lo = first * cfg.hop_length + cfg.frame_offset                                      # absolute first sample
         span = (n - 1) * cfg.hop_length + cfg.win_length
-        total = total.to(audio.device)[:, None]                                              # (N, 1)
-        if cfg.kind == "fbank":                                    # reflected at both ends of each input
-            j = torch.arange(span, device=audio.device)[None] + (lo + start)                # (1, L) absolute
-            s = total.clamp(min=1)
-            m = torch.remainder(j, 2 * s)
-            j = torch.where(m < s, m, 2 * s - 1 - m)                                         # (N, L)
-            local = torch.where(total > 0, j - start, torch.full_like(j, r))
-            flat = nn.functional.pad(audio, (0, 1)).reshape(-1)
-            samples = flat[(local + torch.arange(N, device=audio.device)[:, None] * (r + 1)).reshape(-1)]
-            samples = samples.reshape(N, span)
-        else:                                                      # zero outside each input
-            keep = (torch.arange(r, device=audio.device)[None] + start) < total              # (N, r)
-            padded = nn.functional.pad(audio * keep, (max(-lo, 0), max(lo + span - r, 0)))
-            samples = padded[:, max(lo, 0):max(lo, 0) + span]
-        samples = samples.float()
         if cfg.kind == "fbank":
-            # pre-emphasis on the sample run instead of each frame: the same but for a frame's first sample,
-            # which Kaldi pre-emphasises against itself and the Hann window then zeroes either way
-            assert self.window[0] == 0
-            samples = torch.cat([samples[:, :1], samples[:, 1:] - PREEMPHASIS * samples[:, :-1]], 1)
+            samples = self._sample_run(audio, start, torch.arange(span, device=audio.device)[None] + lo, total)
+        else:                                                      # zero outside each input: mask, pad, slice
+            keep = (torch.arange(r, device=audio.device)[None] + start) < total.to(audio.device)[:, None]
+            local = lo - start
+            padded = nn.functional.pad(audio * keep, (max(-local, 0), max(local + span - r, 0)))
+            samples = padded[:, max(local, 0):max(local, 0) + span].float()
         return samples.unfold(1, cfg.win_length, cfg.hop_length)                          # (N, n, W)
 
-    def _gathered(self, audio: torch.Tensor, start, first, n, total: torch.Tensor) -> torch.Tensor:
-        """_unfolded's frames in tensor arithmetic only, so a traced graph keeps every length dynamic: the
-        sample run picked by one gather (N, L), then the (n, W) windows of it by a second, shared by the batch."""
-        cfg = self.cfg
+    def _sample_run(self, audio: torch.Tensor, start, j: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """(N, r) samples from absolute sample `start` -> (N, L) float samples at absolute positions j (1, L)
+        of inputs `total` (N,) long: reflected at both ends (fbank; then pre-emphasised) or zero outside."""
         N, r = audio.shape
-        lo = first * cfg.hop_length + cfg.frame_offset                                      # absolute first sample
-        span = torch.clamp(torch.as_tensor(n) - 1, min=0) * cfg.hop_length + cfg.win_length  # L
-        j = torch.arange(span, device=audio.device)[None] + lo                             # (1, L) absolute
         total = total.to(audio.device)[:, None]                                              # (N, 1)
-        if cfg.kind == "fbank":                                    # reflect at both ends: j mod 2S, folded
+        if self.cfg.kind == "fbank":                               # reflect at both ends: j mod 2S, folded
             s = total.clamp(min=1)
             m = torch.remainder(j, 2 * s)
             j = torch.where(m < s, m, 2 * s - 1 - m)                                         # (N, L)
@@ -169,8 +152,20 @@ class FeatureExtractor(nn.Module):
         flat = nn.functional.pad(audio, (0, 1)).reshape(-1)                                 # (N * (r + 1),)
         rows = torch.arange(N, device=audio.device)[:, None] * (r + 1)
         samples = flat[(local + rows).reshape(-1)].reshape(N, -1).float()                   # (N, L)
-        if cfg.kind == "fbank":                                    # as _unfolded: the window zeroes sample 0
+        if self.cfg.kind == "fbank":
+            # pre-emphasis on the sample run instead of each frame: the same but for a frame's first sample,
+            # which Kaldi pre-emphasises against itself and the Hann window then zeroes either way
+            assert self.window[0] == 0
             samples = torch.cat([samples[:, :1], samples[:, 1:] - PREEMPHASIS * samples[:, :-1]], 1)
+        return samples
+
+    def _gathered(self, audio: torch.Tensor, start, first, n, total: torch.Tensor) -> torch.Tensor:
+        """_unfolded's frames in tensor arithmetic only, so a traced graph keeps every length dynamic: the
+        sample run picked by one gather (N, L), then the (n, W) windows of it by a second, shared by the batch."""
+        cfg = self.cfg
+        lo = first * cfg.hop_length + cfg.frame_offset                                      # absolute first sample
+        span = torch.clamp(torch.as_tensor(n) - 1, min=0) * cfg.hop_length + cfg.win_length  # L
+        samples = self._sample_run(audio, start, torch.arange(span, device=audio.device)[None] + lo, total)
         windows = (torch.arange(n, device=audio.device)[:, None] * cfg.hop_length
                    + torch.arange(cfg.win_length, device=audio.device)[None, :])            # (n, W)
         return samples[:, windows]                                                          # (N, n, W)

@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 RUNS_HEADING = "## Score stage log"
+RUN_FIELDS = ("date", "config", "decoding", "wer", "cer", "device", "wall", "exp")   # RUNS_HEADER's columns
 RUNS_HEADER = ("| date | config | decoding | test %WER | test %CER | device | training wall time | exp |\n"
                "|---|---|---|---|---|---|---|---|\n")
 
@@ -123,7 +124,7 @@ def append_result(results: Path, row: dict) -> None:
     if RUNS_HEADING not in text:
         text = text.rstrip("\n") + ("\n\n" if text else "") + RUNS_HEADING + (
             " (one line per `make score`, appended by `asr score --results`)\n\n") + RUNS_HEADER
-    cells = [row[k] for k in ("date", "config", "decoding", "wer", "cer", "device", "wall", "exp")]
+    cells = [row[k] for k in RUN_FIELDS]
     results.write_text(text.rstrip("\n") + "\n| " + " | ".join(str(c) for c in cells) + " |\n")
 
 
@@ -138,8 +139,7 @@ def record_results(run_log: str | Path, results: str | Path) -> int:
     for row in rows:
         if row not in held:
             cells = [c.strip() for c in row.strip("|").split("|")]
-            append_result(results, dict(zip(("date", "config", "decoding", "wer", "cer", "device", "wall", "exp"),
-                                            cells)))
+            append_result(results, dict(zip(RUN_FIELDS, cells)))
             added += 1
     return added
 
