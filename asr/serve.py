@@ -15,30 +15,28 @@ final transcripts out), `GET /` (a page: microphone and file upload), `GET /heal
 
 Requests that arrive within `batch_window` seconds of each other are decoded as one batch (at most
 `max_batch`) by `Transcriber.transcribe([...])` in one model thread, so the event loop keeps accepting
-while the model computes; uploads are decoded from their own bytes (a temporary file, never a path
-the request names) in a small pool of threads. `asr bench serve` (asr/serve_bench.py) loads it
-with concurrent clients on loopback.
+while the model computes; uploads are decoded from their own bytes (a temporary file, never a path the
+request names) in a small pool of threads. The WebSocket route is asr/serve_stream.py. `asr bench serve`
+(asr/serve_bench.py) loads it with concurrent clients on loopback.
 """
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .decode import Transcript
-from .openai_api import RESPONSE_FORMATS, ApiError, decode_upload, render, round_seconds
+from .openai_api import RESPONSE_FORMATS, ApiError, decode_upload, render
+from .serve_stream import StreamRoute
 from .transcribe import Transcriber
 
 FORM_OVERHEAD = 64 * 1024      # bytes of multipart headers and text fields allowed beside the file itself
-PCM_ENCODINGS = {"f32": "<f4", "s16": "<i2"}   # WebSocket sample formats (little-endian), ?encoding=
 
 
 @dataclass(frozen=True)
@@ -159,19 +157,11 @@ class Server:
         self.metrics = Metrics()
         self.batcher = Batcher(transcriber, options, self.metrics)
         self.decoders = ThreadPoolExecutor(2, thread_name_prefix="asr-decode")  # uploads -> samples
-        self.streaming = self._can_stream()
-        self.streams = 0
+        self.streams = StreamRoute(transcriber, options, self.metrics, self.batcher, self._authorize)
         self.active = 0          # transcription requests in progress: reading, decoding, queued or in the model
         self.created = int(time.time())
         self.html = (Path(__file__).parent / "serve_page.html").read_text(encoding="utf-8")
         self.app = self._build()
-
-    def _can_stream(self) -> bool:
-        try:
-            self.transcriber.stream()
-            return True
-        except ValueError:
-            return False
 
     def _build(self):
         from starlette.applications import Starlette
@@ -188,7 +178,7 @@ class Server:
         routes = [Route("/", self.page), Route("/health", self.health), Route("/metrics", self.prometheus),
                   Route("/v1/models", self.models), Route("/v1/models/{name:path}", self.model),
                   Route("/v1/audio/transcriptions", self.transcriptions, methods=["POST"]),
-                  WebSocketRoute("/v1/audio/stream", self.stream)]
+                  WebSocketRoute("/v1/audio/stream", self.streams.serve)]
         app = Starlette(routes=routes, lifespan=lifespan,
                         exception_handlers={ApiError: self._error, HTTPException: self._http_error,
                                             Exception: self._crash})
@@ -229,7 +219,7 @@ class Server:
     async def health(self, request):
         from starlette.responses import JSONResponse
 
-        return JSONResponse({"status": "ok", "model": self.options.model_name, "streaming": self.streaming,
+        return JSONResponse({"status": "ok", "model": self.options.model_name, "streaming": self.streams.available,
                              "sample_rate": self.transcriber.sample_rate, "queue": self.batcher.pending,
                              "auth": bool(self.options.api_key)})
 
@@ -343,90 +333,6 @@ class Server:
                                          max_part_size=FORM_OVERHEAD).parse()
         except MultiPartException as e:
             raise ApiError(400, f"malformed multipart form: {e.message}") from None
-
-    # -- streaming
-
-    async def stream(self, ws):
-        """16 kHz PCM chunks in (binary messages: float32, or int16 with ?encoding=s16), a JSON partial
-        ({"type": "partial", "text", "seconds"}) out for each; the text message {"type": "end"} (or "end")
-        gets the final transcript ({"type": "final", "text", "duration", "words"}) and closes."""
-        try:
-            self._authorize(ws.headers, ws.query_params)
-        except ApiError as e:
-            await ws.close(code=1008, reason=e.message)
-            return
-        await ws.accept()
-        try:
-            dtype = PCM_ENCODINGS[ws.query_params.get("encoding", "f32")]
-        except KeyError:
-            return await self._refuse(ws, ApiError(400, f"encoding must be one of {', '.join(PCM_ENCODINGS)}",
-                                                   param="encoding"))
-        if not self.streaming:
-            return await self._refuse(ws, ApiError(400, "this model cannot stream (it is bidirectional); POST the "
-                                                        "file to /v1/audio/transcriptions", code="no_streaming"))
-        if self.streams >= self.options.max_streams:
-            return await self._refuse(ws, ApiError(503, "too many streams open", code="streams_full",
-                                                   kind="server_error"), code=1013)
-        self.streams += 1
-        self.metrics.streams.set(self.streams)
-        try:
-            await self._stream(ws, np.dtype(dtype))
-        finally:
-            self.streams -= 1
-            self.metrics.streams.set(self.streams)
-
-    async def _refuse(self, ws, e: ApiError, code: int = 1003) -> None:
-        await ws.send_json({"type": "error", **e.body()})
-        await ws.close(code=code)
-
-    async def _stream(self, ws, dtype: np.dtype) -> None:
-        from starlette.websockets import WebSocketDisconnect
-
-        stream = self.transcriber.stream()
-        seconds = 0.0
-        scale = 1.0 if dtype.kind == "f" else 1 / 32768
-        try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(ws.receive(), self.options.request_timeout)
-                except asyncio.TimeoutError:
-                    return await self._refuse(ws, ApiError(408, f"no message for {self.options.request_timeout:g} s",
-                                                           code="timeout"), code=1000)
-                if message["type"] == "websocket.disconnect":
-                    return
-                if message.get("bytes") is not None:
-                    data = message["bytes"]
-                    if len(data) % dtype.itemsize:
-                        return await self._refuse(ws, ApiError(400, f"a binary message must hold whole "
-                                                                    f"{dtype.itemsize}-byte samples"))
-                    chunk = np.frombuffer(data, dtype).astype(np.float32) * scale          # (S,)
-                    seconds += chunk.shape[0] / self.transcriber.sample_rate
-                    if seconds > self.options.max_audio_seconds:
-                        return await self._refuse(ws, ApiError(413, f"streams are limited to "
-                                                                    f"{self.options.max_audio_seconds:g} s",
-                                                               code="audio_too_long"), code=1009)
-                    partial = await self.batcher.run_model(stream.feed, torch.from_numpy(chunk))
-                    await ws.send_json({"type": "partial", "text": partial.text, "seconds": round_seconds(seconds)})
-                elif _is_end(message.get("text")):
-                    final = await self.batcher.run_model(stream.finish)
-                    self.metrics.audio.inc(final.duration)
-                    await ws.send_json({"type": "final", "text": final.text, "duration": round_seconds(final.duration),
-                                        "words": render(final, "verbose_json", True, None)[0]["words"]})
-                    await ws.close()
-                    return
-        except WebSocketDisconnect:
-            return
-
-
-def _is_end(text: str | None) -> bool:
-    if text is None:
-        return False
-    if text.strip() == "end":
-        return True
-    try:
-        return json.loads(text).get("type") == "end"
-    except (ValueError, AttributeError):
-        return False
 
 
 class MetricsMiddleware:
