@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0, help="how long each of the two runs lasts")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--batch-window", type=float, default=0.05)
+    p.add_argument("--model-threads", type=int, help="the server's --model-threads (default: its own default)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
     p.add_argument("--out", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_bench_serve)
@@ -289,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="larger uploads get 413 (default 25)")
     p.add_argument("--max-audio-seconds", type=float, default=600.0, help="longer audio gets 413 (default 600)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504 (default 120)")
+    p.add_argument("--model-threads", type=int,
+                   help="torch threads for the model (default: the cores less one, at least one, leaving a core "
+                        "to the event loop and upload decoding)")
     add_decoding_args(p)
     p.set_defaults(func=cmd_serve)
     return parser

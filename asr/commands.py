@@ -374,10 +374,14 @@ def serve_options(args):
 
 
 def cmd_serve(args) -> None:
-    from .serve import serve
+    import torch
+
+    from .serve import serve, serve_threads
 
     options = serve_options(args)
+    threads = args.model_threads or serve_threads()
+    torch.set_num_threads(threads)
     transcriber = load_transcriber(args)
     print(f"serving {args.model} as {options.model_name!r} on http://{args.host}:{args.port} "
-          f"(API key {'required' if options.api_key else 'not required'})", file=sys.stderr)
+          f"(API key {'required' if options.api_key else 'not required'}; {threads} torch threads)", file=sys.stderr)
     serve(transcriber, options, args.host, args.port)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -221,7 +222,7 @@ class Server:
 
         return JSONResponse({"status": "ok", "model": self.options.model_name, "streaming": self.streams.available,
                              "sample_rate": self.transcriber.sample_rate, "queue": self.batcher.pending,
-                             "auth": bool(self.options.api_key)})
+                             "auth": bool(self.options.api_key), "threads": torch.get_num_threads()})
 
     async def prometheus(self, request):
         from starlette.responses import Response
@@ -357,6 +358,16 @@ class MetricsMiddleware:
         finally:
             self.metrics.requests.labels(path, str(status[0])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+def serve_threads() -> int:
+    """The server's default torch thread count: the cores this process may use less one, at least one.
+
+    Torch's default (one thread per core) makes its worker threads spin against the event loop and
+    the upload decoders on a small machine: on 2 cores one request at a time ran 4.3x slower with
+    2 threads than with 1 (recipes/an4/RESULTS.md, "Serving")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 def serve(transcriber: Transcriber, options: ServeOptions = ServeOptions(), host: str = "127.0.0.1",

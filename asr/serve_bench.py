@@ -10,6 +10,7 @@ p50 / p95 / p99 latency, audio seconds transcribed per second, the mean batch (f
 """
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -19,28 +20,30 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-SERVE_HEADER = (f"{'server':<22} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p95 ms':>7} "
-                f"{'p99 ms':>7} {'audio s/s':>9} {'mean batch':>10} {'server MB':>9}")
+SERVE_HEADER = (f"{'server':<22} {'threads':>7} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>7} "
+                f"{'p95 ms':>7} {'p99 ms':>7} {'audio s/s':>9} {'mean batch':>10} {'server MB':>9}")
 
 
 def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, seconds: float = 20.0,
-                max_batch: int = 16, batch_window: float = 0.05) -> list[dict]:
+                max_batch: int = 16, batch_window: float = 0.05, threads: int | None = None) -> list[dict]:
     """One row for one request at a time, then one with dynamic batching (see the module doc)."""
     from .audio import audio_duration
 
     uploads = [(Path(f).name, Path(f).read_bytes(), audio_duration(f)) for f in files]
-    return [_bench_run(model, uploads, clients, seconds, batch, batch_window, label)
+    return [_bench_run(model, uploads, clients, seconds, batch, batch_window, label, threads)
             for label, batch in (("one at a time", 1), (f"batched (max {max_batch})", max_batch))]
 
 
-def _bench_run(model, uploads, clients: int, seconds: float, max_batch: int, window: float, label: str) -> dict:
+def _bench_run(model, uploads, clients: int, seconds: float, max_batch: int, window: float, label: str,
+               threads: int | None) -> dict:
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(port),
                                "--max-batch", str(max_batch), "--batch-window", str(window),
-                               "--max-queue", str(4 * clients)],
+                               "--max-queue", str(4 * clients),
+                               *(["--model-threads", str(threads)] if threads else [])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_healthy(port, server)
+        threads = _wait_healthy(port, server)["threads"]            # what the server chose, when not told
         _post(port, *uploads[0][:2])                              # warm-up: the first batch's set-up
         peak = [0.0]
         done = threading.Event()
@@ -61,7 +64,8 @@ def _bench_run(model, uploads, clients: int, seconds: float, max_batch: int, win
         server.wait(timeout=30)
     latencies.sort()
     pick = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
-    return {"server": label, "max_batch": max_batch, "clients": clients, "requests": len(latencies) + errors,
+    return {"server": label, "max_batch": max_batch, "threads": threads, "clients": clients,
+            "requests": len(latencies) + errors,
             "errors": errors, "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
             "audio_per_second": audio / wall, "mean_batch": mean_batch, "server_peak_mb": peak[0]}
 
@@ -119,7 +123,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_healthy(port: int, process, timeout: float = 120.0) -> None:
+def _wait_healthy(port: int, process, timeout: float = 120.0) -> dict:
+    """The server's /health answer, once it gives one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -127,7 +132,7 @@ def _wait_healthy(port: int, process, timeout: float = 120.0) -> None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
                 if reply.status == 200:
-                    return
+                    return json.loads(reply.read())
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"asr serve did not answer /health within {timeout:.0f} s")
@@ -153,6 +158,6 @@ def _resident_mb(pid: int) -> float:
 
 
 def format_serve_row(r: dict) -> str:
-    return (f"{r['server']:<22} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['p50_ms']:>7.0f} "
-            f"{r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['audio_per_second']:>9.1f} {r['mean_batch']:>10.2f} "
-            f"{r['server_peak_mb']:>9.0f}")
+    return (f"{r['server']:<22} {r['threads']:>7} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} "
+            f"{r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['audio_per_second']:>9.1f} "
+            f"{r['mean_batch']:>10.2f} {r['server_peak_mb']:>9.0f}")

@@ -410,9 +410,10 @@ def test_bench_serve_runs_asr_serve_under_load(an4_model, an4_test_utts, tmp_pat
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, an4_test_utts[:3])
     asr_main(["bench", "serve", "--model", str(an4_model), "--manifest", str(manifest), "--clients", "3",
-              "--seconds", "1.5", "--out", str(tmp_path / "rows.json")])
+              "--seconds", "1.5", "--model-threads", "1", "--out", str(tmp_path / "rows.json")])
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["max_batch"] for r in rows] == [1, 16]
+    assert [r["threads"] for r in rows] == [1, 1]                      # the server took --model-threads
     for r in rows:
         assert r["requests"] > 0 and r["errors"] == 0 and r["audio_per_second"] > 0
         assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] and r["server_peak_mb"] > 0
