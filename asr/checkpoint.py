@@ -82,10 +82,11 @@ class Progress:
     epoch: int = 1        # the epoch in progress (epochs count from 1)
     batch: int = 0        # the next of this rank's batches in it
     step: int = 0         # optimizer updates done
+    epochs: int = 0       # the epochs planned (asr.step.EpochPlan; 0: not planned yet)
     best: dict = field(default_factory=lambda: {"wer": math.inf})  # {"epoch", "wer", "cer"} of the lowest dev WER
 
     def position(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "step": self.step}
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "epochs": self.epochs}
 
 
 class TrainingState:

@@ -32,7 +32,9 @@ class TrainConfig:
     train_manifest: str = "data/an4/train.jsonl"
     dev_manifest: str = "data/an4/dev.jsonl"
     stats: str = "data/an4/exp/default/stats.json"  # written by the stats stage (asr stats)
-    epochs: int = 30
+    epochs: int = 30                  # with time_budget: the most epochs
+    time_budget: float = 0            # training seconds (dev passes included): as many epochs as fit; 0: none
+    budget_probe: int = 2             # epochs timed before the budget first sets the number of epochs
     batch_frames: int = 16000         # padded feature frames (features.hop_length each) per batch, per process
     max_batch_size: int = 0           # also cap utterances per batch (0: no cap)
     sortagrad: int = 0                # the first N epochs go shortest batches first
@@ -71,6 +73,9 @@ class TrainConfig:
             raise ValueError(f"speed_perturb factors must be positive, not {self.speed_perturb}")
         if self.noise_snr and (len(self.noise_snr) != 2 or self.noise_snr[0] > self.noise_snr[1]):
             raise ValueError(f"noise_snr must be [min, max] dB, not {self.noise_snr}")
+        if self.time_budget < 0 or self.budget_probe < 1:
+            raise ValueError(f"time_budget must be >= 0 and budget_probe >= 1, not {self.time_budget}, "
+                             f"{self.budget_probe}")
         if self.clip_norm < 0:
             raise ValueError(f"clip_norm must be >= 0 (0: no clipping), not {self.clip_norm}")
         if self.tokens not in ("chars", "bpe"):

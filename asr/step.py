@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .audio import add_noise, change_speed
+from .checkpoint import Progress
 from .data import Batch
 from .features import FeatureExtractor, SpecAugmentConfig, spec_augment
 from .guards import NonFiniteError, out_of_memory
@@ -27,6 +28,52 @@ def lr_schedule(step: int, total: int, warmup: float, final: float) -> float:
         return (step + 1) / warm
     progress = min(1.0, (step - warm) / max(1, total - warm))
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class EpochPlan:
+    """How many epochs a run trains, and so the learning-rate schedule over its steps (`multiplier`).
+
+    Without a time budget: cfg.epochs. With `cfg.time_budget` seconds, after each epoch from the
+    `cfg.budget_probe`-th on, the epochs still to come are as many as fit in what is left of the
+    budget at the mean epoch time measured so far (dev pass included), never more than cfg.epochs
+    and never fewer than are done: a slower machine trains fewer epochs rather than longer, and the
+    cosine decay ends where the run does. The plan lives in `progress.epochs`, so a resumed run
+    keeps it until it has timed epochs of its own.
+    """
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, progress=None):
+        self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
+        self.seconds: list[float] = []                # this process's epoch times, dev pass included
+        self.follow(progress or Progress())
+
+    def follow(self, progress) -> None:
+        """Plan in `progress` (a restored run's, say): its epochs if it has planned, else cfg.epochs."""
+        self.progress = progress
+        progress.epochs = progress.epochs or self.cfg.epochs
+
+    @property
+    def epochs(self) -> int:
+        return self.progress.epochs
+
+    def multiplier(self, step: int) -> float:
+        """The peak lr's multiplier at `step` (LambdaLR), over the steps of the epochs planned now."""
+        return lr_schedule(step, self.epochs * self.steps_per_epoch, self.cfg.warmup, self.cfg.final_lr)
+
+    def epoch_done(self, seconds: float, elapsed: float) -> str | None:
+        """After an epoch of `seconds` with `elapsed` seconds of the run spent: replan; a line to log if it changed.
+        Under DDP pass rank 0's figures on every rank (the plan must agree)."""
+        self.seconds.append(seconds)
+        done, budget = self.progress.epoch - 1, self.cfg.time_budget
+        if not budget or len(self.seconds) < self.cfg.budget_probe:
+            return None
+        per = sum(self.seconds) / len(self.seconds)
+        fit = done + int(max(0.0, budget - elapsed) // per)
+        planned = max(done, min(self.cfg.epochs, fit), 1)
+        if planned == self.epochs:
+            return None
+        self.progress.epochs = planned
+        return (f"time budget {budget:.0f} s: {elapsed:.0f} s spent, {per:.1f} s an epoch -> {planned} epochs"
+                f"{' (the cap, epochs)' if planned == self.cfg.epochs else ''}")
 
 
 def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch,

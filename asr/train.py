@@ -25,7 +25,7 @@ from .features import FeatureExtractor, load_stats
 from .guards import Interrupted, NonFiniteError, run_command, stop_on_signals
 from .model import AcousticModel, count_parameters
 from .score import score
-from .step import Stepper, lr_schedule, norm_summary, train_one_epoch
+from .step import EpochPlan, Stepper, lr_schedule, norm_summary, train_one_epoch
 from .text import BPEVocabulary, Vocabulary, train_bpe
 from .transcribe import Transcriber
 from .validate import Checker, screen, write_rejected
@@ -123,9 +123,8 @@ def train(cfg: TrainConfig) -> dict:
 
     sampler, loader = build_loader(cfg, train_utts, vocab, d, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = cfg.epochs * len(sampler)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_schedule(s, total_steps, cfg.warmup, cfg.final_lr))
+    plan = EpochPlan(cfg, len(sampler))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.multiplier)
     generator = torch.Generator().manual_seed(cfg.seed + d.rank)  # augmentation: its own stream per rank
     step = Stepper(replica, extractor, optimizer, scheduler, cfg, device, generator)
     state = TrainingState(exp, asdict(cfg), d, model, extractor, vocab, optimizer, scheduler, step.scaler, generator)
@@ -139,12 +138,14 @@ def train(cfg: TrainConfig) -> dict:
         progress = state.progress
         say(f"resuming from {exp / 'last.pt'} at step {progress.step} "
             f"(epoch {progress.epoch}, batch {progress.batch})")
+    plan.follow(progress)
     log = (exp / "train_log.jsonl").open("a") if d.main else None
     board = tensorboard(exp) if d.main and cfg.tensorboard else None
     after_step = AfterStep(cfg, state, step, board, say)
     try:
         with stop_on_signals(after_step.stop):
-            for epoch in range(progress.epoch, cfg.epochs + 1):
+            while progress.epoch <= plan.epochs:
+                epoch, started = progress.epoch, state.elapsed
                 sampler.set_epoch(epoch, start=progress.batch)
                 batches = iter(loader)
                 state.epoch_started()
@@ -152,8 +153,11 @@ def train(cfg: TrainConfig) -> dict:
                 progress.epoch, progress.batch = epoch + 1, 0
                 record = epoch_record(d, device, epoch, stats, scheduler, step)
                 if d.main:
-                    end_of_epoch(cfg, state, transcriber, dev_utts, record, stats, step, board, log, say)
-                if epoch % cfg.save_epochs == 0 or epoch == cfg.epochs:
+                    end_of_epoch(cfg, state, transcriber, dev_utts, record, stats, step, board, log, say, plan)
+                seconds, elapsed = all_sum(d, [(state.elapsed - started) * d.main, state.elapsed * d.main], device)
+                if (line := plan.epoch_done(seconds, elapsed)) is not None:
+                    say(line)
+                if epoch % cfg.save_epochs == 0 or epoch == plan.epochs:
                     state.save_last(epoch=epoch)
     except Interrupted as e:
         say(f"{signal.Signals(e.signal).name}: stopped at step {progress.step} (epoch {progress.epoch}, "
@@ -203,16 +207,17 @@ class AfterStep:
 
 
 def end_of_epoch(cfg: TrainConfig, state: TrainingState, transcriber: Transcriber, dev_utts, record: dict,
-                 stats: dict, step: Stepper, board, log, say) -> None:
+                 stats: dict, step: Stepper, board, log, say, plan: EpochPlan) -> None:
     """Rank 0 after each epoch: dev WER / CER, the epoch's log line and scalars, best.pt and epoch_k.pt."""
     epoch, progress = record["epoch"], state.progress
     dev = evaluate(transcriber, dev_utts)
-    record.update(dev_wer=dev["wer"], dev_cer=dev["cer"], elapsed=state.elapsed)  # elapsed includes dev
+    record.update(dev_wer=dev["wer"], dev_cer=dev["cer"], elapsed=state.elapsed,   # elapsed includes dev
+                  epochs=plan.epochs)
     if board is not None:
         epoch_scalars(board, record, progress.step)
     log.write(json.dumps(record) + "\n")
     log.flush()
-    say(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.3f} dev %WER {dev['wer']:.2f} "
+    say(f"epoch {epoch}/{plan.epochs} loss {record['loss']:.3f} dev %WER {dev['wer']:.2f} "
         f"%CER {dev['cer']:.2f} ({stats['seconds']:.1f}s, "
         f"{record['audio_seconds'] / stats['seconds']:.0f} audio-s/s)"
         + (f", {step.skipped} non-finite steps skipped so far" if step.skipped else ""))

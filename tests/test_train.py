@@ -192,3 +192,48 @@ def test_averaging_the_last_and_best_epochs(five_utts, tmp_path, capsys):
         [str(exp / f"epoch_{e}.pt") for e in sorted(chosen)]
     with pytest.raises(SystemExit, match="only 3 kept"):
         asr_main(["average", "--exp", str(exp), "--last", "5", "--out", str(tmp_path / "x.pt")])
+
+
+def test_epoch_plan_fits_the_budget_and_follows_a_slowdown():
+    """Epoch times 10 s in a 100 s budget: 10 epochs once two are timed; then epochs of 30 s: fewer."""
+    from asr.checkpoint import Progress
+    from asr.step import EpochPlan
+
+    progress = Progress()
+    plan = EpochPlan(TrainConfig(epochs=50, time_budget=100, budget_probe=2, warmup=0.1, final_lr=0.05), 4, progress)
+    assert plan.epochs == 50 and progress.epochs == 50                       # not timed yet: the cap
+    progress.epoch = 2
+    assert plan.epoch_done(10.0, 10.0) is None and plan.epochs == 50          # one epoch timed: too few to plan
+    progress.epoch = 3
+    assert "-> 10 epochs" in plan.epoch_done(10.0, 20.0) and progress.epochs == 10
+    assert plan.multiplier(10 * 4 - 1) == pytest.approx(0.05, abs=0.01)      # the decay ends with the plan
+    progress.epoch = 4
+    assert "-> 5 epochs" in plan.epoch_done(30.0, 50.0)                      # 3 done, 50 s left: 2 more
+    assert plan.epoch_done(30.0, 200.0) is not None and plan.epochs == 3      # over budget: stop after this one
+    unbudgeted = EpochPlan(TrainConfig(epochs=7), 4, Progress())
+    assert unbudgeted.epoch_done(1.0, 1.0) is None and unbudgeted.epoch_done(1.0, 2.0) is None
+    assert unbudgeted.epochs == 7
+
+
+def test_a_time_budget_sets_the_epochs_and_resume_keeps_the_plan(five_utts, tmp_path):
+    """A real run with a 4 s budget and a cap of 10000 epochs stops near the budget, its lr decayed to the end."""
+    from asr.cli import main as asr_main
+    from asr.data import write_manifest
+    manifest, stats, exp = tmp_path / "five.jsonl", tmp_path / "stats.json", tmp_path / "exp"
+    write_manifest(manifest, five_utts)
+    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+    run = ["train", f"exp_dir={exp}", f"train_manifest={manifest}", f"dev_manifest={manifest}", f"stats={stats}",
+           "epochs=10000", "time_budget=4", "lr=1e-3", "final_lr=0.02", "batch_frames=500", "threads=1",
+           "model.hidden=32", "model.conv_channels=32", "model.layers=1", "tensorboard=false"]
+    asr_main(run)
+    log = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    planned = log[-1]["epochs"]
+    times = [(r["epoch"], r["epochs"], round(r["elapsed"], 2)) for r in log]
+    assert 2 < planned == len(log) < 10000 and log[0]["epochs"] == 10000, times  # planned once two were timed
+    durations = [b["elapsed"] - a["elapsed"] for a, b in zip(log, log[1:])]
+    assert log[-1]["elapsed"] <= 4 + 2 * max(durations) + 0.5, times         # the budget, give or take an epoch
+    assert log[-1]["lr"] < 0.3 * 1e-3, (log[-1], times)    # decayed with the plan (to 2% unless a late replan cut it)
+    last = torch.load(exp / "last.pt", weights_only=True)
+    assert last["position"]["epochs"] == planned
+    asr_main([*run, "resume=true"])                                           # done: the plan holds, nothing more
+    assert len((exp / "train_log.jsonl").read_text().splitlines()) == planned
