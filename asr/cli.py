@@ -3,6 +3,7 @@
     asr prepare an4 --out data/an4                 manifests (train/dev/test.jsonl), rejected.jsonl
     asr validate data/an4/train.jsonl              every entry checked, problems named, exit 1 if any is unusable
     asr stats --config C --manifest M --out S      normalisation statistics for C's features
+    asr shard --manifest M --out D                 WebDataset tar shards + D/index.json (train_shards=D/index.json)
     asr train --config C key=value ...             train (see asr.config.TrainConfig)
     asr decode --model M --manifest T --out D      D/hyp.txt, one `id<TAB>text` per utterance
     asr lm --manifest M --out L                    word n-gram LM (KenLM) + lexicon from transcripts
@@ -34,6 +35,7 @@ from .commands import (
     cmd_report,
     cmd_score,
     cmd_serve,
+    cmd_shard,
     cmd_stats,
     cmd_train,
     cmd_transcribe,
@@ -139,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     add_decoding_args(p)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("shard", help="a manifest's utterances as WebDataset tar shards (FLAC + JSON) and an index")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="folder or fsspec URL for shard-NNNNNN.tar and index.json")
+    p.add_argument("--shard-mb", type=float, default=256, help="target size of a shard in MiB (default 256)")
+    p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("lm", help="word n-gram LM (KenLM lmplz) and lexicon from a manifest's transcripts")
     p.add_argument("--manifest", required=True)

@@ -83,6 +83,15 @@ def cmd_stats(args) -> None:
     print(f"{cfg.features.kind} statistics over {frames} frames of {len(utts)} utterances -> {args.out}")
 
 
+def cmd_shard(args) -> None:
+    from .data import read_manifest
+    from .shards import write_shards
+
+    utts = read_manifest(args.manifest)
+    print(f"{len(utts)} utterances ({sum(u.duration for u in utts) / 3600:.1f} h) of {args.manifest}")
+    write_shards(utts, args.out, int(args.shard_mb * 2 ** 20))
+
+
 def cmd_train(args) -> None:
     from .config import TrainConfig, load_config
     from .train import train

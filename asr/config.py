@@ -30,6 +30,11 @@ T = TypeVar("T")
 class TrainConfig:
     exp_dir: str = "data/an4/exp/default"
     train_manifest: str = "data/an4/train.jsonl"
+    # WebDataset shards to train on instead (asr shard writes them): their index.json, a brace / glob pattern
+    # (shard-{000000..000127}.tar) or a list, local or any fsspec URL (s3://, gs://, http://); each rank reads its own
+    train_shards: str | tuple[str, ...] = ""
+    shuffle_buffer: int = 2000        # with train_shards: utterances held to shuffle the stream
+    batch_pool: int = 500             # ... and taken from it at a time to group by length into batch_frames batches
     dev_manifest: str = "data/an4/dev.jsonl"
     stats: str = "data/an4/exp/default/stats.json"  # written by the stats stage (asr stats)
     epochs: int = 30                  # with time_budget: the most epochs
@@ -78,6 +83,9 @@ class TrainConfig:
                              f"{self.budget_probe}")
         if self.clip_norm < 0:
             raise ValueError(f"clip_norm must be >= 0 (0: no clipping), not {self.clip_norm}")
+        if self.shuffle_buffer < 1 or self.batch_pool < 1:
+            raise ValueError(f"shuffle_buffer and batch_pool must be >= 1, not {self.shuffle_buffer}, "
+                             f"{self.batch_pool}")
         if self.tokens not in ("chars", "bpe"):
             raise ValueError(f"tokens must be 'chars' or 'bpe', not {self.tokens!r}")
 

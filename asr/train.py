@@ -26,7 +26,7 @@ from .guards import Interrupted, NonFiniteError, run_command, stop_on_signals
 from .model import AcousticModel, count_parameters
 from .score import score
 from .step import EpochPlan, Stepper, lr_schedule, norm_summary, train_one_epoch
-from .text import BPEVocabulary, Vocabulary, train_bpe
+from .text import BPEVocabulary, Vocabulary, normalize_text, train_bpe
 from .transcribe import Transcriber
 from .validate import Checker, screen, write_rejected
 
@@ -80,8 +80,40 @@ def reject_unusable(cfg: TrainConfig, utts, name: str, d: Dist, say) -> list:
     return usable
 
 
-def build_loader(cfg: TrainConfig, utts, vocab: Vocabulary, d: Dist, device: torch.device):
-    """Frame-budget batches of this rank, read and padded by `cfg.num_workers` processes, pinned for the GPU."""
+def read_train_shards(cfg: TrainConfig, d: Dist, say) -> list:
+    """cfg.train_shards' shards, transcripts normalised per cfg.text, without the utterances training cannot use
+    (transcript and CTC-length checks from the index: the audio stays in the shards until its batch comes)."""
+    from .shards import open_shards
+
+    shards, kept, findings = open_shards(cfg.train_shards), [], []
+    checker = Checker.for_config(cfg)
+    for s in shards:
+        s = replace(s, texts=tuple(normalize_text(t, cfg.text) for t in s.texts))
+        found = {u.id: checker.check_duration(u, u.duration) + checker.check_text(u) for u in s.utterances()}
+        findings += [f for fs in found.values() for f in fs]
+        keep = [i for i, uid in enumerate(s.ids) if not any(f.fatal for f in found[uid])]
+        kept.append(replace(s, **{k: tuple(getattr(s, k)[i] for i in keep)
+                                  for k in ("keys", "durations", "texts", "ids")}))
+    n, usable = sum(len(s.ids) for s in shards), sum(len(s.ids) for s in kept)
+    if usable < n:
+        if d.main:
+            write_rejected(Path(cfg.exp_dir) / "rejected.jsonl", findings, split="train_shards", mode="a")
+        say(f"train_shards: rejected {n - usable} of {n} utterances "
+            f"(reasons in {Path(cfg.exp_dir) / 'rejected.jsonl'})")
+    return kept
+
+
+def build_loader(cfg: TrainConfig, utts, vocab: Vocabulary, d: Dist, device: torch.device, shards=None):
+    """Frame-budget batches of this rank, read and padded by `cfg.num_workers` processes, pinned for the GPU.
+    From `shards`: one worker process streams this rank's shards, decoding with `cfg.num_workers` threads."""
+    if shards is not None:
+        from .shard_stream import ShardStream, StreamConfig
+
+        stream = ShardStream(shards, vocab, StreamConfig.of(cfg), cfg.features.sample_rate, d.world, d.rank,
+                             threads=max(1, cfg.num_workers))
+        workers = min(1, cfg.num_workers)  # not persistent: each epoch's worker gets the stream as set_epoch left it
+        return stream, DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
+                                  prefetch_factor=4 if workers else None)
     sampler = FrameBudgetSampler([u.duration for u in utts], cfg.batch_frames, cfg.features.frames_per_second,
                                  cfg.max_batch_size, sortagrad=cfg.sortagrad, seed=cfg.seed, num_replicas=d.world,
                                  rank=d.rank)
@@ -115,13 +147,15 @@ def train(cfg: TrainConfig) -> dict:
     extractor = FeatureExtractor(feat_cfg, mean, std).to(device)
     if d.main:
         (exp / "rejected.jsonl").unlink(missing_ok=True)
-    train_utts = reject_unusable(cfg, read_targets(cfg, cfg.train_manifest), cfg.train_manifest, d, say)
+    shards = read_train_shards(cfg, d, say) if cfg.train_shards else None
+    train_utts = ([u for s in shards for u in s.utterances()] if shards is not None else
+                  reject_unusable(cfg, read_targets(cfg, cfg.train_manifest), cfg.train_manifest, d, say))
     dev_utts = reject_unusable(cfg, read_targets(cfg, cfg.dev_manifest), cfg.dev_manifest, d, say)
     vocab = build_vocabulary(cfg, train_utts, d)
     model = AcousticModel(replace(cfg.model, n_features=feat_cfg.dim, vocab_size=len(vocab))).to(device)
     replica = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
 
-    sampler, loader = build_loader(cfg, train_utts, vocab, d, device)
+    sampler, loader = build_loader(cfg, train_utts, vocab, d, device, shards)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = EpochPlan(cfg, len(sampler))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.multiplier)
