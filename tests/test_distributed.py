@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from asr.cli import main as asr_main
@@ -58,3 +59,33 @@ def test_replica_check_catches_one_differing_element(tmp_path):
     assert results[0] == results[1] == "rank 1's parameters differ from rank 0's (first: weight_hh_l1)"
     model = torch.nn.GRU(4, 3)
     assert parameter_fingerprint(model) == parameter_fingerprint(model)
+
+
+def test_torchrun_two_gloo_ranks_read_their_own_shards_each_utterance_once(tmp_path, an4_test_utts):
+    """DDP from WebDataset shards: each rank streams its own shards; the epoch's audio, summed over the
+    ranks, is the whole training set's (every utterance once), in equal steps."""
+    import json
+
+    from asr.shard_stream import StreamConfig, plan_epoch
+    from asr.shards import open_shards, write_shards
+
+    utts = an4_test_utts[:24]
+    manifest, stats, exp = tmp_path / "train.jsonl", tmp_path / "stats.json", tmp_path / "exp"
+    write_manifest(manifest, utts)
+    write_shards(utts, tmp_path / "shards", shard_bytes=100_000)
+    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "asr", "train", f"exp_dir={exp}", f"train_shards=file://{tmp_path}/shards/index.json",
+           f"dev_manifest={manifest}", f"stats={stats}", "epochs=1", "batch_frames=800", "threads=1", "device=cpu",
+           "shuffle_buffer=6", "batch_pool=8", "model.hidden=24", "model.conv_channels=24", "model.layers=1",
+           "tensorboard=false"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    shards = open_shards(str(tmp_path / "shards" / "index.json"))
+    assert len(shards) >= 4
+    per_rank = len(plan_epoch(shards, 1, StreamConfig(800, 100, 0, 6, 8), world=2)[0])
+    assert f"x 2 processes: 24 train / 24 dev utterances, {per_rank} batches per epoch per process" in run.stdout
+    assert "replicas in sync: 2 ranks hold identical parameters" in run.stdout
+    (record,) = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    assert record["audio_seconds"] == pytest.approx(sum(u.duration for u in utts), abs=1e-6)
+    assert torch.load(exp / "last.pt", weights_only=True)["position"]["step"] == per_rank
