@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .data import AudioDataset, Utterance, collate, length_batches
 from .features import FeatureExtractor
 from .model import AcousticModel, count_parameters
+from .plan import model_row_fields
 from .step import Stepper
 from .text import Vocabulary
 from .train import pick_device
@@ -151,9 +152,10 @@ def bench_train(cfg: TrainConfig, sources: list[Utterance], batch_sizes: list[in
             f"{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}; precision "
             f"{cfg.precision if device.type == 'cuda' else 'fp32'}; {cfg.num_workers} loader workers; "
             f"{steps} timed steps after {warmup} warm-up")
-        rows = []
+        rows, model = [], {**model_row_fields(cfg), "device": torch.cuda.get_device_name(device)
+                           if device.type == "cuda" else "cpu"}   # what asr bench plan reads a rows file by
         for b in batch_sizes:
-            rows.append(bench_batch_size(cfg, utts, b, steps, warmup, device))
+            rows.append({**bench_batch_size(cfg, utts, b, steps, warmup, device), **model})
             log(format_row(rows[-1]))
     return rows
 

@@ -15,6 +15,7 @@
     asr average --exp EXP --last 5 --out avg.pt    checkpoint averaging (train with keep_epochs=5)
     asr transcribe --model M a.wav b.flac          `path<TAB>text` (or --json)
     asr bench train --batch-sizes 32,64 k=v ...    training throughput: model-only vs full pipeline
+    asr bench plan --config C --gpus 1,8,64 ...    PREDICTED hours per epoch / run from that throughput
     asr serve --model M [--port 8000]              OpenAI-compatible transcription server (asr.serve)
     asr bench serve --model M --manifest T         the server under N concurrent clients: latency, throughput
 """
@@ -43,7 +44,7 @@ from .commands import (
     cmd_validate,
     cmd_vocab,
 )
-from .commands_bench import cmd_bench, cmd_bench_decode, cmd_bench_serve, cmd_bench_stream
+from .commands_bench import cmd_bench, cmd_bench_decode, cmd_bench_plan, cmd_bench_serve, cmd_bench_stream
 from .transcripts import TRANSCRIPT_FORMATS
 
 
@@ -149,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("lm", help="word n-gram LM (KenLM lmplz) and lexicon from a manifest's transcripts")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", help="transcripts to train on (not with --arpa)")
+    p.add_argument("--text", help="a normalised text file (.gz too) whose lines join the LM text, streamed "
+                   "(LibriSpeech's librispeech-lm-norm.txt.gz)")
+    p.add_argument("--arpa", help="use this ARPA LM (.gz too: LibriSpeech's 3-gram.pruned.1e-7.arpa.gz) and the "
+                   "lexicon of its words instead of training one")
     p.add_argument("--out", required=True, help="directory for lm.arpa (and lm.bin), lexicon.txt, words.txt")
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--transcript-weight", type=int, default=1,
@@ -235,6 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the rows as JSON here")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. model.hidden=800 model.layers=5")
     p.set_defaults(func=cmd_bench)
+
+    p = bench.add_parser("plan", help="PREDICTED hours per epoch and per run on N GPUs, from measured bench train rows")
+    p.add_argument("--config", help="training YAML (model, batch_frames, epochs, speed_perturb)")
+    p.add_argument("--gpus", default="1,8,64", help="comma-separated GPU counts (default 1,8,64)")
+    p.add_argument("--train-hours", type=float, help="hours of training audio an epoch (LibriSpeech: 100.6, 960.9)")
+    p.add_argument("--manifest", help="... or the training manifest, to sum them")
+    p.add_argument("--throughput", help="asr bench train rows: a rows JSON that names its model, or a YAML listing "
+                   "rows files with their models (default: recipes/librispeech/conf/h200_throughput.yaml)")
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--intra-gbs", type=float, default=300.0, help="all-reduce GB/s per GPU within a node (NVLink)")
+    p.add_argument("--inter-gbs", type=float, default=50.0, help="... and between nodes (400 Gb/s per GPU)")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. batch_frames=40000 epochs=30")
+    p.set_defaults(func=cmd_bench_plan)
 
     p = bench.add_parser("decode", help="real-time factor of transcription: checkpoint, ONNX fp32 / int8, sherpa-onnx, "
                                         "TorchScript, LM beam; at each thread count")

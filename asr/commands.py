@@ -137,16 +137,24 @@ def cmd_decode(args) -> None:
 
 def cmd_lm(args) -> None:
     from .data import read_manifest
-    from .lm import build_lm, read_word_list
+    from .lm import build_lm, read_word_list, use_arpa
 
+    if args.arpa:
+        paths = use_arpa(args.arpa, args.out)
+        print(f"{args.arpa} -> {paths['lm']}; lexicon of {sum(1 for _ in paths['lexicon'].open())} words -> "
+              f"{paths['lexicon']}")
+        return
+    if not args.manifest:
+        sys.exit("asr lm: give --manifest (transcripts to train on) or --arpa (an LM made elsewhere)")
     utts = read_manifest(args.manifest)
     words = read_word_list(args.words) if args.words else []
     spelled = read_word_list(args.spell_words) if args.spell_words else []
     paths = build_lm([u.text for u in utts], args.out, order=args.order, transcript_weight=args.transcript_weight,
-                     words=words, spelled=spelled)
+                     words=words, spelled=spelled, extra_text=args.text)
     size = sum(1 for _ in paths["lexicon"].open())
     extra = (f" (x{args.transcript_weight})" if args.transcript_weight > 1 else "") + (
-        f" + {len(words)} listed words" if words else "") + (f" + {len(spelled)} spelled words" if spelled else "")
+        f" + {len(words)} listed words" if words else "") + (f" + {len(spelled)} spelled words" if spelled else "") + (
+        f" + the lines of {args.text}" if args.text else "")
     print(f"{args.order}-gram LM on {len(utts)} transcripts{extra} -> {paths['lm']}; "
           f"lexicon of {size} words -> {paths['lexicon']}")
 
@@ -257,6 +265,8 @@ def log_result(args, result) -> None:
     exp = Path(args.exp) if args.exp else Path(args.hyp).parent.parent
     log = read_log(exp)
     mode = "beam + LM" if Path(args.hyp).parent.name.endswith("_lm") else "greedy"
+    if Path(args.manifest).stem != "test":       # a recipe with several test sets (librispeech: test-clean, -other)
+        mode += f", {Path(args.manifest).stem}"
     append_result(Path(args.results), {
         "date": datetime.date.today().isoformat(), "config": args.config or "-", "decoding": mode,
         "wer": f"{result.wer.rate:.2f}", "cer": f"{result.cer.rate:.2f}",

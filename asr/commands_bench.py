@@ -24,6 +24,25 @@ def cmd_bench(args) -> None:
         write_rows(args.out, rows)
 
 
+def cmd_bench_plan(args) -> None:
+    from .config import TrainConfig, load_config
+    from .plan import Links, plan_table
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    if (args.train_hours is None) == (args.manifest is None):
+        raise SystemExit("asr bench plan: give --train-hours H or --manifest M (the training set)")
+    hours = args.train_hours
+    if args.manifest:
+        from .data import read_manifest
+
+        hours = sum(u.duration for u in read_manifest(args.manifest)) / 3600
+    text, rows = plan_table(cfg, [int(n) for n in str(args.gpus).split(",")], hours, args.throughput,
+                            Links(args.gpus_per_node, args.intra_gbs, args.inter_gbs))
+    print(text)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
 def cmd_bench_decode(args) -> None:
     import tempfile
     from dataclasses import replace

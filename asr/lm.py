@@ -3,12 +3,15 @@
     asr lm --manifest data/an4/train.jsonl --out data/an4/lm      # lm.arpa, lexicon.txt, words.txt
     asr lm --manifest data/an4/train.jsonl --out data/an4/lm --order 4 --transcript-weight 10 \
         --words data/an4/an4.dic --spell-words data/an4/lm/names.txt   # + task words, spelled names
+    asr lm --manifest train.jsonl --out lm --text librispeech-lm-norm.txt.gz   # + a corpus's own LM text
+    asr lm --arpa 3-gram.pruned.1e-7.arpa.gz --out lm                   # a published LM, with its lexicon
 
 `lmplz` is built from the `kenlm` source distribution by `make install` (into .venv/bin); any
 other lmplz on the PATH, or $LMPLZ, works too.
 """
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
@@ -79,15 +82,54 @@ def spell_out(words: list[str]) -> list[str]:
     return [" ".join(w.upper()) for w in words if len(w) > 1 and w.isascii() and w.isalpha()]
 
 
+def open_text(path: str | Path):
+    """A text file, or a gzip-compressed one (.gz: LibriSpeech's librispeech-lm-norm.txt.gz, its ARPA files)."""
+    return gzip.open(path, "rt") if str(path).endswith(".gz") else Path(path).open()
+
+
+def arpa_words(path: str | Path) -> list[str]:
+    """The words of an ARPA LM: its unigrams, less <s>, </s> and <unk>."""
+    words, inside = [], False
+    with open_text(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("\\"):
+                if inside:
+                    break
+                inside = line == "\\1-grams:"
+            elif inside and line:
+                word = line.split("\t")[1]
+                if word not in ("<s>", "</s>", "<unk>"):
+                    words.append(word)
+    if not words:
+        raise ValueError(f"{path}: no unigrams: not an ARPA file?")
+    return words
+
+
+def use_arpa(arpa: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """An ARPA LM made elsewhere (LibriSpeech's 3-gram.pruned.1e-7.arpa.gz, 4-gram.arpa.gz) as out_dir/lm.arpa,
+    with the lexicon of its unigrams (and lm.bin where build_binary is found); returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open_text(arpa) as src, (out / "lm.arpa.tmp").open("w") as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(out / "lm.arpa.tmp", out / "lm.arpa")
+    words = sorted(arpa_words(out / "lm.arpa"))
+    write_lexicon(words, out / "lexicon.txt", Vocabulary(tuple(sorted({SPACE, *"".join(words)}))))
+    return {"lm": out / "lm.arpa", "lexicon": out / "lexicon.txt", **_binary(out / "lm.arpa")}
+
+
 def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str | None = None,
-             transcript_weight: int = 1, words: list[str] = (), spelled: list[str] = ()) -> dict[str, Path]:
+             transcript_weight: int = 1, words: list[str] = (), spelled: list[str] = (),
+             extra_text: str | Path | None = None) -> dict[str, Path]:
     """Train an `order`-gram ARPA LM on `texts` (normalised transcripts) and write its lexicon.
 
     The LM's text is the transcripts `transcript_weight` times (an n-gram LM's counts are its
     weights), then each of `words` the transcripts lack as a one-word sentence (a task dictionary:
     the words enter the lexicon with a unigram probability), then `spelled` as letter sequences
     (`spell_out`: word spellings teach the LM which letter follows which in a spelled name, while
-    the lexicon stays the transcripts' words and letters). The lexicon holds every word of that text.
+    the lexicon stays the transcripts' words and letters), then `extra_text`'s lines, read as a stream (a
+    normalised text file: LibriSpeech's librispeech-lm-norm.txt.gz). The lexicon holds every word of that text.
     Writes out_dir/corpus.txt, lm.arpa, words.txt (word counts) and lexicon.txt (spelled in
     characters; beam search respells it in its model's own tokens), and lm.bin (the same LM in
     KenLM's binary format) where build_binary is found; returns their paths.
@@ -105,6 +147,12 @@ def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str |
     corpus = out / "corpus.txt"
     corpus.write_text("".join(t + "\n" for t in lines))
     counts = Counter(w for t in lines for w in t.split())
+    if extra_text is not None:
+        with open_text(extra_text) as src, corpus.open("a") as dst:
+            for line in src:
+                if line.strip():
+                    dst.write(line if line.endswith("\n") else line + "\n")
+                    counts.update(line.split())
     (out / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in counts.most_common()))
     spelling = Vocabulary(tuple(sorted({SPACE, *"".join(counts)})))  # the words' own characters
     write_lexicon(sorted(counts), out / "lexicon.txt", spelling)
@@ -115,13 +163,19 @@ def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str |
     if run.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed on {corpus} ({run.returncode}): {run.stderr.strip()[-500:]}")
     os.replace(out / "lm.arpa.tmp", arpa)
-    paths = {"corpus": corpus, "lm": arpa, "words": out / "words.txt", "lexicon": out / "lexicon.txt"}
-    (out / "lm.bin").unlink(missing_ok=True)  # never leave a binary of an older LM beside this one
+    return {"corpus": corpus, "lm": arpa, "words": out / "words.txt", "lexicon": out / "lexicon.txt", **_binary(arpa)}
+
+
+def _binary(arpa: Path) -> dict[str, Path]:
+    """`arpa` in KenLM's binary format beside it (lm.bin), which beam search loads in preference, where
+    build_binary is found: {"binary": path}, else {}."""
+    binary = arpa.with_name("lm.bin")
+    binary.unlink(missing_ok=True)  # never leave a binary of an older LM beside this one
     build_binary = find_kenlm("build_binary")
-    if build_binary:  # the same LM in KenLM's binary format, which beam search loads in preference
-        run = subprocess.run([build_binary, str(arpa), str(out / "lm.bin.tmp")], capture_output=True, text=True)
-        if run.returncode != 0:
-            raise RuntimeError(f"{build_binary} failed on {arpa} ({run.returncode}): {run.stderr.strip()[-500:]}")
-        os.replace(out / "lm.bin.tmp", out / "lm.bin")
-        paths["binary"] = out / "lm.bin"
-    return paths
+    if not build_binary:
+        return {}
+    run = subprocess.run([build_binary, str(arpa), str(binary) + ".tmp"], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"{build_binary} failed on {arpa} ({run.returncode}): {run.stderr.strip()[-500:]}")
+    os.replace(str(binary) + ".tmp", binary)
+    return {"binary": binary}

@@ -16,10 +16,19 @@ STOP_STAGE ?= 100
 LM     ?= $(DATA)/lm
 LM_ARGS ?=             # a recipe's own options for asr lm (order, extra words, spelled words)
 LM_DEPS ?=             # ... and files it needs made first
+LM_DESC ?= word n-gram LM (KenLM) and lexicon from the train transcripts
 RESULTS ?= $(EXP)/results.md   # the score stage writes its lines here (make recipe changes no tracked file)
 RECORD  ?= RESULTS.md          # `make record` appends them to the recipe's RESULTS.md, when asked
-STAGES := prepare stats train lm tune decode score report
-.PHONY: all record $(STAGES)
+TEST_SETS ?= test              # the manifests decode and score run on, each scored on its own
+TRAIN_DATA ?= train_manifest=$(DATA)/train.jsonl   # or train_shards=... (the shard stage's index)
+SHARDS   ?= $(DATA)/shards     # the shard stage (in a recipe's STAGES): train.jsonl as WebDataset tar shards
+SHARD_MB ?= 256
+STAGES ?= prepare stats train lm tune decode score report
+.PHONY: all record $(STAGES) $(TEST_SETS:%=decode-%) $(TEST_SETS:%=score-%)
+
+# a stage's number: its place in STAGES (what STAGE / STOP_STAGE count)
+_upto = $(if $(filter $(1),$(firstword $(2))),$(1),$(firstword $(2)) $(call _upto,$(1),$(wordlist 2,$(words $(2)),$(2))))
+n = $(words $(call _upto,$(1),$(STAGES)))
 
 all:
 	@n=0; for s in $(STAGES); do n=$$((n+1)); \
@@ -33,45 +42,52 @@ define stage
 endef
 
 prepare:
-	$(call stage,1 prepare: $(PREPARE_DESC) in $(DATA),$(DATA)/.prepare.done,\
+	$(call stage,$(call n,prepare) prepare: $(PREPARE_DESC) in $(DATA),$(DATA)/.prepare.done,\
 	  $(ASR) prepare $(CORPUS) --out $(DATA) $(PREPARE_CONFIG) $(PREPARE_ARGS))
+
+shard:
+	$(call stage,$(call n,shard) shard: train.jsonl as WebDataset shards of $(SHARD_MB) MiB in $(SHARDS),\
+	  $(SHARDS)/.done,$(ASR) shard --manifest $(DATA)/train.jsonl --out $(SHARDS) --shard-mb $(SHARD_MB))
 
 stats:
 	@mkdir -p $(EXP)
-	$(call stage,2 stats: feature normalisation statistics on train,$(EXP)/.stats.done,\
+	$(call stage,$(call n,stats) stats: feature normalisation statistics on train,$(EXP)/.stats.done,\
 	  $(ASR) stats --config $(CONFIG) --manifest $(DATA)/train.jsonl --out $(EXP)/stats.json $(EXTRA))
 
 train:
-	$(call stage,3 train: $(CONFIG) -> $(EXP),$(EXP)/.train.done,\
-	  $(ASR) train --config $(CONFIG) exp_dir=$(EXP) train_manifest=$(DATA)/train.jsonl \
+	$(call stage,$(call n,train) train: $(CONFIG) -> $(EXP),$(EXP)/.train.done,\
+	  $(ASR) train --config $(CONFIG) exp_dir=$(EXP) $(TRAIN_DATA) \
 	    dev_manifest=$(DATA)/dev.jsonl stats=$(EXP)/stats.json $(EXTRA) 2>&1 | tee $(EXP)/train.log; \
 	  test $${PIPESTATUS[0]} -eq 0)
 
 lm: $(LM_DEPS)
-	$(call stage,4 lm: word n-gram LM (KenLM) and lexicon from the train transcripts in $(LM),$(LM)/.done,\
+	$(call stage,$(call n,lm) lm: $(LM_DESC) in $(LM),$(LM)/.done,\
 	  $(ASR) lm --manifest $(DATA)/train.jsonl --out $(LM) $(LM_ARGS))
 
 tune:
-	$(call stage,5 tune: LM weight and word score for beam search on dev,$(EXP)/.tune.done,\
+	$(call stage,$(call n,tune) tune: LM weight and word score for beam search on dev,$(EXP)/.tune.done,\
 	  $(ASR) tune --model $(EXP)/best.pt --manifest $(DATA)/dev.jsonl --lm-dir $(LM) --out $(EXP)/decoding.json)
 
-decode:
-	$(call stage,6 decode: test transcripts greedy (decode_test) and with the LM (decode_test_lm),$(EXP)/decode_test_lm/.done,\
-	  $(ASR) decode --model $(EXP)/best.pt --manifest $(DATA)/test.jsonl --out $(EXP)/decode_test && \
-	  $(ASR) decode --model $(EXP)/best.pt --manifest $(DATA)/test.jsonl --out $(EXP)/decode_test_lm \
+decode: $(TEST_SETS:%=decode-%)
+$(TEST_SETS:%=decode-%): decode-%:
+	$(call stage,$(call n,decode) decode: $* transcripts greedy (decode_$*) and with the LM (decode_$*_lm),\
+	  $(EXP)/decode_$*_lm/.done,\
+	  $(ASR) decode --model $(EXP)/best.pt --manifest $(DATA)/$*.jsonl --out $(EXP)/decode_$* && \
+	  $(ASR) decode --model $(EXP)/best.pt --manifest $(DATA)/$*.jsonl --out $(EXP)/decode_$*_lm \
 	    --decoding $(EXP)/decoding.json)
 
-score:
-	@echo "stage 7 score: test WER / CER, greedy ($(EXP)/decode_test) and with the LM ($(EXP)/decode_test_lm)"
-	@echo "greedy:" && $(ASR) score --config $(CONFIG) --manifest $(DATA)/test.jsonl --hyp $(EXP)/decode_test/hyp.txt \
+score: $(TEST_SETS:%=score-%)
+$(TEST_SETS:%=score-%): score-%:
+	@echo "stage $(call n,score) score: $* WER / CER, greedy ($(EXP)/decode_$*) and with the LM ($(EXP)/decode_$*_lm)"
+	@echo "greedy:" && $(ASR) score --config $(CONFIG) --manifest $(DATA)/$*.jsonl --hyp $(EXP)/decode_$*/hyp.txt \
 	  --results $(RESULTS) --exp $(EXP)
 	@echo "beam search + word LM + lexicon:" && \
-	  $(ASR) score --config $(CONFIG) --manifest $(DATA)/test.jsonl --hyp $(EXP)/decode_test_lm/hyp.txt \
+	  $(ASR) score --config $(CONFIG) --manifest $(DATA)/$*.jsonl --hyp $(EXP)/decode_$*_lm/hyp.txt \
 	    --results $(RESULTS) --exp $(EXP)
 
 report:
-	@echo "stage 8 report: curves, scores, worst utterances -> $(EXP)/report.html"
-	@$(ASR) report $(EXP) --manifest $(DATA)/test.jsonl --results $(RECORD)   # read only: the best so far
+	@echo "stage $(call n,report) report: curves, scores, worst utterances -> $(EXP)/report.html"
+	@$(ASR) report $(EXP) --manifest $(DATA)/$(firstword $(TEST_SETS)).jsonl --results $(RECORD)   # read only: the best so far
 
 # Not a stage: a run's score lines go into the recipe's (tracked) RESULTS.md only when asked.
 record:

@@ -89,14 +89,32 @@ def read_ljspeech(corpus_dir: str | Path, text: TextConfig = TextConfig()) -> li
     return utts
 
 
+TRAIN_SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500")   # 100 h, +360 h = 460 h, +500 h = 960 h
+DEV_SUBSET = "dev-clean"                                                  # where the recipe selects
+
+
 def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path,
                         text: TextConfig = TextConfig()) -> dict[str, Path]:
-    """One manifest per subset folder found in `corpus_dir` (a LibriSpeech/ dir), named after it."""
+    """One manifest per subset folder found in `corpus_dir` (a LibriSpeech/ dir), named after it, and
+    the recipe's two: train.jsonl (every train-* subset there, together) and dev.jsonl (dev-clean)."""
     corpus, out = Path(corpus_dir), Path(out_dir)
     subsets = sorted(p for p in corpus.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
     if not subsets:
         raise FileNotFoundError(f"{corpus}: no LibriSpeech subset folders (train-clean-100/, dev-clean/...)")
-    return write_splits({s.name: read_librispeech(s, text) for s in subsets}, out, text)
+    paths = write_splits({s.name: read_librispeech(s, text) for s in subsets}, out, text)
+    train = [paths[name] for name in TRAIN_SUBSETS if name in paths]
+    if train and DEV_SUBSET in paths:            # already checked: joined as written, not screened again
+        paths["train"], paths["dev"] = _join(train, out / "train.jsonl"), _join([paths[DEV_SUBSET]], out / "dev.jsonl")
+    return paths
+
+
+def _join(manifests: list[Path], path: Path) -> Path:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        for m in manifests:
+            f.write(m.read_bytes())
+    tmp.replace(path)
+    return path
 
 
 def prepare_ljspeech(corpus_dir: str | Path, out_dir: str | Path, text: TextConfig = TextConfig()) -> dict[str, Path]:
