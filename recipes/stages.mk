@@ -19,9 +19,12 @@ LM_DEPS ?=             # ... and files it needs made first
 LM_DESC ?= word n-gram LM (KenLM) and lexicon from the train transcripts
 RESULTS ?= $(EXP)/results.md   # the score stage writes its lines here (make recipe changes no tracked file)
 RECORD  ?= RESULTS.md          # `make record` appends them to the recipe's RESULTS.md, when asked
-TEST_SETS ?= test              # the manifests decode and score run on, each scored on its own
-TRAIN_DATA ?= train_manifest=$(DATA)/train.jsonl   # or train_shards=... (the shard stage's index)
-SHARDS   ?= $(DATA)/shards     # the shard stage (in a recipe's STAGES): train.jsonl as WebDataset tar shards
+# the manifests decode and score run on, each scored on its own
+TEST_SETS ?= test
+# what training reads: the train manifest's files, or train_shards=... (the shard stage's index)
+TRAIN_DATA ?= train_manifest=$(DATA)/train.jsonl
+# the shard stage (where a recipe's STAGES has it): train.jsonl as WebDataset tar shards of SHARD_MB MiB
+SHARDS   ?= $(DATA)/shards
 SHARD_MB ?= 256
 STAGES ?= prepare stats train lm tune decode score report
 .PHONY: all record $(STAGES) $(TEST_SETS:%=decode-%) $(TEST_SETS:%=score-%)
