@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
 import yaml
 
 from .config import TrainConfig
@@ -49,7 +50,8 @@ class Measurement:
 def parameters_of(model: ModelConfig, n_features: int, vocab_size: int | None = None) -> int:
     """Parameters of `model` on `n_features` inputs and `vocab_size` outputs (default: the character vocabulary)."""
     vocab_size = vocab_size or len(Vocabulary())
-    return count_parameters(AcousticModel(replace(model, n_features=n_features, vocab_size=vocab_size)))
+    with torch.device("meta"):                     # shapes only: no memory, no initialisation
+        return count_parameters(AcousticModel(replace(model, n_features=n_features, vocab_size=vocab_size)))
 
 
 def read_measurements(path: str | Path, n_features: int) -> tuple[str, list[Measurement]]:

@@ -40,6 +40,13 @@ def test_bench_train_prints_and_writes_both_throughputs(tmp_path, an4_dir, capsy
                          rf"{r['ratio']:.2f}", printed, re.M)
     assert "fastest pipeline: batch" in printed and "device cpu" in printed
     assert list(tmp_path.glob("tmp*")) == []                            # scratch audio removed
+    # the rows name their model and device, so asr bench plan predicts from them alone
+    assert rows[0]["model"]["hidden"] == 32 and rows[0]["device"] == "cpu" and rows[0]["parameters"] > 0
+    asr_main(["bench", "plan", "--gpus", "1", "--train-hours", "1", "--throughput", str(out), "epochs=3",
+              f"batch_frames={rows[1]['max_frames']}", "model.hidden=32", "model.conv_channels=32", "model.layers=2"])
+    planned = capsys.readouterr().out
+    assert f"per GPU {rows[1]['pipeline']:.0f} audio-s/s, from cpu" in planned   # its own model, a measured batch
+    assert float(planned.splitlines()[-1].split()[-2]) == pytest.approx(3 / rows[1]["pipeline"], abs=0.01)  # run h
 
 
 def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model, an4_test_utts, tmp_path, capsys):

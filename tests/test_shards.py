@@ -11,7 +11,7 @@ import torch
 from asr.cli import main as asr_main
 from asr.data import AudioDataset, collate, write_manifest
 from asr.shard_stream import ShardStream, StreamConfig, plan_epoch
-from asr.shards import INDEX, decode_flac, open_shards, write_shards
+from asr.shards import INDEX, decode_flac, open_shards
 from asr.text import Vocabulary
 from asr.train import train
 
