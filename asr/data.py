@@ -88,8 +88,9 @@ def _entry(u: Utterance, form: str) -> dict:
     return {**entry, **{k: v for k, v in extra.items() if k not in entry}}
 
 
-def _utterance(entry: dict, folder: Path, where: str) -> Utterance:
-    """One manifest line, ours or NeMo's; relative audio paths are taken from the manifest's folder (NeMo's rule)."""
+def _utterance(entry: dict, folder: str, where: str, text: TextConfig | None = None) -> Utterance:
+    """One manifest line, ours or NeMo's, its transcript normalised by `text` when given; relative audio paths
+    are taken from the manifest's folder (NeMo's rule)."""
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: not a manifest entry (a JSON object)")
     fields = {_NEMO.get(k, k): v for k, v in entry.items()}
@@ -97,9 +98,11 @@ def _utterance(entry: dict, folder: Path, where: str) -> Utterance:
     if missing:
         raise ValueError(f"{where}: not a manifest entry: no {' / '.join(missing)} (an entry has audio or NeMo's "
                          f"audio_filepath, duration and text; keys here: {', '.join(entry) or 'none'})")
-    audio = Path(str(fields["audio"])).expanduser()
-    if not audio.is_absolute() and "://" not in str(fields["audio"]):
-        audio = Path(os.path.normpath(folder / audio))
+    audio = str(fields["audio"])                    # string operations: pathlib costs seconds on 281 k lines
+    if audio.startswith("~"):
+        audio = os.path.expanduser(audio)
+    if not os.path.isabs(audio) and "://" not in audio:
+        audio = os.path.normpath(os.path.join(folder, audio))
     try:
         duration = float(fields["duration"])
         start = None if fields.get("start") is None else float(fields["start"])
@@ -110,10 +113,11 @@ def _utterance(entry: dict, folder: Path, where: str) -> Utterance:
         end = start + duration                      # NeMo: `duration` seconds from `offset`
     uid = fields.get("id")
     if uid is None:                                 # NeMo has no id: the file's name, and its offset when one
-        uid = audio.stem + (f"-{round(start * 1000):08d}" if start else "")
+        uid = Path(audio).stem + (f"-{round(start * 1000):08d}" if start else "")
     extra = {k: v for k, v in entry.items() if k not in _OURS and k not in _NEMO}
-    return Utterance(str(uid), str(audio), duration, str(fields["text"]), str(fields.get("speaker") or ""),
-                     start, end, extra or None)
+    transcript = str(fields["text"]) if text is None else normalize_text(str(fields["text"]), text)
+    return Utterance(str(uid), audio, duration, transcript, str(fields.get("speaker") or ""), start, end,
+                     extra or None)
 
 
 def read_manifest(path: str | Path, text: TextConfig | None = None) -> list[Utterance]:
@@ -127,7 +131,9 @@ def read_manifest(path: str | Path, text: TextConfig | None = None) -> list[Utte
         raise ValueError(f"{path}: transcripts were prepared with {prepared}, but the config asks for "
                          f"{text}; run the prepare stage again with this config")
     utts, seen = [], set()
-    folder = path.parent.resolve()
+    folder = str(path.parent.resolve())
+    if prepared is not None:     # prepared with this normalisation: already normalised (it is idempotent)
+        text = None
     with path.open() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -136,11 +142,11 @@ def read_manifest(path: str | Path, text: TextConfig | None = None) -> list[Utte
                 entry = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not a manifest entry ({e})") from e
-            u = _utterance(entry, folder, f"{path}:{lineno}")
+            u = _utterance(entry, folder, f"{path}:{lineno}", text)
             if u.id in seen:                        # NeMo manifests may list a file twice: keep both, apart
                 u = replace(u, id=f"{u.id}-{lineno}")
             seen.add(u.id)
-            utts.append(replace(u, text=normalize_text(u.text, text)) if text is not None else u)
+            utts.append(u)
     return utts
 
 

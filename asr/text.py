@@ -9,6 +9,7 @@ and back, split ids into words, spell words for a lexicon and save themselves in
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -53,16 +54,33 @@ _number = re.compile(r"(?<![\d.,])(\d+(?:,\d{3})*)(?:\.(\d+))?(st|nd|rd|th|s)?(?
 def normalize_text(text: str, cfg: TextConfig = TextConfig()) -> str:
     """Normalise one transcript per `cfg`: accents stripped, numbers spelled (or kept), case set,
     characters outside `cfg.alphabet` dropped, whitespace collapsed. Idempotent."""
-    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    if not text.isascii():                       # (ASCII has no accents to strip: most transcripts, fast)
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     if cfg.numbers == "spell":
         text = _number.sub(lambda m: f" {spell_number(m.group(1), m.group(2), m.group(3))} ", text)
         text = text.replace("%", " PERCENT ")
     if cfg.case != "keep":
         text = text.upper() if cfg.case == "upper" else text.lower()
-    allowed = set(cfg.alphabet)
-    text = "".join(c if c in allowed else SPACE for c in text)
+    text = text.translate(_outside(cfg.alphabet))           # what the alphabet lacks -> space
     return _spaces.sub(SPACE, text).strip()
+
+
+class _Outside(dict):
+    """str.translate's table for an alphabet: its characters kept, any other a space (filled in as met)."""
+
+    def __init__(self, alphabet):
+        super().__init__()
+        self.alphabet = frozenset(alphabet)
+
+    def __missing__(self, code: int) -> str:
+        self[code] = chr(code) if chr(code) in self.alphabet else SPACE
+        return self[code]
+
+
+@functools.lru_cache(maxsize=16)
+def _outside(alphabet: tuple[str, ...]) -> _Outside:
+    return _Outside(alphabet)
 
 
 def dropped_characters(text: str, cfg: TextConfig = TextConfig()) -> str:
