@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-hours", type=float, help="hours of training audio an epoch (LibriSpeech: 100.6, 960.9)")
     p.add_argument("--manifest", help="... or the training manifest, to sum them")
     p.add_argument("--throughput", help="asr bench train rows: a rows JSON that names its model, or a YAML listing "
-                   "rows files with their models (default: recipes/librispeech/conf/h200_throughput.yaml)")
+                   "rows files with their models (default: recipes/librispeech/h200_throughput.yaml)")
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--intra-gbs", type=float, default=300.0, help="all-reduce GB/s per GPU within a node (NVLink)")
     p.add_argument("--inter-gbs", type=float, default=50.0, help="... and between nodes (400 Gb/s per GPU)")

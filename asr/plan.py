@@ -28,7 +28,7 @@ from .model import AcousticModel, ModelConfig, count_parameters
 from .text import Vocabulary
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_THROUGHPUT = PROJECT_ROOT / "recipes" / "librispeech" / "conf" / "h200_throughput.yaml"
+DEFAULT_THROUGHPUT = PROJECT_ROOT / "recipes" / "librispeech" / "h200_throughput.yaml"
 FILL = 0.9                # audio / padded frames in a length-bucketed batch: only the step count depends on it
 
 
