@@ -96,6 +96,33 @@ def test_shards_read_from_fsspec_urls(sharded, tmp_path):
     memory.rm("/t21", recursive=True)
 
 
+def test_shards_read_over_http(sharded):
+    """http:// (fsspec's HTTP file system, aiohttp) from a real HTTP server: by index.json, and by a brace
+    pattern whose index.json the server also holds."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder, utts = sharded
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        shards = open_shards(f"{base}/{INDEX}")
+        assert shards[0].url == f"{base}/shard-000000.tar"
+        stream = ShardStream(shards, Vocabulary(), CFG)
+        got = {u.id: int(b.lengths[k]) for b in stream for k, u in enumerate(b.utts)}
+        assert sorted(got) == sorted(u.id for u in utts)
+        first = utts[0]
+        assert got[first.id] == len(first.samples())       # the audio came through whole
+        half = open_shards(f"{base}/{HALF}")
+        assert [s.keys for s in half] == [s.keys for s in shards[:4]]
+    finally:
+        server.shutdown()
+
+
 def _train(tmp_path, folder, exp, *extra):
     dev, stats = tmp_path / "dev.jsonl", tmp_path / "stats.json"
     # half the shards, named by a brace pattern (their index.json beside them describes them)
