@@ -97,3 +97,17 @@ def overfit_model(tmp_path_factory, five_utts):
         best = train(cfg)
         (exp / "best.json").write_text(json.dumps(best))
         return exp / "best.pt", best
+
+
+@pytest.fixture(scope="session")
+def vctk_six(tmp_path_factory):
+    """Six short VCTK p239 sentences (real speech, 1.5-3 s), a manifest of them and its statistics."""
+    from asr.cli import main as asr_main
+    from asr.corpora.vctk import locate_vctk, read_vctk
+
+    utts = [u for u in read_vctk(locate_vctk(tmp_path_factory.mktemp("dl"))) if 1.5 <= u.duration <= 3.0][:6]
+    assert len(utts) == 6
+    d = tmp_path_factory.mktemp("vctk")
+    write_manifest(d / "six.jsonl", utts)
+    asr_main(["stats", "--manifest", str(d / "six.jsonl"), "--out", str(d / "stats.json")])
+    return d, utts

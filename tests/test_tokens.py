@@ -1,27 +1,15 @@
-"""Characters and BPE pieces as CTC targets: both train and decode on real VCTK speech (speaker p239)."""
+"""Characters and BPE pieces as CTC targets: both train and decode on real VCTK speech (speaker p239).
+The BPE case is tests/test_tokens_bpe.py: a file of its own so that the two trainings (~2.5 min each)
+run on different pytest-xdist workers (--dist loadfile)."""
 import pytest
 
 import asr
 from asr.checkpoint import load_checkpoint
-from asr.cli import main as asr_main
-from asr.corpora.vctk import locate_vctk, read_vctk
-from asr.data import write_manifest
 from asr.lm import build_lm
 from asr.model import ModelConfig
 from asr.score import score
 from asr.text import BPEVocabulary, Vocabulary
 from asr.train import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def vctk_six(tmp_path_factory):
-    """Six short VCTK p239 sentences (real speech, 1.5-3 s), a manifest of them and its statistics."""
-    utts = [u for u in read_vctk(locate_vctk(tmp_path_factory.mktemp("dl"))) if 1.5 <= u.duration <= 3.0][:6]
-    assert len(utts) == 6
-    d = tmp_path_factory.mktemp("vctk")
-    write_manifest(d / "six.jsonl", utts)
-    asr_main(["stats", "--manifest", str(d / "six.jsonl"), "--out", str(d / "stats.json")])
-    return d, utts
 
 
 def _train(d, tokens: str):
@@ -33,9 +21,8 @@ def _train(d, tokens: str):
     return train(cfg), d / tokens / "best.pt"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("tokens", ["chars", "bpe"])
-def test_character_and_bpe_models_train_and_decode_on_vctk(vctk_six, tokens):
+def check_tokens(vctk_six, tokens: str) -> None:
+    """Train on the six sentences with `tokens` as CTC targets, then decode greedy and with an LM and lexicon."""
     d, utts = vctk_six
     best, path = _train(d, tokens)
     _, _, vocab, ckpt = load_checkpoint(path)
@@ -60,3 +47,8 @@ def test_character_and_bpe_models_train_and_decode_on_vctk(vctk_six, tokens):
     lexicon = {w for t in refs for w in t.split()}
     assert all(set(r.text.split()) <= lexicon for r in beam), [r.text for r in beam]   # lexicon words only
     assert score(refs, [r.text for r in beam]).wer.rate <= greedy.wer.rate
+
+
+@pytest.mark.slow
+def test_character_model_trains_and_decodes_on_vctk(vctk_six):
+    check_tokens(vctk_six, "chars")
