@@ -34,7 +34,6 @@ from .commands import (
     cmd_nemo_export,
     cmd_prepare,
     cmd_report,
-    cmd_score,
     cmd_serve,
     cmd_shard,
     cmd_stats,
@@ -45,6 +44,7 @@ from .commands import (
     cmd_vocab,
 )
 from .commands_bench import cmd_bench, cmd_bench_decode, cmd_bench_plan, cmd_bench_serve, cmd_bench_stream
+from .commands_score import cmd_score
 from .transcripts import TRANSCRIPT_FORMATS
 
 
