@@ -70,14 +70,20 @@ def reject_unusable(cfg: TrainConfig, utts, name: str, d: Dist, say) -> list:
     """`utts` without those training cannot use (asr.validate's quick check: files, headers, transcripts,
     CTC lengths), which go to exp_dir/rejected.jsonl with their reasons; up front, not mid-epoch."""
     usable, findings = screen(utts, Checker.for_config(cfg), full=False)
-    if len(usable) < len(utts):
-        if d.main:
-            write_rejected(Path(cfg.exp_dir) / "rejected.jsonl", findings, split=name, mode="a")
-        say(f"{name}: rejected {len(utts) - len(usable)} of {len(utts)} utterances "
-            f"(reasons in {Path(cfg.exp_dir) / 'rejected.jsonl'})")
-    if not usable:
-        raise ValueError(f"{name}: no usable utterances left (reasons in {Path(cfg.exp_dir) / 'rejected.jsonl'})")
+    record_rejected(cfg, name, len(utts), len(usable), findings, d, say)
     return usable
+
+
+def record_rejected(cfg: TrainConfig, name: str, total: int, usable: int, findings, d: Dist, say) -> None:
+    """Say how many of `name`'s `total` utterances were rejected and append the reasons to exp_dir/rejected.jsonl;
+    none left is an error."""
+    rejected = Path(cfg.exp_dir) / "rejected.jsonl"
+    if usable < total:
+        if d.main:
+            write_rejected(rejected, findings, split=name, mode="a")
+        say(f"{name}: rejected {total - usable} of {total} utterances (reasons in {rejected})")
+    if not usable:
+        raise ValueError(f"{name}: no usable utterances left (reasons in {rejected})")
 
 
 def read_train_shards(cfg: TrainConfig, d: Dist, say) -> list:
@@ -94,12 +100,8 @@ def read_train_shards(cfg: TrainConfig, d: Dist, say) -> list:
         keep = [i for i, uid in enumerate(s.ids) if not any(f.fatal for f in found[uid])]
         kept.append(replace(s, **{k: tuple(getattr(s, k)[i] for i in keep)
                                   for k in ("keys", "durations", "texts", "ids")}))
-    n, usable = sum(len(s.ids) for s in shards), sum(len(s.ids) for s in kept)
-    if usable < n:
-        if d.main:
-            write_rejected(Path(cfg.exp_dir) / "rejected.jsonl", findings, split="train_shards", mode="a")
-        say(f"train_shards: rejected {n - usable} of {n} utterances "
-            f"(reasons in {Path(cfg.exp_dir) / 'rejected.jsonl'})")
+    record_rejected(cfg, "train_shards", sum(len(s.ids) for s in shards), sum(len(s.ids) for s in kept), findings,
+                    d, say)
     return kept
 
 
