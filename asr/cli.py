@@ -279,10 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True, help="the utterances the clients send (in turn, round robin)")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=20.0, help="how long each of the two runs lasts")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long each run lasts")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--batch-window", type=float, default=0.05)
     p.add_argument("--model-threads", type=int, help="the server's --model-threads (default: its own default)")
+    p.add_argument("--model-workers", type=int, help="the server's --model-workers for the batched run and the "
+                                                     "unbatched one beside it (default: its own default)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
     p.add_argument("--out", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_bench_serve)
@@ -318,8 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-audio-seconds", type=float, default=600.0, help="longer audio gets 413 (default 600)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504 (default 120)")
     p.add_argument("--model-threads", type=int,
-                   help="torch threads for the model (default: the cores less one, at least one, leaving a core "
-                        "to the event loop and upload decoding)")
+                   help="torch threads for each model worker (default: the cores less one, shared by the workers, "
+                        "at least one, leaving a core to the event loop and upload decoding)")
+    p.add_argument("--model-workers", type=int,
+                   help="batches computed at once, each in its own thread (default: 2 on a CPU of two cores or "
+                        "more, 1 on a GPU)")
     add_decoding_args(p)
     p.set_defaults(func=cmd_serve)
     return parser

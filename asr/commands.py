@@ -304,10 +304,11 @@ def serve_options(args):
     """ServeOptions from `asr serve`'s flags (the API key from --api-key, else $ASR_API_KEY)."""
     import os
 
-    from .serve import ServeOptions
+    from .serve import ServeOptions, serve_workers
 
     return ServeOptions(model_name=args.model_name or Path(args.model).stem,
                         api_key=args.api_key or os.environ.get("ASR_API_KEY") or None, max_batch=args.max_batch,
+                        model_workers=args.model_workers or serve_workers(args.device),
                         batch_window=args.batch_window, max_queue=args.max_queue,
                         max_upload_bytes=int(args.max_upload_mb * 1024 ** 2), max_audio_seconds=args.max_audio_seconds,
                         request_timeout=args.timeout)
@@ -319,9 +320,10 @@ def cmd_serve(args) -> None:
     from .serve import serve, serve_threads
 
     options = serve_options(args)
-    threads = args.model_threads or serve_threads()
+    threads = args.model_threads or serve_threads(options.model_workers)
     torch.set_num_threads(threads)
     transcriber = load_transcriber(args)
     print(f"serving {args.model} as {options.model_name!r} on http://{args.host}:{args.port} "
-          f"(API key {'required' if options.api_key else 'not required'}; {threads} torch threads)", file=sys.stderr)
+          f"(API key {'required' if options.api_key else 'not required'}; "
+          f"{options.model_workers} model workers of {threads} torch threads)", file=sys.stderr)
     serve(transcriber, options, args.host, args.port)

@@ -106,12 +106,14 @@ def cmd_bench_serve(args) -> None:
 
     utts = read_manifest(args.manifest)[:args.limit or None]
     rows = bench_serve(args.model, [u.audio for u in utts], args.clients, args.seconds, args.max_batch,
-                       args.batch_window, args.model_threads)
+                       args.batch_window, args.model_threads, args.model_workers)
     print(SERVE_HEADER)
     for r in rows:
         print(format_serve_row(r))
-    if len(rows) == 2 and rows[0]["audio_per_second"]:
-        print(f"dynamic batching: {rows[1]['audio_per_second'] / rows[0]['audio_per_second']:.2f}x the throughput "
-              f"of one request at a time")
+    if rows[0]["audio_per_second"]:
+        print(f"dynamic batching: {rows[-1]['audio_per_second'] / rows[0]['audio_per_second']:.2f}x the throughput "
+              f"of one request at a time" + (f", {rows[-1]['audio_per_second'] / rows[1]['audio_per_second']:.2f}x "
+                                             f"that of {rows[-1]['workers']} at a time unbatched"
+                                             if len(rows) == 3 and rows[1]["audio_per_second"] else ""))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

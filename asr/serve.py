@@ -14,15 +14,18 @@ final transcripts out), `GET /` (a page: microphone and file upload), `GET /heal
 (Prometheus). Errors are OpenAI's JSON error objects.
 
 Requests that arrive within `batch_window` seconds of each other are decoded as one batch (at most
-`max_batch`) by `Transcriber.transcribe([...])` in one model thread, so the event loop keeps accepting
-while the model computes; uploads are decoded from their own bytes (a temporary file, never a path the
-request names) in a small pool of threads. The WebSocket route is asr/serve_stream.py. `asr bench serve`
-(asr/serve_bench.py) loads it with concurrent clients on loopback.
+`max_batch`) by `Transcriber.transcribe([...])` in a model thread, so the event loop keeps accepting
+while the model computes. `model_workers` threads each run a batch at once (each on `--model-threads`
+torch threads); what is waiting is shared out between them, so on two cores two batches of 8 run side
+by side instead of one of 16 while the other core idles. Uploads are decoded from their own bytes (a
+temporary file, never a path the request names) in a small pool of threads. The WebSocket route is
+asr/serve_stream.py. `asr bench serve` (asr/serve_bench.py) loads it with concurrent clients on loopback.
 """
 from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +49,7 @@ class ServeOptions:
     model_name: str = "asr"                  # the id GET /v1/models lists (clients may send any model name)
     api_key: str | None = None               # when set: `Authorization: Bearer <key>` on /v1/*
     max_batch: int = 16                      # requests decoded together at most
+    model_workers: int = 1                   # batches computed at once, each in its own thread
     batch_window: float = 0.05               # seconds to wait for more requests after the first of a batch
     max_queue: int = 64                      # transcription requests in progress at once; more get 503
     max_upload_bytes: int = 25 * 1024 ** 2   # OpenAI's cap: 25 MB (413 above)
@@ -77,27 +81,41 @@ class Metrics:
 
 
 class Batcher:
-    """Dynamic batching: waves queued by concurrent requests, decoded in batches in one model thread."""
+    """Dynamic batching: waves queued by concurrent requests, decoded in batches by `model_workers` model
+    threads at once.
 
-    def __init__(self, transcriber: Transcriber, options: ServeOptions, metrics: Metrics):
+    A free worker takes the first waiting request, then whatever arrives within the window, up to
+    max_batch; with more than one worker also up to its share of the requests in progress
+    (`in_progress()`: uploading, queued or computing, divided by the workers), so concurrent requests
+    spread over the workers instead of filling one batch while the others idle.
+    """
+
+    def __init__(self, transcriber: Transcriber, options: ServeOptions, metrics: Metrics, in_progress=None):
+        if options.model_workers < 1:
+            raise ValueError(f"model_workers must be at least 1, not {options.model_workers}")
         self.transcriber, self.options, self.metrics = transcriber, options, metrics
-        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="asr-model")   # the model runs here only
-        self.pending = 0
+        self.workers = options.model_workers
+        self.model_threads = ThreadPoolExecutor(self.workers, thread_name_prefix="asr-model")  # the model runs here
+        self.pending = 0         # requests queued or in the model
+        self.in_progress = in_progress or (lambda: self.pending)
         self.queue: asyncio.Queue | None = None
+        self.free: asyncio.Semaphore | None = None
         self.task: asyncio.Task | None = None
+        self.batches: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self.queue = asyncio.Queue()
+        self.queue, self.free = asyncio.Queue(), asyncio.Semaphore(self.workers)
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        self.model_thread.shutdown(wait=True, cancel_futures=True)
+        for task in [self.task, *self.batches]:
+            if task is not None:
+                task.cancel()
+        self.model_threads.shutdown(wait=True, cancel_futures=True)
 
     async def run_model(self, fn, *args):
         """fn(*args) in the model thread (streams share it with the batches)."""
-        return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.model_threads, fn, *args)
 
     async def transcribe(self, wave: torch.Tensor) -> Transcript:
         """(S,) samples -> their Transcript, decoded with whatever else arrives meanwhile."""
@@ -114,10 +132,21 @@ class Batcher:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._collect()
+            await self.free.acquire()                                 # a worker is free: gather its batch
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self.free.release()
+                raise
+            task = asyncio.create_task(self._decode(batch))
+            self.batches.add(task)
+            task.add_done_callback(self.batches.discard)
+
+    async def _decode(self, batch: list) -> None:
+        try:
             batch = [(w, f) for w, f in batch if not f.done()]       # timed out or gone while queued
             if not batch:
-                continue
+                return
             self.metrics.batch.observe(len(batch))
             try:
                 results = await self.run_model(self.transcriber.transcribe, [w for w, _ in batch])
@@ -125,16 +154,24 @@ class Batcher:
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(e)
-                continue
+                return
             for (_, f), r in zip(batch, results):
                 if not f.done():
                     f.set_result(r)
+        finally:
+            self.free.release()
+
+    def _share(self) -> int:
+        """The most one batch takes now: max_batch, and with several workers its share of the requests in progress."""
+        if self.workers == 1:
+            return self.options.max_batch
+        return max(1, min(self.options.max_batch, math.ceil(self.in_progress() / self.workers)))
 
     async def _collect(self) -> list:
-        """The first queued request, then whatever arrives within the window, up to max_batch."""
+        """The first queued request, then whatever arrives within the window, up to max_batch and the share."""
         batch = [await self.queue.get()]
         deadline = asyncio.get_running_loop().time() + self.options.batch_window
-        while len(batch) < self.options.max_batch:
+        while len(batch) < self._share():
             try:
                 batch.append(self.queue.get_nowait())
                 continue
@@ -156,7 +193,7 @@ class Server:
     def __init__(self, transcriber: Transcriber, options: ServeOptions = ServeOptions()):
         self.transcriber, self.options = transcriber, options
         self.metrics = Metrics()
-        self.batcher = Batcher(transcriber, options, self.metrics)
+        self.batcher = Batcher(transcriber, options, self.metrics, in_progress=lambda: self.active)
         self.decoders = ThreadPoolExecutor(2, thread_name_prefix="asr-decode")  # uploads -> samples
         self.streams = StreamRoute(transcriber, options, self.metrics, self.batcher, self._authorize)
         self.active = 0          # transcription requests in progress: reading, decoding, queued or in the model
@@ -222,7 +259,8 @@ class Server:
 
         return JSONResponse({"status": "ok", "model": self.options.model_name, "streaming": self.streams.available,
                              "sample_rate": self.transcriber.sample_rate, "queue": self.batcher.pending,
-                             "auth": bool(self.options.api_key), "threads": torch.get_num_threads()})
+                             "auth": bool(self.options.api_key), "threads": torch.get_num_threads(),
+                             "workers": self.batcher.workers})
 
     async def prometheus(self, request):
         from starlette.responses import Response
@@ -360,14 +398,24 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
-def serve_threads() -> int:
-    """The server's default torch thread count: the cores this process may use less one, at least one.
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def serve_workers(device: str = "cpu") -> int:
+    """The server's default model workers: two batches at once on a CPU with two cores or more (on 2 cores
+    1.5x the throughput of one worker under 16 clients: recipes/an4/RESULTS.md, "Serving"), one on a GPU."""
+    return 1 if str(device) != "cpu" else min(2, usable_cores())
+
+
+def serve_threads(workers: int = 1) -> int:
+    """The server's default torch thread count: the cores this process may use less one, shared by the
+    model workers, at least one.
 
     Torch's default (one thread per core) makes its worker threads spin against the event loop and
     the upload decoders on a small machine: on 2 cores one request at a time ran 4.3x slower with
     2 threads than with 1 (recipes/an4/RESULTS.md, "Serving")."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return max(1, (usable_cores() - 1) // workers)
 
 
 def serve(transcriber: Transcriber, options: ServeOptions = ServeOptions(), host: str = "127.0.0.1",

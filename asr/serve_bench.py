@@ -1,12 +1,14 @@
 """`asr bench serve`: `asr serve` under N concurrent clients on loopback, for a bounded time, decoding one
-request at a time (max batch 1) and then with dynamic batching, in one run.
+request at a time (max batch 1, one model worker), then, with W model workers, W requests at a time
+without batching (when W > 1), then with dynamic batching, in one run.
 
     asr bench serve --model M --manifest data/an4/test.jsonl --clients 16 --seconds 20
 
 Each run starts the server in a subprocess on a free port; `clients` threads post the manifest's files
 (in turn, round robin) to /v1/audio/transcriptions until the time is up. Rows: requests, errors,
 p50 / p95 / p99 latency, audio seconds transcribed per second, the mean batch (from the server's own
-/metrics) and the server's peak resident memory.
+/metrics) and the server's peak resident memory. The middle row separates what the workers' parallelism
+gains from what batching gains.
 """
 from __future__ import annotations
 
@@ -20,30 +22,36 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-SERVE_HEADER = (f"{'server':<22} {'threads':>7} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>7} "
-                f"{'p95 ms':>7} {'p99 ms':>7} {'audio s/s':>9} {'mean batch':>10} {'server MB':>9}")
+SERVE_HEADER = (f"{'server':<26} {'workers':>7} {'threads':>7} {'clients':>7} {'requests':>8} {'errors':>6} "
+                f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'audio s/s':>9} {'mean batch':>10} {'server MB':>9}")
 
 
 def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, seconds: float = 20.0,
-                max_batch: int = 16, batch_window: float = 0.05, threads: int | None = None) -> list[dict]:
-    """One row for one request at a time, then one with dynamic batching (see the module doc)."""
+                max_batch: int = 16, batch_window: float = 0.05, threads: int | None = None,
+                workers: int | None = None) -> list[dict]:
+    """One row for one request at a time, one for `workers` at a time unbatched (workers > 1), then one
+    with dynamic batching (see the module doc). `workers`, `threads`: the server's (default: its own)."""
     from .audio import audio_duration
+    from .serve import serve_workers
 
+    workers = workers or serve_workers()
     uploads = [(Path(f).name, Path(f).read_bytes(), audio_duration(f)) for f in files]
-    return [_bench_run(model, uploads, clients, seconds, batch, batch_window, label, threads)
-            for label, batch in (("one at a time", 1), (f"batched (max {max_batch})", max_batch))]
+    runs = [("one at a time", 1, 1)] + ([(f"{workers} at a time, unbatched", 1, workers)] if workers > 1 else [])
+    return [_bench_run(model, uploads, clients, seconds, batch, batch_window, label, threads, w)
+            for label, batch, w in runs + [(f"batched (max {max_batch})", max_batch, workers)]]
 
 
 def _bench_run(model, uploads, clients: int, seconds: float, max_batch: int, window: float, label: str,
-               threads: int | None) -> dict:
+               threads: int | None, workers: int) -> dict:
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(port),
                                "--max-batch", str(max_batch), "--batch-window", str(window),
-                               "--max-queue", str(4 * clients),
+                               "--max-queue", str(4 * clients), "--model-workers", str(workers),
                                *(["--model-threads", str(threads)] if threads else [])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        threads = _wait_healthy(port, server)["threads"]            # what the server chose, when not told
+        health = _wait_healthy(port, server)
+        threads, workers = health["threads"], health["workers"]     # what the server chose, when not told
         _post(port, *uploads[0][:2])                              # warm-up: the first batch's set-up
         peak = [0.0]
         done = threading.Event()
@@ -64,7 +72,7 @@ def _bench_run(model, uploads, clients: int, seconds: float, max_batch: int, win
         server.wait(timeout=30)
     latencies.sort()
     pick = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
-    return {"server": label, "max_batch": max_batch, "threads": threads, "clients": clients,
+    return {"server": label, "max_batch": max_batch, "workers": workers, "threads": threads, "clients": clients,
             "requests": len(latencies) + errors,
             "errors": errors, "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
             "audio_per_second": audio / wall, "mean_batch": mean_batch, "server_peak_mb": peak[0]}
@@ -158,6 +166,6 @@ def _resident_mb(pid: int) -> float:
 
 
 def format_serve_row(r: dict) -> str:
-    return (f"{r['server']:<22} {r['threads']:>7} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} "
-            f"{r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['audio_per_second']:>9.1f} "
-            f"{r['mean_batch']:>10.2f} {r['server_peak_mb']:>9.0f}")
+    return (f"{r['server']:<26} {r['workers']:>7} {r['threads']:>7} {r['clients']:>7} {r['requests']:>8} "
+            f"{r['errors']:>6} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} "
+            f"{r['audio_per_second']:>9.1f} {r['mean_batch']:>10.2f} {r['server_peak_mb']:>9.0f}")

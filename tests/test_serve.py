@@ -209,6 +209,49 @@ class SlowTranscriber:
         return self.t.transcribe(audio, errors)
 
 
+class OverlapTranscriber(SlowTranscriber):
+    """A Transcriber that records each batch's size and the most batches it ran at once."""
+
+    def __init__(self, transcriber, delay: float):
+        super().__init__(transcriber, delay)
+        self.lock, self.running, self.most, self.sizes = threading.Lock(), 0, 0, []
+
+    def transcribe(self, audio, errors="raise"):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.sizes.append(len(audio))
+        try:
+            return super().transcribe(audio, errors)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_two_model_workers_share_concurrent_requests_and_each_equals_transcribe_alone(an4_transcriber,
+                                                                                      an4_test_utts):
+    """With model_workers=2, 16 requests at once are split between two batches computed side by side
+    (not one batch of 16 beside an idle worker), and each answer is what transcribe() gives alone."""
+    utts = an4_test_utts[1:17]
+    alone = [an4_transcriber.transcribe(u.audio) for u in utts]
+    model = OverlapTranscriber(an4_transcriber, 0.3)
+    options = ServeOptions(max_batch=16, batch_window=0.5, model_workers=2)
+    with running(Server(model, options)) as url, ThreadPoolExecutor(16) as pool:
+        assert request(url, "GET", "/health")[1]["workers"] == 2
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        got = list(pool.map(lambda u: client.audio.transcriptions.create(
+            model="whisper-1", file=Path(u.audio), response_format="verbose_json",
+            timestamp_granularities=["word"]), utts))
+    for g, e in zip(got, alone):
+        assert g.text == e.text
+        assert [(w.word, w.start, w.end) for w in g.words] == [(w.text, round(w.start, 3), round(w.end, 3))
+                                                               for w in e.words]
+    assert sum(model.sizes) == 16 and model.most == 2, model.sizes      # two batches computed at once
+    assert max(model.sizes) <= 8 and len(model.sizes) <= 6, model.sizes  # shared out, and still batched
+    with pytest.raises(ValueError, match="model_workers"):
+        Server(an4_transcriber, ServeOptions(model_workers=0))
+
+
 def test_queue_cap_timeout_key_and_a_free_event_loop(an4_transcriber, an4_test_utts, monkeypatch):
     options = ServeOptions(api_key="s3cret", max_queue=1, batch_window=0.0, request_timeout=1.0)
     good = {"file": ("a.wav", wav_bytes(an4_test_utts[0].samples()))}
@@ -403,17 +446,19 @@ def page_text(chrome: subprocess.Popen, log: Path, url: str, element: str, timeo
 
 
 def test_bench_serve_runs_asr_serve_under_load(an4_model, an4_test_utts, tmp_path):
-    """`asr bench serve` (small): `asr serve` subprocesses, one request at a time then batched, no errors."""
+    """`asr bench serve` (small): `asr serve` subprocesses, one request at a time, two at a time unbatched, then
+    batched on two workers, no errors."""
     from asr.cli import main as asr_main
     from asr.data import write_manifest
 
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, an4_test_utts[:3])
     asr_main(["bench", "serve", "--model", str(an4_model), "--manifest", str(manifest), "--clients", "3",
-              "--seconds", "1.5", "--model-threads", "1", "--out", str(tmp_path / "rows.json")])
+              "--seconds", "1.5", "--model-threads", "1", "--model-workers", "2", "--out", str(tmp_path / "rows.json")])
     rows = json.loads((tmp_path / "rows.json").read_text())
-    assert [r["max_batch"] for r in rows] == [1, 16]
-    assert [r["threads"] for r in rows] == [1, 1]                      # the server took --model-threads
+    assert [r["max_batch"] for r in rows] == [1, 1, 16]
+    assert [r["workers"] for r in rows] == [1, 2, 2]                   # one at a time, two at a time, batched
+    assert [r["threads"] for r in rows] == [1, 1, 1]                   # the server took --model-threads
     for r in rows:
         assert r["requests"] > 0 and r["errors"] == 0 and r["audio_per_second"] > 0
         assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] and r["server_peak_mb"] > 0
