@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -35,11 +36,16 @@ class EpochPlan:
 
     Without a time budget: cfg.epochs. With `cfg.time_budget` seconds, after each epoch from the
     `cfg.budget_probe`-th on, the epochs still to come are as many as fit in what is left of the
-    budget at the mean epoch time measured so far (dev pass included), never more than cfg.epochs
-    and never fewer than are done: a slower machine trains fewer epochs rather than longer, and the
-    cosine decay ends where the run does. The plan lives in `progress.epochs`, so a resumed run
+    budget at the median time of the last `RECENT` epochs (dev pass included), never more than
+    cfg.epochs and never fewer than are done: a slower machine trains fewer epochs rather than
+    longer, and the cosine decay ends where the run does. The median follows a lasting slowdown
+    within a few epochs but not one slow epoch (a neighbour's burst on a shared host), whose
+    seconds still count against the budget: with the mean, one 100 s epoch among 9 s ones cut
+    a 113-epoch plan to 68 and the schedule with it. The plan lives in `progress.epochs`, so a resumed run
     keeps it until it has timed epochs of its own.
     """
+
+    RECENT = 5                                        # epochs whose median time plans the rest
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int, progress=None):
         self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
@@ -66,7 +72,7 @@ class EpochPlan:
         done, budget = self.progress.epoch - 1, self.cfg.time_budget
         if not budget or len(self.seconds) < self.cfg.budget_probe:
             return None
-        per = sum(self.seconds) / len(self.seconds)
+        per = statistics.median(self.seconds[-self.RECENT:])
         fit = done + int(max(0.0, budget - elapsed) // per)
         planned = max(done, min(self.cfg.epochs, fit), 1)
         if planned == self.epochs:

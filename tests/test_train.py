@@ -195,21 +195,25 @@ def test_averaging_the_last_and_best_epochs(five_utts, tmp_path, capsys):
 
 
 def test_epoch_plan_fits_the_budget_and_follows_a_slowdown():
-    """Epoch times 10 s in a 100 s budget: 10 epochs once two are timed; then epochs of 30 s: fewer."""
+    """Epochs of 10 s in a 1000 s budget: 100 epochs once two are timed; one slow epoch spends its seconds
+    but does not change the pace; epochs of 30 s from then on do, within a few epochs."""
     from asr.checkpoint import Progress
     from asr.step import EpochPlan
 
     progress = Progress()
-    plan = EpochPlan(TrainConfig(epochs=50, time_budget=100, budget_probe=2, warmup=0.1, final_lr=0.05), 4, progress)
-    assert plan.epochs == 50 and progress.epochs == 50                       # not timed yet: the cap
-    progress.epoch = 2
-    assert plan.epoch_done(10.0, 10.0) is None and plan.epochs == 50          # one epoch timed: too few to plan
-    progress.epoch = 3
-    assert "-> 10 epochs" in plan.epoch_done(10.0, 20.0) and progress.epochs == 10
-    assert plan.multiplier(10 * 4 - 1) == pytest.approx(0.05, abs=0.01)      # the decay ends with the plan
-    progress.epoch = 4
-    assert "-> 5 epochs" in plan.epoch_done(30.0, 50.0)                      # 3 done, 50 s left: 2 more
-    assert plan.epoch_done(30.0, 200.0) is not None and plan.epochs == 3      # over budget: stop after this one
+    plan = EpochPlan(TrainConfig(epochs=500, time_budget=1000, budget_probe=2, warmup=0.1, final_lr=0.05), 4,
+                     progress)
+    assert plan.epochs == 500 and progress.epochs == 500                     # not timed yet: the cap
+    done = lambda seconds, elapsed: (setattr(progress, "epoch", progress.epoch + 1),
+                                     plan.epoch_done(seconds, elapsed))[1]
+    assert done(10.0, 10.0) is None and plan.epochs == 500                    # one epoch timed: too few to plan
+    assert "-> 100 epochs" in done(10.0, 20.0) and progress.epochs == 100
+    assert plan.multiplier(100 * 4 - 1) == pytest.approx(0.05, abs=0.01)     # the decay ends with the plan
+    assert "-> 91 epochs" in done(100.0, 120.0)       # a 100 s burst: its 90 s lost, the pace still 10 s
+    assert "-> 46 epochs" in done(30.0, 150.0)        # median of 10, 10, 100, 30: 20 s an epoch
+    assert "-> 32 epochs" in done(30.0, 180.0)        # three slow epochs of five: 30 s, 820 s left
+    assert done(30.0, 210.0) is None and plan.epochs == 32
+    assert done(30.0, 2000.0) is not None and plan.epochs == 7                # over budget: stop after this one
     unbudgeted = EpochPlan(TrainConfig(epochs=7), 4, Progress())
     assert unbudgeted.epoch_done(1.0, 1.0) is None and unbudgeted.epoch_done(1.0, 2.0) is None
     assert unbudgeted.epochs == 7
