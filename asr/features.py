@@ -34,6 +34,7 @@ KALDI_LOG_FLOOR = 1.1920928955078125e-07  # FLT_EPSILON: kaldi-native-fbank's lo
 PREEMPHASIS = 0.97   # Kaldi's default pre-emphasis (fbank), which sherpa-onnx cannot turn off
 KINDS = ("logmel", "fbank", "spectrogram", "mfcc")
 _FAR = 2 ** 40       # the length of an input that has not ended yet (2 * _FAR still fits in int64)
+PADDED_SHARE = 0.75  # an eager batch whose samples fill less of its padded size is computed input by input
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,9 @@ class FeatureExtractor(nn.Module):
             return audio.new_zeros(N, 0, cfg.win_length, dtype=torch.float32)
         lo = first * cfg.hop_length + cfg.frame_offset                                      # absolute first sample
         span = (n - 1) * cfg.hop_length + cfg.win_length
-        if cfg.kind == "fbank":
+        if cfg.kind == "fbank" and N == 1 and start == 0 and int(total[0]) == r and max(-lo, lo + span - r) <= r:
+            samples = self._reflected_run(audio, lo, span)                                 # one whole input
+        elif cfg.kind == "fbank":
             samples = self._sample_run(audio, start, torch.arange(span, device=audio.device)[None] + lo, total)
         else:                                                      # zero outside each input: mask, pad, slice
             keep = (torch.arange(r, device=audio.device)[None] + start) < total.to(audio.device)[:, None]
@@ -152,12 +155,21 @@ class FeatureExtractor(nn.Module):
         flat = nn.functional.pad(audio, (0, 1)).reshape(-1)                                 # (N * (r + 1),)
         rows = torch.arange(N, device=audio.device)[:, None] * (r + 1)
         samples = flat[(local + rows).reshape(-1)].reshape(N, -1).float()                   # (N, L)
-        if self.cfg.kind == "fbank":
-            # pre-emphasis on the sample run instead of each frame: the same but for a frame's first sample,
-            # which Kaldi pre-emphasises against itself and the Hann window then zeroes either way
-            assert self.window[0] == 0
-            samples = torch.cat([samples[:, :1], samples[:, 1:] - PREEMPHASIS * samples[:, :-1]], 1)
-        return samples
+        return self._preemphasised(samples) if self.cfg.kind == "fbank" else samples
+
+    def _reflected_run(self, audio: torch.Tensor, lo: int, span: int) -> torch.Tensor:
+        """_sample_run of one whole input (1, S) for absolute positions lo .. lo + span - 1, by slicing: the
+        same samples (reflected at both ends, pre-emphasised) without an index per sample."""
+        r = audio.shape[1]
+        left, right = max(0, -lo), max(0, lo + span - r)
+        run = torch.cat([audio[:, :left].flip(1), audio, audio[:, r - right:].flip(1)], 1)   # sample j at j + left
+        return self._preemphasised(run[:, lo + left:lo + left + span].float())              # (1, L)
+
+    def _preemphasised(self, samples: torch.Tensor) -> torch.Tensor:
+        # pre-emphasis on the sample run instead of each frame: the same but for a frame's first sample,
+        # which Kaldi pre-emphasises against itself and the Hann window then zeroes either way
+        assert self.window[0] == 0
+        return torch.cat([samples[:, :1], samples[:, 1:] - PREEMPHASIS * samples[:, :-1]], 1)
 
     def _gathered(self, audio: torch.Tensor, start, first, n, total: torch.Tensor) -> torch.Tensor:
         """_unfolded's frames in tensor arithmetic only, so a traced graph keeps every length dynamic: the
@@ -190,8 +202,19 @@ class FeatureExtractor(nn.Module):
             return torch.log(torch.clamp(mel, min=floor))
 
     def raw(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Un-normalised features (N, T, F) and frame counts (N,); frames past an input's count are garbage."""
+        """Un-normalised features (N, T, F) and frame counts (N,); frames past an input's count are garbage.
+
+        Eagerly, a batch that is mostly padding (inputs of mixed lengths, as a server's requests are)
+        is computed an input at a time, each over its own samples only: the same frames, without the
+        time spent on padding (length-bucketed training batches stay one call)."""
         frames = self.cfg.num_frames(lengths)                                               # (N,)
+        n = waves.shape[0]
+        eager = not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+        if eager and n > 1 and int(lengths.sum()) < PADDED_SHARE * n * int(lengths.max()):
+            out = waves.new_zeros(n, int(frames.max()), self.cfg.dim, dtype=torch.float32)        # (N, T, F)
+            for i in range(n):
+                out[i, :frames[i]] = self._frames(waves[i:i + 1, :lengths[i]], 0, 0, frames[i], lengths[i:i + 1])[0]
+            return out, frames
         return self._frames(waves, 0, 0, frames.max(), lengths), frames
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

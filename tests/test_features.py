@@ -58,6 +58,27 @@ def test_padding_does_not_leak(an4_test_utts, utterance_mean):
             assert alone[0].mean(0).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("kind", ["logmel", "fbank", "spectrogram", "mfcc"])
+def test_a_mostly_padded_batch_input_by_input_gives_the_padded_batch_frames(kind, an4_test_utts, monkeypatch):
+    """A batch of mixed lengths (less than PADDED_SHARE of it samples) is computed input by input; its
+    valid frames are the one-call padded computation's (to float rounding: a 1-frame input's FFT batch
+    rounds differently) and each input's alone, bit for bit."""
+    import asr.features as features
+
+    waves = [load_audio(u.audio)[:n] for u, n in zip(an4_test_utts, (48000, 6000, 12000, 400, 30000))]
+    padded, lengths = pad_waves(waves)
+    assert lengths.sum() < features.PADDED_SHARE * len(waves) * lengths.max()    # the per-input path
+    extractor = FeatureExtractor(FeatureConfig(kind=kind))
+    each, frames = extractor.raw(padded, lengths)
+    monkeypatch.setattr(features, "PADDED_SHARE", 0.0)                           # one call over the padding
+    whole, frames_whole = extractor.raw(padded, lengths)
+    assert torch.equal(frames, frames_whole) and each.shape == whole.shape
+    for i, w in enumerate(waves):
+        alone, n = extractor.raw(w[None], torch.tensor([w.shape[0]]))
+        torch.testing.assert_close(each[i, :frames[i]], whole[i, :frames[i]], rtol=1e-6, atol=1e-5)  # float rounding
+        assert torch.equal(each[i, :frames[i]], alone[0]) and n.item() == frames[i]
+
+
 def test_stats_normalise_to_zero_mean_unit_variance(tmp_path, an4_test_utts):
     waves = [load_audio(u.audio) for u in an4_test_utts[:8]]
     cfg = FeatureConfig()
