@@ -304,7 +304,8 @@ def serve_options(args):
     """ServeOptions from `asr serve`'s flags (the API key from --api-key, else $ASR_API_KEY)."""
     import os
 
-    from .serve import ServeOptions, serve_workers
+    from .serve import ServeOptions
+    from .serve_batch import serve_workers
 
     return ServeOptions(model_name=args.model_name or Path(args.model).stem,
                         api_key=args.api_key or os.environ.get("ASR_API_KEY") or None, max_batch=args.max_batch,
@@ -317,7 +318,8 @@ def serve_options(args):
 def cmd_serve(args) -> None:
     import torch
 
-    from .serve import serve, serve_threads
+    from .serve import serve
+    from .serve_batch import serve_threads
 
     options = serve_options(args)
     threads = args.model_threads or serve_threads(options.model_workers)

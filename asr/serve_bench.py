@@ -32,7 +32,7 @@ def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, s
     """One row for one request at a time, one for `workers` at a time unbatched (workers > 1), then one
     with dynamic batching (see the module doc). `workers`, `threads`: the server's (default: its own)."""
     from .audio import audio_duration
-    from .serve import serve_workers
+    from .serve_batch import serve_workers
 
     workers = workers or serve_workers()
     uploads = [(Path(f).name, Path(f).read_bytes(), audio_duration(f)) for f in files]

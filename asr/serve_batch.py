@@ -1,0 +1,147 @@
+"""Dynamic batching for asr serve: requests queued by the event loop, decoded in batches by model workers.
+
+`Batcher.transcribe(wave)` queues one request's (S,) samples and waits for its Transcript; `model_workers`
+threads each decode a batch at once (`Transcriber.transcribe([...])`), so the event loop keeps accepting
+while they compute. `serve_workers` / `serve_threads` are the server's defaults for the worker and torch
+thread counts.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from .decode import Transcript
+from .transcribe import Transcriber
+
+
+class Batcher:
+    """Dynamic batching: waves queued by concurrent requests, decoded in batches by `model_workers` model
+    threads at once.
+
+    A free worker takes the first waiting request, then whatever arrives within the window, up to
+    max_batch; with more than one worker also up to its share of the requests in progress
+    (`in_progress()`: uploading, queued or computing, divided by the workers), so concurrent requests
+    spread over the workers instead of filling one batch while the others idle.
+    """
+
+    def __init__(self, transcriber: Transcriber, options, metrics, in_progress=None):
+        """`options`: asr.serve's ServeOptions (max_batch, batch_window, model_workers); `metrics`: its Metrics
+        (the batch histogram and queue gauge); `in_progress()`: the requests in progress (default: queued)."""
+        if options.model_workers < 1:
+            raise ValueError(f"model_workers must be at least 1, not {options.model_workers}")
+        self.transcriber, self.options, self.metrics = transcriber, options, metrics
+        self.workers = options.model_workers
+        self.model_threads = ThreadPoolExecutor(self.workers, thread_name_prefix="asr-model")  # the model runs here
+        self.pending = 0         # requests queued or in the model
+        self.in_progress = in_progress or (lambda: self.pending)
+        self.queue: asyncio.Queue | None = None
+        self.free: asyncio.Semaphore | None = None
+        self.task: asyncio.Task | None = None
+        self.batches: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self.queue, self.free = asyncio.Queue(), asyncio.Semaphore(self.workers)
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        for task in [self.task, *self.batches]:
+            if task is not None:
+                task.cancel()
+        self.model_threads.shutdown(wait=True, cancel_futures=True)
+
+    async def run_model(self, fn, *args):
+        """fn(*args) in the model thread (streams share it with the batches)."""
+        return await asyncio.get_running_loop().run_in_executor(self.model_threads, fn, *args)
+
+    async def transcribe(self, wave: torch.Tensor) -> Transcript:
+        """(S,) samples -> their Transcript, decoded with whatever else arrives meanwhile."""
+        future = asyncio.get_running_loop().create_future()
+        self.pending += 1
+        self.metrics.queue.set(self.pending)
+        future.add_done_callback(self._done)
+        self.queue.put_nowait((wave, future))
+        return await future
+
+    def _done(self, _future) -> None:
+        self.pending -= 1
+        self.metrics.queue.set(self.pending)
+
+    async def _run(self) -> None:
+        while True:
+            await self.free.acquire()                                 # a worker is free: gather its batch
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self.free.release()
+                raise
+            task = asyncio.create_task(self._decode(batch))
+            self.batches.add(task)
+            task.add_done_callback(self.batches.discard)
+
+    async def _decode(self, batch: list) -> None:
+        try:
+            batch = [(w, f) for w, f in batch if not f.done()]       # timed out or gone while queued
+            if not batch:
+                return
+            self.metrics.batch.observe(len(batch))
+            try:
+                results = await self.run_model(self.transcriber.transcribe, [w for w, _ in batch])
+            except Exception as e:  # a model failure answers this batch's requests, the server goes on
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(e)
+                return
+            for (_, f), r in zip(batch, results):
+                if not f.done():
+                    f.set_result(r)
+        finally:
+            self.free.release()
+
+    def _share(self) -> int:
+        """The most one batch takes now: max_batch, and with several workers its share of the requests in progress."""
+        if self.workers == 1:
+            return self.options.max_batch
+        return max(1, min(self.options.max_batch, math.ceil(self.in_progress() / self.workers)))
+
+    async def _collect(self) -> list:
+        """The first queued request, then whatever arrives within the window, up to max_batch and the share."""
+        batch = [await self.queue.get()]
+        deadline = asyncio.get_running_loop().time() + self.options.batch_window
+        while len(batch) < self._share():
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), left))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def serve_workers(device: str = "cpu") -> int:
+    """The server's default model workers: two batches at once on a CPU with two cores or more (on 2 cores
+    1.5x the throughput of one worker under 16 clients: recipes/an4/RESULTS.md, "Serving"), one on a GPU."""
+    return 1 if str(device) != "cpu" else min(2, usable_cores())
+
+
+def serve_threads(workers: int = 1) -> int:
+    """The server's default torch thread count: the cores this process may use less one, shared by the
+    model workers, at least one.
+
+    Torch's default (one thread per core) makes its worker threads spin against the event loop and
+    the upload decoders on a small machine: on 2 cores one request at a time ran 4.3x slower with
+    2 threads than with 1 (recipes/an4/RESULTS.md, "Serving")."""
+    return max(1, (usable_cores() - 1) // workers)
