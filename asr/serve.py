@@ -19,7 +19,8 @@ while the model computes. `model_workers` threads each run a batch at once (each
 torch threads); what is waiting is shared out between them, so on two cores two batches of 8 run side
 by side instead of one of 16 while the other core idles (asr/serve_batch.py). Uploads are decoded from
 their own bytes (a temporary file, never a path the request names) in a small pool of threads. The
-WebSocket route is asr/serve_stream.py. `asr bench serve` (asr/serve_bench.py) loads it with concurrent clients on loopback.
+WebSocket route is asr/serve_stream.py. `asr bench serve` (asr/serve_bench.py) loads it with concurrent
+clients on loopback.
 """
 from __future__ import annotations
 
