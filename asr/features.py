@@ -37,6 +37,11 @@ _FAR = 2 ** 40       # the length of an input that has not ended yet (2 * _FAR s
 PADDED_SHARE = 0.75  # an eager batch whose samples fill less of its padded size is computed input by input
 
 
+def _eager() -> bool:
+    """Whether this call runs eagerly, not while a graph is traced or exported (whose lengths must stay dynamic)."""
+    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     kind: str = "logmel"        # logmel | fbank (Kaldi framing, sherpa-onnx's front end) | spectrogram | mfcc
@@ -115,7 +120,7 @@ class FeatureExtractor(nn.Module):
         """The maths of every path. (N, r) samples that begin at absolute sample `start` -> (N, n, F)
         un-normalised features of frames first .. first + n - 1 of inputs `total` (N,) samples long (_FAR
         while an input goes on): samples outside an input are reflected (fbank) or zero."""
-        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        if _eager():
             return self._spectrum_features(self._unfolded(audio, int(start), int(first), int(n), total))
         return self._spectrum_features(self._gathered(audio, start, first, n, total))
 
@@ -209,8 +214,7 @@ class FeatureExtractor(nn.Module):
         time spent on padding (length-bucketed training batches stay one call)."""
         frames = self.cfg.num_frames(lengths)                                               # (N,)
         n = waves.shape[0]
-        eager = not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
-        if eager and n > 1 and int(lengths.sum()) < PADDED_SHARE * n * int(lengths.max()):
+        if _eager() and n > 1 and int(lengths.sum()) < PADDED_SHARE * n * int(lengths.max()):
             out = waves.new_zeros(n, int(frames.max()), self.cfg.dim, dtype=torch.float32)        # (N, T, F)
             for i in range(n):
                 out[i, :frames[i]] = self._frames(waves[i:i + 1, :lengths[i]], 0, 0, frames[i], lengths[i:i + 1])[0]

@@ -130,10 +130,17 @@ def test_openai_client_every_response_format(client, an4_transcriber, an4_test_u
 
 def test_concurrent_requests_are_batched_and_each_equals_transcribe_alone(an4_url, client, an4_transcriber,
                                                                           an4_test_utts):
-    utts = an4_test_utts[1:17]
-    alone = [an4_transcriber.transcribe(u.audio) for u in utts]               # one at a time
     batches_before = metric(an4_url, "asr_batch_size_count")
-    with ThreadPoolExecutor(16) as pool:
+    assert_all_at_once_equal_alone(client, an4_transcriber, an4_test_utts[1:17])
+    batches = metric(an4_url, "asr_batch_size_count") - batches_before
+    assert batches <= 4, f"16 concurrent requests took {batches} batches"     # decoded together, not one by one
+
+
+def assert_all_at_once_equal_alone(client, transcriber, utts) -> None:
+    """`utts` posted at once by the openai client (verbose_json, word times): each answer is what
+    `transcriber.transcribe()` gives that file alone."""
+    alone = [transcriber.transcribe(u.audio) for u in utts]                  # one at a time
+    with ThreadPoolExecutor(len(utts)) as pool:
         got = list(pool.map(lambda u: client.audio.transcriptions.create(
             model="whisper-1", file=Path(u.audio), response_format="verbose_json",
             timestamp_granularities=["word"]), utts))
@@ -141,8 +148,6 @@ def test_concurrent_requests_are_batched_and_each_equals_transcribe_alone(an4_ur
         assert g.text == e.text
         assert [(w.word, w.start, w.end) for w in g.words] == [(w.text, round(w.start, 3), round(w.end, 3))
                                                                for w in e.words]
-    batches = metric(an4_url, "asr_batch_size_count") - batches_before
-    assert batches <= 4, f"16 concurrent requests took {batches} batches"     # decoded together, not one by one
 
 
 def metric(url: str, name: str, labels: str = "") -> float:
@@ -232,20 +237,12 @@ def test_two_model_workers_share_concurrent_requests_and_each_equals_transcribe_
                                                                                       an4_test_utts):
     """With model_workers=2, 16 requests at once are split between two batches computed side by side
     (not one batch of 16 beside an idle worker), and each answer is what transcribe() gives alone."""
-    utts = an4_test_utts[1:17]
-    alone = [an4_transcriber.transcribe(u.audio) for u in utts]
     model = OverlapTranscriber(an4_transcriber, 0.3)
     options = ServeOptions(max_batch=16, batch_window=0.5, model_workers=2)
-    with running(Server(model, options)) as url, ThreadPoolExecutor(16) as pool:
+    with running(Server(model, options)) as url:
         assert request(url, "GET", "/health")[1]["workers"] == 2
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-        got = list(pool.map(lambda u: client.audio.transcriptions.create(
-            model="whisper-1", file=Path(u.audio), response_format="verbose_json",
-            timestamp_granularities=["word"]), utts))
-    for g, e in zip(got, alone):
-        assert g.text == e.text
-        assert [(w.word, w.start, w.end) for w in g.words] == [(w.text, round(w.start, 3), round(w.end, 3))
-                                                               for w in e.words]
+        assert_all_at_once_equal_alone(client, an4_transcriber, an4_test_utts[1:17])
     assert sum(model.sizes) == 16 and model.most == 2, model.sizes      # two batches computed at once
     assert max(model.sizes) <= 8 and len(model.sizes) <= 6, model.sizes  # shared out, and still batched
     with pytest.raises(ValueError, match="model_workers"):
