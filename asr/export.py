@@ -111,7 +111,8 @@ def _export_offline(network: nn.Module, out: Path, sample_rate: int) -> None:
 
 def _export_stream(step: StreamStep, out: Path, sample_rate: int) -> None:
     names = _stream_names(step)
-    dims = {"pending": {0: "N", 1: "r"}, "conv1": {0: "N", 2: "r1"}, "conv2": {0: "N", 2: "r2"},
+    time_axis = step.model.initial_state(1).conv1.dim() - 1       # (N, F, r1), a 2-D front end's (N, 1, F, r1)
+    dims = {"pending": {0: "N", 1: "r"}, "conv1": {0: "N", time_axis: "r1"}, "conv2": {0: "N", 2: "r2"},
             "lookahead": {0: "N", 2: "r3"}, "h": {1: "N"}, "c": {1: "N"}, "start": {}, "frames": {}}
     with torch.no_grad():
         torch.onnx.export(step, _stream_example(step, sample_rate), str(out), dynamo=False, opset_version=OPSET,

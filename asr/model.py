@@ -1,5 +1,9 @@
 """The acoustic model: strided convolution front-end -> stacked (Bi)RNN -> linear -> CTC log-probs.
 
+The front end is two convolutions over time (`front_end: conv1d`), or (`conv2d`, DeepSpeech 2's) two
+over time and frequency, which see a formant pattern wherever a speaker's voice puts it, then one
+over time.
+
 One function holds the maths (`AcousticModel.step`): it takes the frames that have arrived and
 the state left by the frames before them, and returns the output frames that are now final.
 The offline forward pass is that step over a whole input from the initial state, with the
@@ -16,6 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+FRONT_ENDS = ("conv1d", "conv2d")
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class ModelConfig:
     vocab_size: int = 29          # characters + CTC blank
     conv_channels: int = 256
     conv_kernel: int = 5          # frames seen by the strided convolution (odd)
+    front_end: str = "conv1d"     # conv1d | conv2d: the strided convolution over time, or over time and frequency
+    conv2d_channels: int = 32     # conv2d: channels of the two time-frequency convolutions
     time_stride: int = 2          # feature frames per output frame: 2 halves the rate (10 ms -> 20 ms frames)
     cell: str = "gru"             # rnn | lstm | gru
     hidden: int = 256             # per direction
@@ -35,6 +42,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, not {self.cell!r}")
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end must be one of {', '.join(FRONT_ENDS)}, not {self.front_end!r}")
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd, not {self.conv_kernel}")
         if self.time_stride < 1:
@@ -48,12 +57,17 @@ class ModelConfig:
         pad = self.conv_kernel // 2
         return (frames + 2 * pad - self.conv_kernel) // self.time_stride + 1
 
+    @property
+    def conv2d_bins(self) -> int:
+        """conv2d: frequency bins left after the two time-frequency convolutions (each halves them)."""
+        return (self.n_features + 3) // 4
+
 
 @dataclass
 class ModelState:
     """What a streaming pass carries from one chunk to the next, for N streams advancing together:
     each convolution's input frames it has not finished with, and the recurrent state."""
-    conv1: torch.Tensor           # (N, F, r1) feature frames (at first: the left zero padding)
+    conv1: torch.Tensor           # (N, F, r1) feature frames, conv2d: (N, 1, F, r1) (at first: the left zero padding)
     conv2: torch.Tensor           # (N, C, r2) front-end frames
     rnn: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None  # h (LSTM: (h, c)), None before the first frame
     lookahead: torch.Tensor       # (N, H, r3) recurrent frames still waiting for their future
@@ -63,18 +77,19 @@ def conv_step(conv: nn.Conv1d, pending: torch.Tensor, x: torch.Tensor, right_pad
               final) -> tuple[torch.Tensor, torch.Tensor]:
     """A convolution over a sequence that arrives in pieces: (N, C, r) frames kept from before and (N, C, t)
     new ones -> (N, C', n) outputs whose every input has arrived, and the frames to keep for the next piece.
+    Time is the last axis: a 2-D convolution takes (N, C, F, r) and (N, C, F, t) the same way.
 
     `final` (a bool or a 0-dim tensor): the sequence ends with `x`, followed by `right_pad` zero frames (the
     offline zero padding). The left padding is the initial `pending` frames; `conv` itself pads nothing.
     Tensor arithmetic only (no branch on a length), so a traced graph is right for every length.
     """
-    k, s = conv.kernel_size[0], conv.stride[0]
-    have = pending.shape[2] + x.shape[2]                                  # real frames (r + t)
-    x = torch.cat([pending, x, x.new_zeros(x.shape[0], x.shape[1], k)], 2)  # (N, C, r + t + k): never too short
+    k, s = conv.kernel_size[-1], conv.stride[-1]
+    have = pending.shape[-1] + x.shape[-1]                                # real frames (r + t)
+    x = torch.cat([pending, x, x.new_zeros(*x.shape[:-1], k)], -1)        # (N, C, r + t + k): never too short
     # outputs now complete: max(0, (have + pad - k) // s + 1), divided only when non-negative (ONNX's integer
     # division truncates towards zero, Python's floors)
     n = torch.clamp(torch.as_tensor(have + right_pad * final - k + s), min=0) // s
-    return conv(x)[:, :, :n], x[:, :, n * s:have]
+    return conv(x)[..., :n], x[..., n * s:have]
 
 
 class AcousticModel(nn.Module):
@@ -90,8 +105,15 @@ class AcousticModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.conv1 = nn.Conv1d(cfg.n_features, cfg.conv_channels, cfg.conv_kernel, stride=cfg.time_stride)
-        self.conv2 = nn.Conv1d(cfg.conv_channels, cfg.conv_channels, 3)
+        if cfg.front_end == "conv2d":   # over (F, T): strided in both, then in frequency alone (no state)
+            c2 = cfg.conv2d_channels
+            self.conv1 = nn.Conv2d(1, c2, (3, cfg.conv_kernel), stride=(2, cfg.time_stride), padding=(1, 0))
+            self.conv1f = nn.Conv2d(c2, c2, (3, 1), stride=(2, 1), padding=(1, 0))
+            conv2_in = c2 * cfg.conv2d_bins
+        else:
+            self.conv1 = nn.Conv1d(cfg.n_features, cfg.conv_channels, cfg.conv_kernel, stride=cfg.time_stride)
+            conv2_in = cfg.conv_channels
+        self.conv2 = nn.Conv1d(conv2_in, cfg.conv_channels, 3)
         # One multi-layer call: cuDNN runs the whole stack, far faster than per-layer modules.
         self.rnn = CELLS[cfg.cell](
             cfg.conv_channels, cfg.hidden, num_layers=cfg.layers, batch_first=True,
@@ -115,7 +137,10 @@ class AcousticModel(nn.Module):
         """The state before the first frame of `n` streams: the convolutions' left zero padding."""
         c = self.cfg
         zeros = lambda channels, frames: torch.zeros(n, channels, frames, device=device)
-        return ModelState(zeros(c.n_features, c.conv_kernel // 2), zeros(c.conv_channels, 1), None, zeros(c.hidden, 0))
+        conv1 = zeros(c.n_features, c.conv_kernel // 2)
+        conv1 = conv1[:, None] if c.front_end == "conv2d" else conv1                     # (N, 1, F, r1)
+        conv2 = zeros(c.conv2d_channels * c.conv2d_bins if c.front_end == "conv2d" else c.conv_channels, 1)
+        return ModelState(conv1, conv2, None, zeros(c.hidden, 0))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole (padded) batch: the step from the initial state with the end of every input marked."""
@@ -150,8 +175,20 @@ class AcousticModel(nn.Module):
 
     def _front(self, x: torch.Tensor, state: ModelState, final: bool, out_lengths: torch.Tensor | None):
         """The convolutions of `step`: (N, t, F) features -> (N, t2, C), the mask, both convolutions' pending frames."""
-        x, pending1 = conv_step(self.conv1, state.conv1, x.transpose(1, 2), self.cfg.conv_kernel // 2, final)
-        x = nn.functional.gelu(x)                                          # (N, C, t1)
+        x = x.transpose(1, 2)                                              # (N, F, t)
+        if self.cfg.front_end == "conv2d":
+            x, pending1 = conv_step(self.conv1, state.conv1, x[:, None], self.cfg.conv_kernel // 2, final)
+            # conv1f sees one frame at a time; one zero frame appended (and its output dropped) lets a chunk
+            # with no new frames through too, where a convolution over 0 frames would fail
+            x = self.conv1f(nn.functional.pad(nn.functional.gelu(x), (0, 1)))[..., :-1]
+            x = nn.functional.gelu(x)                                      # (N, C2, F/4, t1)
+            # (N, C2 * F/4, t1), reshaped with time in front and every size given: ONNX's Reshape reads a 0
+            # (a chunk with no new frames) as "keep that axis of the input", right only on the time axis itself
+            n, t1 = x.shape[0], x.shape[3]
+            x = x.permute(0, 3, 1, 2).reshape(n, t1, self.conv2.in_channels).transpose(1, 2)
+        else:
+            x, pending1 = conv_step(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2, final)
+            x = nn.functional.gelu(x)                                      # (N, C, t1)
         mask = None
         if out_lengths is not None:                                        # (N, 1, t1): valid output frames
             mask = (torch.arange(x.shape[2], device=x.device)[None, :] < out_lengths[:, None])[:, None, :]

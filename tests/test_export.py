@@ -114,11 +114,12 @@ def test_int8_onnx_quantises_lstm_cells_and_keeps_their_outputs(tmp_path, an4_te
     assert torch.equal(n, m) and (a - b).abs().max() < 0.1
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
-def test_exported_unidirectional_models_stream_their_offline_frames(cell, tmp_path, an4_test_utts):
+@pytest.mark.parametrize("cell, front_end", [("gru", "conv1d"), ("lstm", "conv1d"), ("rnn", "conv1d"),
+                                             ("gru", "conv2d")])
+def test_exported_unidirectional_models_stream_their_offline_frames(cell, front_end, tmp_path, an4_test_utts):
     torch.manual_seed(0)
     model = AcousticModel(ModelConfig(cell=cell, bidirectional=False, lookahead=2, hidden=48, conv_channels=48,
-                                      layers=2, dropout=0.0)).eval()
+                                      layers=2, dropout=0.0, front_end=front_end, conv2d_channels=8)).eval()
     extractor = FeatureExtractor(FeatureConfig(kind="fbank" if cell == "lstm" else "logmel"),
                                  torch.randn(80), torch.rand(80) + 0.5)
     save_checkpoint(tmp_path / "uni.pt", model, extractor, Vocabulary())

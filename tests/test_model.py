@@ -19,9 +19,11 @@ def test_shapes_and_lengths(cell, bidirectional):
     assert model.rnn.num_layers == 2 and model.rnn.bidirectional == bidirectional  # one multi-layer module
 
 
-def test_padding_does_not_leak_into_valid_frames():
+@pytest.mark.parametrize("front_end", ["conv1d", "conv2d"])
+def test_padding_does_not_leak_into_valid_frames(front_end):
     torch.manual_seed(0)
-    model = AcousticModel(ModelConfig(n_features=20, conv_channels=16, hidden=16, layers=2)).eval()
+    model = AcousticModel(ModelConfig(n_features=20, conv_channels=16, hidden=16, layers=2, front_end=front_end,
+                                      conv2d_channels=4)).eval()
     lengths = torch.tensor([60, 41, 13])
     x = torch.randn(3, 60, 20) * (torch.arange(60)[None, :, None] < lengths[:, None, None])
     batch, out_lengths = model(x, lengths)
@@ -38,4 +40,23 @@ def test_config_validation_and_size():
         ModelConfig(cell="transformer")
     with pytest.raises(ValueError, match="odd"):
         ModelConfig(conv_kernel=4)
+    with pytest.raises(ValueError, match="front_end must be one of conv1d, conv2d"):
+        ModelConfig(front_end="conv3d")
     assert 3e6 < count_parameters(AcousticModel(ModelConfig())) < 4e6
+
+
+
+@pytest.mark.parametrize("n_features", [80, 81])
+def test_the_2d_front_end_quarters_the_bins_and_keeps_the_frame_rate(n_features):
+    """conv2d: the two time-frequency convolutions quarter the bins (rounding up) and stride time as conv1d
+    does, so output lengths (and with them CTC, streaming and the frame rate) are the same."""
+    torch.manual_seed(0)
+    kw = dict(n_features=n_features, conv_channels=32, hidden=24, layers=1, time_stride=3)
+    model = AcousticModel(ModelConfig(**kw, front_end="conv2d", conv2d_channels=4)).eval()
+    assert model.cfg.conv2d_bins == -(-n_features // 4) and model.conv2.in_channels == 4 * model.cfg.conv2d_bins
+    assert model.conv1.weight.shape == (4, 1, 3, 5)                     # (C2, 1, frequency, time)
+    x, lengths = torch.randn(2, 100, n_features), torch.tensor([100, 61])
+    log_probs, out_lengths = model(x, lengths)
+    assert log_probs.shape == (2, 34, 29) and out_lengths.tolist() == [34, 21]
+    _, plain_lengths = AcousticModel(ModelConfig(**kw)).eval()(x, lengths)
+    assert torch.equal(out_lengths, plain_lengths)

@@ -10,16 +10,17 @@ from asr.text import Vocabulary
 from asr.transcribe import Transcriber
 
 
-def _untrained(lookahead: int = 3) -> Transcriber:
+def _untrained(lookahead: int = 3, front_end: str = "conv1d") -> Transcriber:
     torch.manual_seed(0)
     model = AcousticModel(ModelConfig(bidirectional=False, lookahead=lookahead, hidden=64, conv_channels=64,
-                                      layers=2)).eval()
+                                      layers=2, front_end=front_end, conv2d_channels=8)).eval()
     return Transcriber(CheckpointBackend(model, FeatureExtractor(FeatureConfig()), Vocabulary()))
 
 
-@pytest.mark.parametrize("chunk", [160, 1600, 7777, 16000])      # 10 ms, 100 ms, an odd size, 1 s
-def test_streamed_frames_are_the_offline_frames(an4_test_utts, chunk):
-    t = _untrained()
+@pytest.mark.parametrize("chunk, front_end", [(160, "conv1d"), (1600, "conv1d"), (7777, "conv1d"),
+                                              (16000, "conv1d"), (160, "conv2d"), (7777, "conv2d")])
+def test_streamed_frames_are_the_offline_frames(an4_test_utts, chunk, front_end):   # 10 ms, 100 ms, odd, 1 s
+    t = _untrained(front_end=front_end)
     for u in an4_test_utts[:3]:
         wave = u.samples()
         offline, n = t.log_probs([wave])                            # (1, T', V)
