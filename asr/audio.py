@@ -3,6 +3,8 @@ whatever else FFmpeg decodes (m4a / AAC from phones, webm / Opus from browsers, 
 AMR) through PyAV, whose wheels carry FFmpeg."""
 from __future__ import annotations
 
+import io
+import tempfile
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -159,14 +161,40 @@ def load_audio(audio: AudioInput, sr: int = SAMPLE_RATE, start: float | None = N
     """
     if isinstance(audio, (str, Path)):
         samples, file_sr = read_audio(audio, start, end)
-        if not np.isfinite(samples).all():
-            raise AudioError(f"{audio}: non-finite samples (NaN or infinity)")
-        wave = torch.from_numpy(samples.mean(axis=1))  # (S,)
-        return resample(wave, file_sr, sr).contiguous()
+        return _mono_at(samples, file_sr, sr, audio)
     wave = torch.as_tensor(audio, dtype=torch.float32)
     if wave.dim() != 1:
         raise AudioError(f"in-memory audio must be mono (S,) samples, got shape {tuple(wave.shape)}")
     return wave
+
+
+def load_audio_bytes(data: bytes, sr: int = SAMPLE_RATE, name: str = "the audio", suffix: str = "") -> torch.Tensor:
+    """An encoded file held in memory (an upload, say) -> (S,) float32 mono samples at `sr`.
+
+    soundfile's formats are read from the bytes themselves; anything else goes to FFmpeg through a
+    temporary file of its own (`suffix`, e.g. ".m4a", is its hint). AudioError messages call it `name`.
+    """
+    try:
+        samples, file_sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)   # (S, C)
+    except Exception:  # not a soundfile format: FFmpeg, which reads paths
+        with tempfile.NamedTemporaryFile(suffix=suffix, prefix="asr-audio-") as f:
+            f.write(data)
+            f.flush()
+            try:
+                return load_audio(f.name, sr)
+            except AudioError as e:
+                raise AudioError(str(e).replace(f.name, name)) from None
+    if samples.shape[0] == 0:
+        raise AudioError(f"{name}: contains no samples")
+    return _mono_at(samples, file_sr, sr, name)
+
+
+def _mono_at(samples: np.ndarray, file_sr: int, sr: int, source) -> torch.Tensor:
+    """(S, C) samples at `file_sr` -> (S,) contiguous float32, channels averaged, resampled to `sr`."""
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{source}: non-finite samples (NaN or infinity)")
+    wave = torch.from_numpy(samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1))  # (S,)
+    return resample(wave, file_sr, sr).contiguous()
 
 
 def audio_duration(path: str | Path) -> float:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import re
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .audio import AudioError, load_audio
+from .audio import AudioError, load_audio_bytes
 from .decode import Transcript
 from .transcribe import format_srt, format_vtt, subtitle_cues
 
@@ -50,22 +49,18 @@ def check_wav(data: bytes) -> None:
 
 
 def decode_upload(data: bytes, filename: str, sample_rate: int) -> torch.Tensor:
-    """Upload bytes -> (S,) samples at `sample_rate`, through a temporary file of their own (the decoders
-    read paths); the file name lends only a sanitised suffix, a hint for FFmpeg."""
+    """Upload bytes -> (S,) samples at `sample_rate`, from the bytes themselves (soundfile's formats) or a
+    temporary file of their own (FFmpeg's), never a path the request names; the file name lends only a
+    sanitised suffix, a hint for FFmpeg."""
     if not data:
         raise ApiError(400, "the uploaded file is empty", param="file", code="invalid_audio")
     check_wav(data)
     suffix = Path(filename or "").suffix
     suffix = suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
-    with tempfile.NamedTemporaryFile(suffix=suffix, prefix="asr-upload-") as f:
-        f.write(data)
-        f.flush()
-        try:
-            wave = load_audio(f.name, sample_rate)                        # (S,)
-        except AudioError as e:
-            reason = str(e).replace(f.name, "the uploaded file")
-            raise ApiError(400, f"could not decode audio: {reason}", param="file", code="invalid_audio") from None
-    return wave
+    try:
+        return load_audio_bytes(data, sample_rate, "the uploaded file", suffix)    # (S,)
+    except AudioError as e:
+        raise ApiError(400, f"could not decode audio: {e}", param="file", code="invalid_audio") from None
 
 
 def round_seconds(t: float) -> float:

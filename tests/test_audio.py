@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -152,6 +154,21 @@ def test_what_only_ffmpeg_decodes_is_read_through_pyav(ffmpeg_files, name):
     assert similarity > (0.5 if name.endswith(".amr") else 0.95), similarity     # AMR: 8 kHz narrowband speech
     part, _ = read_audio(d / name, start=0.5, end=1.5)     # a segment of it
     assert part.shape[0] == rate
+
+
+def test_audio_held_in_memory_reads_as_its_file_does(ffmpeg_files, an4_test_utts, tmp_path):
+    """load_audio_bytes: soundfile's formats from the bytes themselves, FFmpeg's through a temporary file,
+    both the samples load_audio gives the file; what neither reads is refused under the name given."""
+    from asr.audio import load_audio_bytes
+
+    d, _ = ffmpeg_files
+    stereo = tmp_path / "stereo.flac"
+    mono = load_audio(an4_test_utts[0].audio).numpy()
+    sf.write(stereo, np.stack([mono, 0.5 * mono], axis=1), SAMPLE_RATE, subtype="PCM_24")
+    for path in (Path(an4_test_utts[0].audio), stereo, d / "browser.webm", d / "phone.m4a"):
+        assert torch.equal(load_audio_bytes(path.read_bytes(), suffix=path.suffix), load_audio(path)), path
+    with pytest.raises(AudioError, match=r"^my upload: cannot decode audio \(soundfile: .+; FFmpeg: .+\)"):
+        load_audio_bytes(b"this is not audio at all" * 10, name="my upload")
 
 
 def test_speech_from_a_browser_or_a_phone_transcribes_as_the_original(ffmpeg_files, an4_model):
