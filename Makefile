@@ -15,14 +15,18 @@ help:
 	@echo "make recipe    run recipes/$(RECIPE) end to end (STAGE=, STOP_STAGE=, CONFIG=, N= pick a range / config)"
 	@echo "make test      lint (ruff) and run the test suite"
 	@echo "make lint      ruff's lint alone"
-	@echo "make chromium  (optional) headless Chromium from Debian, for the test that screenshots report.html"
+	@echo "make chromium  headless Chromium from Debian alone (make install installs it too)"
 
 # Debian's English word list (package wamerican): the AN4 recipe's LM learns how names are spelled from it.
 WORDLIST := /usr/share/dict/american-english
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # KenLM's lmplz needs Boost headers to build.
 BOOST_DEBS := libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev zlib1g-dev
-DEBS_MISSING = $(if $(wildcard /usr/include/boost/program_options.hpp),,$(BOOST_DEBS)) $(if $(wildcard $(WORDLIST)),,wamerican)
+# Debian's Chromium: the suite's browser tests (asr serve's page transcribing a fake microphone, report.html
+# rendered to a screenshot) drive it headless.
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+DEBS_MISSING = $(if $(wildcard /usr/include/boost/program_options.hpp),,$(BOOST_DEBS)) \
+  $(if $(wildcard $(WORDLIST)),,wamerican) $(if $(CHROMIUM),,chromium)
 
 # The Debian packages first (one apt-get: two would wait on each other's lock), then the Python
 # packages and the KenLM build side by side: most of a fresh install is pip unpacking torch on one
@@ -73,7 +77,7 @@ test: install lint
 lint: install
 	$(BIN)/ruff check asr tests
 
-# Optional: the suite renders report.html to a PNG where Chromium is installed (and skips that test otherwise).
+# Chromium alone (`make install` installs it with the other Debian packages).
 chromium:
 	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q --no-install-recommends chromium \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
