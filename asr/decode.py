@@ -98,15 +98,21 @@ class TokenPath:
 
 
 def greedy_paths(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[TokenPath]:
-    """(N, T, V) log-probs + (N,) lengths -> per utterance the best path, repeats merged, blanks dropped."""
+    """(N, T, V) log-probs + (N,) lengths -> per utterance the best path, repeats merged, blanks dropped.
+
+    A fixed handful of tensor operations for the whole batch, then lists: a server's model thread pays
+    for each tensor call in Python's GIL, shared with the event loop."""
     best = log_probs.argmax(-1).cpu()                                  # (N, T)
-    out = []
-    for path, n in zip(best, lengths.tolist()):
-        path = path[:n]
-        first = torch.ones_like(path, dtype=torch.bool)
-        first[1:] = path[1:] != path[:-1]                              # first frame of each run
-        keep = first & (path != 0)
-        out.append(TokenPath(path[keep].tolist(), keep.nonzero().flatten().tolist()))
+    first = torch.ones_like(best, dtype=torch.bool)
+    first[:, 1:] = best[:, 1:] != best[:, :-1]                         # first frame of each run
+    valid = torch.arange(best.shape[1])[None, :] < lengths.cpu()[:, None]
+    keep = first & (best != 0) & valid                                 # (N, T)
+    rows, frames = keep.nonzero(as_tuple=True)                         # row-major: each row's frames in order
+    ids, frames, counts = best[rows, frames].tolist(), frames.tolist(), keep.sum(1).tolist()
+    out, k = [], 0
+    for c in counts:
+        out.append(TokenPath(ids[k:k + c], frames[k:k + c]))
+        k += c
     return out
 
 
@@ -228,12 +234,12 @@ def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary | BPEVo
     # The lexicon decoder's words are the truth: it may spell a double letter on two consecutive frames,
     # which the token path (repeats merged) shows as one. Its spans still give each word's times.
     texts = list(path.words) if path.words is not None and len(path.words) == len(spans) else None
+    probs = log_probs[path.frames, path.ids].exp().tolist() if spans else []    # each token's posterior
     words = []
     for k, (start, end) in enumerate(spans):
         ids, frames = path.ids[start:end], path.frames[start:end]
-        probs = log_probs[frames, ids].exp()
         words.append(Word(texts[k] if texts else vocab.decode(ids).strip(), frames[0] * frame_seconds,
-                          (frames[-1] + 1) * frame_seconds, round(probs.mean().item(), 4)))
+                          (frames[-1] + 1) * frame_seconds, round(sum(probs[start:end]) / (end - start), 4)))
     return words
 
 
