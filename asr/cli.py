@@ -279,12 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True, help="the utterances the clients send (in turn, round robin)")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=20.0, help="how long each run lasts")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long each server is loaded, in all")
+    p.add_argument("--rounds", type=int, default=4, help="turns the servers take, seconds / rounds each, so that "
+                                                         "a host's drifting speed slows every row alike")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--batch-window", type=float, default=0.05)
     p.add_argument("--model-threads", type=int, help="the server's --model-threads (default: its own default)")
     p.add_argument("--model-workers", type=int, help="the server's --model-workers for the batched run and the "
                                                      "unbatched one beside it (default: its own default)")
+    p.add_argument("--no-keepalive", dest="keepalive", action="store_false",
+                   help="a new connection for every request (default: each client keeps one open, as HTTP clients do)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
     p.add_argument("--out", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_bench_serve)

@@ -1,17 +1,21 @@
 """`asr bench serve`: `asr serve` under N concurrent clients on loopback, for a bounded time, decoding one
-request at a time (max batch 1, one model worker), then, with W model workers, W requests at a time
-without batching (when W > 1), then with dynamic batching, in one run.
+request at a time (max batch 1, one model worker), with W model workers W requests at a time without
+batching (when W > 1), and with dynamic batching, in one run.
 
     asr bench serve --model M --manifest data/an4/test.jsonl --clients 16 --seconds 20
 
-Each run starts the server in a subprocess on a free port; `clients` threads post the manifest's files
-(in turn, round robin) to /v1/audio/transcriptions until the time is up. Rows: requests, errors,
-p50 / p95 / p99 latency, audio seconds transcribed per second, the mean batch (from the server's own
-/metrics) and the server's peak resident memory. The middle row separates what the workers' parallelism
-gains from what batching gains.
+The servers run side by side, each `asr serve` in a subprocess on a free port, and take turns: in each of
+`rounds` rounds every server is loaded for seconds / rounds while the others idle, so a host whose speed
+drifts during the run (neighbours, clocks) slows every row alike and the ratios between rows stay fair.
+`clients` threads post the manifest's files (in turn, round robin) to /v1/audio/transcriptions until a
+turn is up, each over one connection it keeps open, as HTTP clients do (`keepalive=False`: a new
+connection a request). Rows: requests, errors, p50 / p95 / p99 latency, audio seconds transcribed per
+second, the mean batch (from the server's own /metrics) and the server's peak resident memory. The
+middle row separates what the workers' parallelism gains from what batching gains.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
@@ -28,68 +32,100 @@ SERVE_HEADER = (f"{'server':<26} {'workers':>7} {'threads':>7} {'clients':>7} {'
 
 def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, seconds: float = 20.0,
                 max_batch: int = 16, batch_window: float = 0.05, threads: int | None = None,
-                workers: int | None = None) -> list[dict]:
+                workers: int | None = None, keepalive: bool = True, rounds: int = 4) -> list[dict]:
     """One row for one request at a time, one for `workers` at a time unbatched (workers > 1), then one
-    with dynamic batching (see the module doc). `workers`, `threads`: the server's (default: its own)."""
+    with dynamic batching, each server loaded for `seconds` in all, in `rounds` turns (see the module doc).
+    `workers`, `threads`: the server's (default: its own); `keepalive`: each client keeps its connection
+    open (else a new connection a request)."""
     from .audio import audio_duration
     from .serve_batch import serve_workers
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
     workers = workers or serve_workers()
-    uploads = [(Path(f).name, Path(f).read_bytes(), audio_duration(f)) for f in files]
+    uploads = [(*_form(Path(f).name, Path(f).read_bytes()), audio_duration(f)) for f in files]  # body, headers, s
     runs = [("one at a time", 1, 1)] + ([(f"{workers} at a time, unbatched", 1, workers)] if workers > 1 else [])
-    return [_bench_run(model, uploads, clients, seconds, batch, batch_window, label, threads, w)
-            for label, batch, w in runs + [(f"batched (max {max_batch})", max_batch, workers)]]
-
-
-def _bench_run(model, uploads, clients: int, seconds: float, max_batch: int, window: float, label: str,
-               threads: int | None, workers: int) -> dict:
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(port),
-                               "--max-batch", str(max_batch), "--batch-window", str(window),
-                               "--max-queue", str(4 * clients), "--model-workers", str(workers),
-                               *(["--model-threads", str(threads)] if threads else [])],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runs.append((f"batched (max {max_batch})", max_batch, workers))
+    servers = [BenchedServer(model, label, batch, batch_window, threads, w, clients) for label, batch, w in runs]
     try:
-        health = _wait_healthy(port, server)
-        threads, workers = health["threads"], health["workers"]     # what the server chose, when not told
-        _post(port, *uploads[0][:2])                              # warm-up: the first batch's set-up
-        peak = [0.0]
+        for server in servers:
+            server.ready(uploads[0])
+        for _ in range(rounds):
+            for server in servers:
+                server.load(uploads, seconds / rounds, keepalive)
+        return [server.row(keepalive) for server in servers]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class BenchedServer:
+    """One `asr serve` subprocess under test, and what its turns under load measured."""
+
+    def __init__(self, model, label: str, max_batch: int, window: float, threads: int | None, workers: int,
+                 clients: int):
+        self.label, self.max_batch, self.clients, self.port = label, max_batch, clients, _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(self.port),
+             "--max-batch", str(max_batch), "--batch-window", str(window), "--max-queue", str(4 * clients),
+             "--model-workers", str(workers), *(["--model-threads", str(threads)] if threads else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.latencies: list[float] = []
+        self.audio = self.wall = self.peak_mb = 0.0
+        self.errors = 0
+
+    def ready(self, upload) -> None:
+        """Wait for /health, note what the server chose, and send one request (the first batch's set-up)."""
+        health = _wait_healthy(self.port, self.process)
+        self.threads, self.workers = health["threads"], health["workers"]
+        Client(self.port, keepalive=False).post(*upload[:2])
+
+    def load(self, uploads, seconds: float, keepalive: bool) -> None:
+        """One turn: `clients` clients for `seconds`, the server's resident memory sampled meanwhile."""
         done = threading.Event()
 
-        def watch():                                              # the server's resident memory, sampled
+        def watch():
             while not done.is_set():
-                peak[0] = max(peak[0], _resident_mb(server.pid))
+                self.peak_mb = max(self.peak_mb, _resident_mb(self.process.pid))
                 time.sleep(0.1)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        latencies, audio, errors, wall = _load(port, uploads, clients, seconds)
+        latencies, audio, errors, wall = _load(self.port, uploads, self.clients, seconds, keepalive)
         done.set()
         watcher.join()
-        mean_batch = _mean_batch(port)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    latencies.sort()
-    pick = lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
-    return {"server": label, "max_batch": max_batch, "workers": workers, "threads": threads, "clients": clients,
-            "requests": len(latencies) + errors,
-            "errors": errors, "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
-            "audio_per_second": audio / wall, "mean_batch": mean_batch, "server_peak_mb": peak[0]}
+        self.latencies += latencies
+        self.audio, self.errors, self.wall = self.audio + audio, self.errors + errors, self.wall + wall
+
+    def row(self, keepalive: bool) -> dict:
+        lat = sorted(self.latencies)
+        pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0
+        return {"server": self.label, "max_batch": self.max_batch, "workers": self.workers, "threads": self.threads,
+                "clients": self.clients, "keepalive": keepalive, "requests": len(lat) + self.errors,
+                "errors": self.errors, "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
+                "audio_per_second": self.audio / self.wall if self.wall else 0.0,
+                "mean_batch": _mean_batch(self.port), "server_peak_mb": self.peak_mb}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
-def _load(port: int, uploads, clients: int, seconds: float):
+def _load(port: int, uploads, clients: int, seconds: float, keepalive: bool):
     """`clients` threads posting uploads in turn until `seconds` pass: (latencies, audio seconds, errors, wall)."""
     lock, latencies, totals = threading.Lock(), [], {"audio": 0.0, "errors": 0}
     deadline = time.monotonic() + seconds
 
     def client(k: int):
-        i = k
+        i, me = k, Client(port, keepalive)
         while time.monotonic() < deadline:
-            name, data, duration = uploads[i % len(uploads)]
+            body, headers, duration = uploads[i % len(uploads)]
             i += clients
             start = time.monotonic()
-            status = _post(port, name, data)
+            status = me.post(body, headers)
             took = time.monotonic() - start
             with lock:
                 if status == 200:
@@ -97,6 +133,7 @@ def _load(port: int, uploads, clients: int, seconds: float):
                     totals["audio"] += duration
                 else:
                     totals["errors"] += 1
+        me.close()
 
     start = time.monotonic()
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
@@ -107,22 +144,42 @@ def _load(port: int, uploads, clients: int, seconds: float):
     return latencies, totals["audio"], totals["errors"], time.monotonic() - start
 
 
-def _post(port: int, name: str, data: bytes) -> int:
-    """One multipart POST of `data` as the file `name`; the HTTP status (0 when the connection failed)."""
+def _form(name: str, data: bytes) -> tuple[bytes, dict]:
+    """A multipart body posting `data` as the file `name` (model whisper-1), and its headers."""
     boundary = uuid.uuid4().hex
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/audio/transcriptions", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as reply:
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+class Client:
+    """One benchmark client: POSTs to /v1/audio/transcriptions over one kept-alive connection, as the openai
+    client (httpx) and browsers do, reconnecting after an error; or (keepalive=False) a new connection a request."""
+
+    def __init__(self, port: int, keepalive: bool = True):
+        self.port, self.keepalive, self.conn = port, keepalive, None
+
+    def post(self, body: bytes, headers: dict) -> int:
+        """The HTTP status (0 when the connection failed)."""
+        try:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            self.conn.request("POST", "/v1/audio/transcriptions", body,
+                              headers if self.keepalive else {**headers, "Connection": "close"})
+            reply = self.conn.getresponse()
             reply.read()
+            if not self.keepalive or reply.will_close:
+                self.close()
             return reply.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
+        except OSError:
+            self.close()
+            return 0
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def _free_port() -> int:

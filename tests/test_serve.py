@@ -371,6 +371,26 @@ def test_an_onnx_export_serves_files_and_streams(uni_model, an4_test_utts, tmp_p
             assert json.loads(ws.recv())["text"] == model.transcribe(u.samples()).text
 
 
+def test_bench_client_keeps_its_connection_and_reconnects(an4_url, an4_test_utts):
+    """`asr bench serve`'s client: one connection for many requests, as HTTP clients keep them; a new one after
+    the server closes it or, with keepalive=False, for every request."""
+    from asr.serve_bench import Client, _form
+
+    port = int(an4_url.rsplit(":", 1)[1])
+    body, headers = _form("a.wav", wav_bytes(an4_test_utts[0].samples()))
+    kept = Client(port)
+    assert kept.post(body, headers) == 200
+    conn = kept.conn
+    assert kept.post(body, headers) == 200 and kept.conn is conn                  # the same connection
+    conn.sock.close()                                                               # the connection drops
+    assert kept.post(body, headers) == 0 and kept.conn is None                      # counted, then reconnects
+    assert kept.post(body, headers) == 200 and kept.conn is not conn
+    once = Client(port, keepalive=False)
+    assert once.post(body, headers) == 200 and once.conn is None
+    assert once.post(b"not a form", headers) == 400 and once.conn is None
+    kept.close()
+
+
 def test_page_is_served(an4_url):
     code, page = request(an4_url, "GET", "/")
     assert code == 200 and "/v1/audio/stream" in page and "/v1/audio/transcriptions" in page
@@ -382,7 +402,7 @@ def test_page_in_headless_chromium_transcribes_the_microphone(uni_model, an4_tes
     resamples the file on its way, so the samples, and a random model's text, are not the file's own)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("chromium is not installed (make chromium)")
+        pytest.skip("chromium is not installed (make install installs it)")
     from asr.stream import StreamingTranscriber
 
     received: list[torch.Tensor] = []
@@ -451,9 +471,10 @@ def test_bench_serve_runs_asr_serve_under_load(an4_model, an4_test_utts, tmp_pat
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, an4_test_utts[:3])
     asr_main(["bench", "serve", "--model", str(an4_model), "--manifest", str(manifest), "--clients", "3",
-              "--seconds", "1.5", "--model-threads", "1", "--model-workers", "2", "--out", str(tmp_path / "rows.json")])
+              "--seconds", "2", "--rounds", "2", "--model-threads", "1", "--model-workers", "2",
+              "--out", str(tmp_path / "rows.json")])
     rows = json.loads((tmp_path / "rows.json").read_text())
-    assert [r["max_batch"] for r in rows] == [1, 1, 16]
+    assert [r["max_batch"] for r in rows] == [1, 1, 16] and all(r["keepalive"] for r in rows)
     assert [r["workers"] for r in rows] == [1, 2, 2]                   # one at a time, two at a time, batched
     assert [r["threads"] for r in rows] == [1, 1, 1]                   # the server took --model-threads
     for r in rows:
