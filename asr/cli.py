@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-threads", type=int, help="the server's --model-threads (default: its own default)")
     p.add_argument("--model-workers", type=int, help="the server's --model-workers for the batched run and the "
                                                      "unbatched one beside it (default: its own default)")
+    p.add_argument("--device", default="cpu", help="the server's --device (cuda: one model worker by default)")
     p.add_argument("--no-keepalive", dest="keepalive", action="store_false",
                    help="a new connection for every request (default: each client keeps one open, as HTTP clients do)")
     p.add_argument("--limit", type=int, help="only the first N utterances")

@@ -106,7 +106,8 @@ def cmd_bench_serve(args) -> None:
 
     utts = read_manifest(args.manifest)[:args.limit or None]
     rows = bench_serve(args.model, [u.audio for u in utts], args.clients, args.seconds, args.max_batch,
-                       args.batch_window, args.model_threads, args.model_workers, args.keepalive, args.rounds)
+                       args.batch_window, args.model_threads, args.model_workers, args.keepalive, args.rounds,
+                       args.device)
     print(SERVE_HEADER)
     for r in rows:
         print(format_serve_row(r))

@@ -32,21 +32,22 @@ SERVE_HEADER = (f"{'server':<26} {'workers':>7} {'threads':>7} {'clients':>7} {'
 
 def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, seconds: float = 20.0,
                 max_batch: int = 16, batch_window: float = 0.05, threads: int | None = None,
-                workers: int | None = None, keepalive: bool = True, rounds: int = 4) -> list[dict]:
+                workers: int | None = None, keepalive: bool = True, rounds: int = 4, device: str = "cpu") -> list[dict]:
     """One row for one request at a time, one for `workers` at a time unbatched (workers > 1), then one
     with dynamic batching, each server loaded for `seconds` in all, in `rounds` turns (see the module doc).
-    `workers`, `threads`: the server's (default: its own); `keepalive`: each client keeps its connection
-    open (else a new connection a request)."""
+    `workers`, `threads`, `device`: the server's (default: its own); `keepalive`: each client keeps its
+    connection open (else a new connection a request)."""
     from .audio import audio_duration
     from .serve_batch import serve_workers
 
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")
-    workers = workers or serve_workers()
+    workers = workers or serve_workers(device)
     uploads = [(*_form(Path(f).name, Path(f).read_bytes()), audio_duration(f)) for f in files]  # body, headers, s
     runs = [("one at a time", 1, 1)] + ([(f"{workers} at a time, unbatched", 1, workers)] if workers > 1 else [])
     runs.append((f"batched (max {max_batch})", max_batch, workers))
-    servers = [BenchedServer(model, label, batch, batch_window, threads, w, clients) for label, batch, w in runs]
+    servers = [BenchedServer(model, label, batch, batch_window, threads, w, clients, device)
+               for label, batch, w in runs]
     try:
         for server in servers:
             server.ready(uploads[0])
@@ -63,12 +64,13 @@ class BenchedServer:
     """One `asr serve` subprocess under test, and what its turns under load measured."""
 
     def __init__(self, model, label: str, max_batch: int, window: float, threads: int | None, workers: int,
-                 clients: int):
+                 clients: int, device: str = "cpu"):
         self.label, self.max_batch, self.clients, self.port = label, max_batch, clients, _free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(self.port),
              "--max-batch", str(max_batch), "--batch-window", str(window), "--max-queue", str(4 * clients),
-             "--model-workers", str(workers), *(["--model-threads", str(threads)] if threads else [])],
+             "--model-workers", str(workers), "--device", device,
+             *(["--model-threads", str(threads)] if threads else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.latencies: list[float] = []
         self.audio = self.wall = self.peak_mb = 0.0

@@ -5,9 +5,12 @@
 #   bash recipes/an4/local/gpu_session.sh full 380         # bench + gpu.yaml recipe in 380 s of training
 #   bash recipes/an4/local/gpu_session.sh bench            # ~2 min: the benchmark + one training epoch
 #   bash recipes/an4/local/gpu_session.sh search 420       # conf/search.txt's runs at once, 420 s of training
+#   bash recipes/an4/local/gpu_session.sh serve            # ~4 min: asr bench serve on the GPU, 16 and 64 clients
 #
-# Expects .whl/ (soundfile, cffi, pycparser, jiwer, rapidfuzz wheels for the image's Python) and
-# .gpu/an4 (AN4 as FLAC, from local/an4_flac.py pack) beside the code; writes logs to $OUT.
+# Expects .whl/ (soundfile, cffi, pycparser, jiwer, rapidfuzz wheels for the image's Python; for serve also
+# starlette, uvicorn, python-multipart, httptools, sniffio, websockets) and .gpu/an4 (AN4 as FLAC, from
+# local/an4_flac.py pack) or, for serve, .gpu/serve (best.pt and `an4_flac.py manifest data/an4/test.jsonl
+# .gpu/serve`) beside the code; writes logs to $OUT.
 set -u
 mode=${1:-smoke}; budget=${2:-380}
 X=${X:-}; DEV=${DEV:-cuda}   # dry runs elsewhere: X="model.hidden=32 ..." DEV=cpu
@@ -19,6 +22,15 @@ ASR="python3 -m asr.cli"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 python3 -c "import torch, torchaudio, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchaudio', torchaudio.__version__, torch.cuda.get_device_name(), 'cudnn', torch.backends.cudnn.version())"
 nproc
+if [ "$mode" = serve ]; then
+  # one GPU model worker (serve's default on a GPU): one request at a time against dynamic batching, in turns
+  for c in 16 64; do
+    $ASR bench serve --model .gpu/serve/best.pt --manifest .gpu/serve/test.jsonl --device $DEV --clients $c \
+      --max-batch $c --seconds ${SERVE_SECONDS:-20} --out $OUT/serve_gpu_c$c.json 2>&1 | tee -a $OUT/serve.log
+    el "serve, $c clients"
+  done
+  exit 0
+fi
 [ -d /tmp/an4/an4 ] || python3 recipes/an4/local/an4_flac.py unpack .gpu/an4 /tmp/an4/an4
 export AN4_DIR=/tmp/an4/an4
 DATA=/tmp/data/an4
