@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-threads", type=int, help="the server's --model-threads (default: its own default)")
     p.add_argument("--model-workers", type=int, help="the server's --model-workers for the batched run and the "
                                                      "unbatched one beside it (default: its own default)")
-    p.add_argument("--device", default="cpu", help="the server's --device (cuda: one model worker by default)")
+    p.add_argument("--device", default="cpu", help="the server's --device")
     p.add_argument("--no-keepalive", dest="keepalive", action="store_false",
                    help="a new connection for every request (default: each client keeps one open, as HTTP clients do)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
@@ -328,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads for each model worker (default: the cores less one, shared by the workers, "
                         "at least one, leaving a core to the event loop and upload decoding)")
     p.add_argument("--model-workers", type=int,
-                   help="batches computed at once, each in its own thread (default: 2 on a CPU of two cores or "
-                        "more, 1 on a GPU)")
+                   help="batches computed at once, each in its own thread (default: 2 where there are two cores or "
+                        "more, on a CPU or a GPU)")
     add_decoding_args(p)
     p.set_defaults(func=cmd_serve)
     return parser

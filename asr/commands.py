@@ -309,7 +309,7 @@ def serve_options(args):
 
     return ServeOptions(model_name=args.model_name or Path(args.model).stem,
                         api_key=args.api_key or os.environ.get("ASR_API_KEY") or None, max_batch=args.max_batch,
-                        model_workers=args.model_workers or serve_workers(args.device),
+                        model_workers=args.model_workers or serve_workers(),
                         batch_window=args.batch_window, max_queue=args.max_queue,
                         max_upload_bytes=int(args.max_upload_mb * 1024 ** 2), max_audio_seconds=args.max_audio_seconds,
                         request_timeout=args.timeout)

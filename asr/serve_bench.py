@@ -42,7 +42,7 @@ def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, s
 
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")
-    workers = workers or serve_workers(device)
+    workers = workers or serve_workers()
     uploads = [(*_form(Path(f).name, Path(f).read_bytes()), audio_duration(f)) for f in files]  # body, headers, s
     runs = [("one at a time", 1, 1)] + ([(f"{workers} at a time, unbatched", 1, workers)] if workers > 1 else [])
     runs.append((f"batched (max {max_batch})", max_batch, workers))

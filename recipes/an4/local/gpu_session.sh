@@ -5,7 +5,7 @@
 #   bash recipes/an4/local/gpu_session.sh full 380         # bench + gpu.yaml recipe in 380 s of training
 #   bash recipes/an4/local/gpu_session.sh bench            # ~2 min: the benchmark + one training epoch
 #   bash recipes/an4/local/gpu_session.sh search 420       # conf/search.txt's runs at once, 420 s of training
-#   bash recipes/an4/local/gpu_session.sh serve            # ~4 min: asr bench serve on the GPU, 16 and 64 clients
+#   bash recipes/an4/local/gpu_session.sh serve            # ~5 min: asr bench serve on the GPU, 1 / 2 workers, 16 / 64 clients
 #
 # Expects .whl/ (soundfile, cffi, pycparser, jiwer, rapidfuzz wheels for the image's Python; for serve also
 # starlette, uvicorn, python-multipart, httptools, sniffio, websockets) and .gpu/an4 (AN4 as FLAC, from
@@ -23,11 +23,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,n
 python3 -c "import torch, torchaudio, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchaudio', torchaudio.__version__, torch.cuda.get_device_name(), 'cudnn', torch.backends.cudnn.version())"
 nproc
 if [ "$mode" = serve ]; then
-  # one GPU model worker (serve's default on a GPU): one request at a time against dynamic batching, in turns
-  for c in 16 64; do
-    $ASR bench serve --model .gpu/serve/best.pt --manifest .gpu/serve/test.jsonl --device $DEV --clients $c \
-      --max-batch $c --seconds ${SERVE_SECONDS:-20} --out $OUT/serve_gpu_c$c.json 2>&1 | tee -a $OUT/serve.log
-    el "serve, $c clients"
+  # one and two GPU model workers (two: the default): one request at a time against dynamic batching, in turns
+  for w in 1 2; do
+    for c in 16 64; do
+      $ASR bench serve --model .gpu/serve/best.pt --manifest .gpu/serve/test.jsonl --device $DEV --clients $c \
+        --max-batch $c --model-workers $w --seconds ${SERVE_SECONDS:-20} --out $OUT/serve_gpu_w${w}_c$c.json 2>&1 \
+        | tee -a $OUT/serve.log
+      el "serve, $w workers, $c clients"
+    done
   done
   exit 0
 fi
