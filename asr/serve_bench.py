@@ -163,7 +163,7 @@ class Client:
         self.port, self.keepalive, self.conn = port, keepalive, None
 
     def post(self, body: bytes, headers: dict) -> int:
-        """The HTTP status (0 when the connection failed)."""
+        """The HTTP status (0 when the connection or the reply failed)."""
         try:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
@@ -174,7 +174,7 @@ class Client:
             if not self.keepalive or reply.will_close:
                 self.close()
             return reply.status
-        except OSError:
+        except (OSError, http.client.HTTPException):   # refused, reset, or a reply that is not HTTP
             self.close()
             return 0
 
