@@ -15,7 +15,7 @@ help:
 	@echo "make recipe    run recipes/$(RECIPE) end to end (STAGE=, STOP_STAGE=, CONFIG=, N= pick a range / config)"
 	@echo "make test      lint (ruff) and run the test suite"
 	@echo "make lint      ruff's lint alone"
-	@echo "make chromium  headless Chromium from Debian alone (make install installs it too)"
+	@echo "make chromium  the Debian packages alone, headless Chromium among them (make install does this too)"
 
 # Debian's English word list (package wamerican): the AN4 recipe's LM learns how names are spelled from it.
 WORDLIST := /usr/share/dict/american-english
@@ -77,10 +77,8 @@ test: install lint
 lint: install
 	$(BIN)/ruff check asr tests
 
-# Chromium alone (`make install` installs it with the other Debian packages).
-chromium:
-	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q --no-install-recommends chromium \
-	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
+# Chromium without the Python install: the Debian step of `make install`, which installs it with the others.
+chromium: debs
 
 clean-data:
 	rm -rf data/$(RECIPE)
