@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from asr.audio import load_audio
-from asr.bench import GAP_SECONDS, build_long_utterances
+from asr.bench.train import GAP_SECONDS, build_long_utterances
 from asr.cli import main as asr_main
 from asr.corpora.an4 import read_split
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from asr.bench.plan import DEFAULT_THROUGHPUT, _loglog, plan_table
 from asr.cli import main as asr_main
 from asr.config import TrainConfig, load_config
-from asr.plan import DEFAULT_THROUGHPUT, _loglog, plan_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "recipes" / "librispeech" / "conf"

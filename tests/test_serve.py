@@ -276,7 +276,7 @@ def test_queue_cap_timeout_key_and_a_free_event_loop(an4_transcriber, an4_test_u
         assert [m.id for m in openai.OpenAI(base_url=url + "/v1", api_key="s3cret").models.list()] == ["asr"]
 
     from asr.cli import build_parser
-    from asr.commands import serve_options
+    from asr.cli.commands import serve_options
 
     monkeypatch.setenv("ASR_API_KEY", "from-env")
     args = build_parser().parse_args(["serve", "--model", "m/best.pt"])
@@ -374,7 +374,7 @@ def test_an_onnx_export_serves_files_and_streams(uni_model, an4_test_utts, tmp_p
 def test_bench_client_keeps_its_connection_and_reconnects(an4_url, an4_test_utts):
     """`asr bench serve`'s client: one connection for many requests, as HTTP clients keep them; a new one after
     the server closes it or, with keepalive=False, for every request."""
-    from asr.serve_bench import Client, _form
+    from asr.bench.serve import Client, _form
 
     port = int(an4_url.rsplit(":", 1)[1])
     body, headers = _form("a.wav", wav_bytes(an4_test_utts[0].samples()))

@@ -27,15 +27,15 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from .audio import SAMPLE_RATE, load_audio
-from .config import TrainConfig
-from .data import AudioDataset, Utterance, collate, length_batches
-from .features import FeatureExtractor
-from .model import AcousticModel, count_parameters
+from ..audio import SAMPLE_RATE, load_audio
+from ..config import TrainConfig
+from ..data import AudioDataset, Utterance, collate, length_batches
+from ..features import FeatureExtractor
+from ..model import AcousticModel, count_parameters
+from ..step import Stepper
+from ..text import Vocabulary
+from ..train import pick_device
 from .plan import model_row_fields
-from .step import Stepper
-from .text import Vocabulary
-from .train import pick_device
 
 GAP_SECONDS = 0.3  # silence between concatenated utterances
 
@@ -184,13 +184,13 @@ class SherpaTranscriber:
     """sherpa-onnx's OfflineRecognizer behind the one method bench_decode needs (`transcribe(paths)`)."""
 
     def __init__(self, model_dir: str | Path, threads: int):
-        from .export import sherpa_recognizer
+        from ..export import sherpa_recognizer
 
         self.recognizer = sherpa_recognizer(model_dir, threads)
 
     def transcribe(self, inputs) -> list:
-        from .decode import Transcript
-        from .export import sherpa_transcribe
+        from ..decode import Transcript
+        from ..export import sherpa_transcribe
 
         waves = [load_audio(a) for a in inputs]
         texts = sherpa_transcribe(self.recognizer, waves)
@@ -202,8 +202,8 @@ def bench_decode(transcribers: dict, utts: list[Utterance], threads: int, log=pr
 
     For a Transcriber, the search alone is also timed on log-probs computed beforehand.
     """
-    from .decode import greedy_paths
-    from .score import score
+    from ..decode import greedy_paths
+    from ..score import score
 
     paths, refs = [u.input for u in utts], [u.text for u in utts]
     audio = sum(u.duration for u in utts)

@@ -9,9 +9,9 @@ from .commands import text_config
 
 
 def cmd_score(args) -> None:
-    from .data import read_manifest
-    from .score import read_hyps, score_dataset
-    from .text import normalize_text
+    from ..data import read_manifest
+    from ..score import read_hyps, score_dataset
+    from ..text import normalize_text
 
     if args.ref is not None:
         return score_files(args)
@@ -38,9 +38,9 @@ def score_files(args) -> None:
     pred_text), paired by id; what only one of them has is named."""
     from dataclasses import replace
 
-    from .score import score_dataset
-    from .text import normalize_text
-    from .transcripts import match, read_transcripts
+    from ..score import score_dataset
+    from ..text import normalize_text
+    from ..transcripts import match, read_transcripts
 
     if args.manifest or args.hyp:
         sys.exit("asr score: give REF HYP or --manifest/--hyp, not both")
@@ -73,7 +73,7 @@ def log_result(args, result) -> None:
     """Append the score to the recipe's RESULTS.md (date, config, decoding, WER/CER, device, training time)."""
     import datetime
 
-    from .report import append_result, read_log
+    from ..report import append_result, read_log
 
     exp = Path(args.exp) if args.exp else Path(args.hyp).parent.parent
     log = read_log(exp)

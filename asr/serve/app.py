@@ -17,9 +17,9 @@ Requests that arrive within `batch_window` seconds of each other are decoded as 
 `max_batch`) by `Transcriber.transcribe([...])` in a model thread, so the event loop keeps accepting
 while the model computes. `model_workers` threads each run a batch at once (each on `--model-threads`
 torch threads); what is waiting is shared out between them, so on two cores two batches of 8 run side
-by side instead of one of 16 while the other core idles (asr/serve_batch.py). Uploads are decoded from
+by side instead of one of 16 while the other core idles (asr/serve/batch.py). Uploads are decoded from
 their own bytes (a temporary file, never a path the request names) in a small pool of threads. The
-WebSocket route is asr/serve_stream.py. `asr bench serve` (asr/serve_bench.py) loads it with concurrent
+WebSocket route is asr/serve/stream.py. `asr bench serve` (asr/bench/serve.py) loads it with concurrent
 clients on loopback.
 """
 from __future__ import annotations
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
+from ..transcribe import Transcriber
+from .batch import Batcher
 from .openai_api import RESPONSE_FORMATS, ApiError, decode_upload, render
-from .serve_batch import Batcher
-from .serve_stream import StreamRoute
-from .transcribe import Transcriber
+from .stream import StreamRoute
 
 FORM_OVERHEAD = 64 * 1024      # bytes of multipart headers and text fields allowed beside the file itself
 
@@ -90,7 +90,7 @@ class Server:
         self.streams = StreamRoute(transcriber, options, self.metrics, self.batcher, self._authorize)
         self.active = 0          # transcription requests in progress: reading, decoding, queued or in the model
         self.created = int(time.time())
-        self.html = (Path(__file__).parent / "serve_page.html").read_text(encoding="utf-8")
+        self.html = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
         self.app = self._build()
 
     def _build(self):

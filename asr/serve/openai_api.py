@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioError, load_audio_bytes
-from .decode import Transcript
-from .transcribe import format_srt, format_vtt, subtitle_cues
+from ..audio import AudioError, load_audio_bytes
+from ..decode import Transcript
+from ..transcribe import format_srt, format_vtt, subtitle_cues
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 

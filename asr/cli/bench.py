@@ -10,9 +10,9 @@ from .commands import chunking_options, decoding_options
 
 
 def cmd_bench(args) -> None:
-    from .bench import bench_train, format_table, write_rows
-    from .config import TrainConfig, load_config
-    from .corpora.an4 import locate_an4, read_split
+    from ..bench.train import bench_train, format_table, write_rows
+    from ..config import TrainConfig, load_config
+    from ..corpora.an4 import locate_an4, read_split
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     sources = read_split(Path(args.corpus) if args.corpus else locate_an4("data/an4"), "train")
@@ -25,15 +25,15 @@ def cmd_bench(args) -> None:
 
 
 def cmd_bench_plan(args) -> None:
-    from .config import TrainConfig, load_config
-    from .plan import Links, plan_table
+    from ..bench.plan import Links, plan_table
+    from ..config import TrainConfig, load_config
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     if (args.train_hours is None) == (args.manifest is None):
         raise SystemExit("asr bench plan: give --train-hours H or --manifest M (the training set)")
     hours = args.train_hours
     if args.manifest:
-        from .data import read_manifest
+        from ..data import read_manifest
 
         hours = sum(u.duration for u in read_manifest(args.manifest)) / 3600
     text, rows = plan_table(cfg, [int(n) for n in str(args.gpus).split(",")], hours, args.throughput,
@@ -49,12 +49,12 @@ def cmd_bench_decode(args) -> None:
 
     import torch
 
-    from .bench import DECODE_HEADER, SherpaTranscriber, bench_decode, format_decode_row
-    from .checkpoint import read_checkpoint
-    from .data import read_manifest
-    from .decode import DecodingOptions
-    from .export import export_onnx, export_sherpa_onnx, export_torchscript
-    from .transcribe import load_model
+    from ..bench.train import DECODE_HEADER, SherpaTranscriber, bench_decode, format_decode_row
+    from ..checkpoint import read_checkpoint
+    from ..data import read_manifest
+    from ..decode import DecodingOptions
+    from ..export import export_onnx, export_sherpa_onnx, export_torchscript
+    from ..transcribe import load_model
 
     utts = read_manifest(args.manifest)[:args.limit or None]
     beam, greedy, chunking = decoding_options(args), DecodingOptions(), chunking_options(args)
@@ -87,9 +87,9 @@ def cmd_bench_decode(args) -> None:
 
 
 def cmd_bench_stream(args) -> None:
-    from .data import read_manifest
-    from .stream import stream_latency
-    from .transcribe import load_model
+    from ..data import read_manifest
+    from ..stream import stream_latency
+    from ..transcribe import load_model
 
     utts = read_manifest(args.manifest)[: args.limit]
     row = stream_latency(load_model(args.model), utts, args.chunk_ms / 1000)
@@ -101,8 +101,8 @@ def cmd_bench_stream(args) -> None:
 
 
 def cmd_bench_serve(args) -> None:
-    from .data import read_manifest
-    from .serve_bench import SERVE_HEADER, bench_serve, format_serve_row
+    from ..bench.serve import SERVE_HEADER, bench_serve, format_serve_row
+    from ..data import read_manifest
 
     utts = read_manifest(args.manifest)[:args.limit or None]
     rows = bench_serve(args.model, [u.audio for u in utts], args.clients, args.seconds, args.max_batch,

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from .decode import Transcript
-from .transcribe import Transcriber
+from ..decode import Transcript
+from ..transcribe import Transcriber
 
 
 class Batcher:

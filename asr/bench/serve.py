@@ -37,8 +37,8 @@ def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, s
     with dynamic batching, each server loaded for `seconds` in all, in `rounds` turns (see the module doc).
     `workers`, `threads`, `device`: the server's (default: its own); `keepalive`: each client keeps its
     connection open (else a new connection a request)."""
-    from .audio import audio_duration
-    from .serve_batch import serve_workers
+    from ..audio import audio_duration
+    from ..serve.batch import serve_workers
 
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")

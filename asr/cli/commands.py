@@ -10,9 +10,9 @@ from pathlib import Path
 def text_config(args, manifest: str | None = None):
     """The TextConfig of --config's `text` section; else the one prepare recorded beside `manifest`; else the
     default."""
-    from .config import TrainConfig, load_config
-    from .data import read_text_config
-    from .text import TextConfig
+    from ..config import TrainConfig, load_config
+    from ..data import read_text_config
+    from ..text import TextConfig
 
     if getattr(args, "config", None):
         return load_config(TrainConfig, args.config).text
@@ -20,7 +20,7 @@ def text_config(args, manifest: str | None = None):
 
 
 def cmd_prepare(args) -> None:
-    from .corpora import get_corpus
+    from ..corpora import get_corpus
 
     corpus = get_corpus(args.corpus_name)
     options = {"max_utts": args.max_utts} if args.max_utts is not None else {}
@@ -38,9 +38,9 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_validate(args) -> None:
-    from .config import TrainConfig, load_config
-    from .data import read_manifest
-    from .validate import Checker, normalisation_notes, screen, summary, write_rejected
+    from ..config import TrainConfig, load_config
+    from ..data import read_manifest
+    from ..validate import Checker, normalisation_notes, screen, summary, write_rejected
 
     cfg = load_config(TrainConfig, args.config) if args.config else TrainConfig(text=text_config(args, args.manifest))
     checker = Checker.for_config(cfg)
@@ -65,10 +65,10 @@ def cmd_stats(args) -> None:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from .config import TrainConfig, load_config
-    from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
-    from .features import FeatureExtractor, compute_stats, save_stats
-    from .text import Vocabulary
+    from ..config import TrainConfig, load_config
+    from ..data import AudioDataset, FrameBudgetSampler, collate, read_manifest
+    from ..features import FeatureExtractor, compute_stats, save_stats
+    from ..text import Vocabulary
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     utts = read_manifest(args.manifest)
@@ -84,8 +84,8 @@ def cmd_stats(args) -> None:
 
 
 def cmd_shard(args) -> None:
-    from .data import read_manifest
-    from .shards import write_shards
+    from ..data import read_manifest
+    from ..shards import write_shards
 
     utts = read_manifest(args.manifest)
     print(f"{len(utts)} utterances ({sum(u.duration for u in utts) / 3600:.1f} h) of {args.manifest}")
@@ -93,15 +93,15 @@ def cmd_shard(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .config import TrainConfig, load_config
-    from .train import train
+    from ..config import TrainConfig, load_config
+    from ..train import train
 
     train(load_config(TrainConfig, args.config, args.overrides))
 
 
 def decoding_options(args):
     """DecodingOptions from --decoding (a tuned JSON), then --lm-dir, then --method / weights / threads."""
-    from .decode import decoding_options as merged
+    from ..decode import decoding_options as merged
 
     return merged(getattr(args, "decoding", None), getattr(args, "lm_dir", None),
                   **{k: getattr(args, k, None) for k in ("method", "beam_size", "lm_weight", "word_score", "threads")})
@@ -109,7 +109,7 @@ def decoding_options(args):
 
 def chunking_options(args):
     """ChunkingOptions with --chunk-seconds, where given."""
-    from .transcribe import ChunkingOptions
+    from ..transcribe import ChunkingOptions
 
     seconds = getattr(args, "chunk_seconds", None)
     return ChunkingOptions() if seconds is None else ChunkingOptions(chunk_seconds=seconds)
@@ -117,14 +117,14 @@ def chunking_options(args):
 
 def load_transcriber(args, options=None):
     """The --model file's Transcriber on --device, with the command line's decoding and chunking options."""
-    from .transcribe import load_model
+    from ..transcribe import load_model
 
     return load_model(args.model, getattr(args, "device", "cpu"), options or decoding_options(args),
                       chunking_options(args))
 
 
 def cmd_decode(args) -> None:
-    from .data import read_manifest
+    from ..data import read_manifest
 
     utts = read_manifest(args.manifest)
     transcriber = load_transcriber(args)
@@ -136,8 +136,8 @@ def cmd_decode(args) -> None:
 
 
 def cmd_lm(args) -> None:
-    from .data import read_manifest
-    from .lm import build_lm, read_word_list, use_arpa
+    from ..data import read_manifest
+    from ..lm import build_lm, read_word_list, use_arpa
 
     if args.arpa:
         paths = use_arpa(args.arpa, args.out)
@@ -160,9 +160,9 @@ def cmd_lm(args) -> None:
 
 
 def cmd_tune(args) -> None:
-    from .data import read_manifest
-    from .decode import save_decoding
-    from .tune import tune_decoding
+    from ..data import read_manifest
+    from ..decode import save_decoding
+    from ..tune import tune_decoding
 
     utts = read_manifest(args.manifest)
     transcriber = load_transcriber(args)
@@ -174,7 +174,7 @@ def cmd_tune(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import export_onnx, export_sherpa_onnx, export_torchscript
+    from ..export import export_onnx, export_sherpa_onnx, export_torchscript
 
     fmt = args.format or ("onnx" if args.out.endswith(".onnx") else "torchscript")
     if fmt == "sherpa-onnx":
@@ -187,7 +187,7 @@ def cmd_export(args) -> None:
     print(f"{'ONNX' if fmt == 'onnx' else 'TorchScript'}{' (int8 dynamic quantisation)' if args.int8 else ''} -> "
           f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
     if fmt == "onnx" and args.int8:
-        from .checkpoint import read_checkpoint
+        from ..checkpoint import read_checkpoint
 
         cell = read_checkpoint(args.model)["model_config"].get("cell", "gru")
         if cell != "lstm":
@@ -196,7 +196,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_average(args) -> None:
-    from .average import average_checkpoints, epoch_checkpoints
+    from ..average import average_checkpoints, epoch_checkpoints
 
     if bool(args.checkpoints) == bool(args.exp):
         sys.exit("asr average: give checkpoint files, or --exp with --last N or --best N")
@@ -206,20 +206,20 @@ def cmd_average(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .report import write_report
+    from ..report import write_report
 
     print(f"report -> {write_report(args.exp, args.manifest, args.results)}")
 
 
 def cmd_compare(args) -> None:
-    from .compare import compare_runs
+    from ..compare import compare_runs
 
     print(compare_runs(args.exps, args.out, args.manifest, args.reach_utts), end="")
     print(f"table, plots and compare.json -> {args.out}")
 
 
 def cmd_transcribe(args) -> None:
-    from .transcribe import format_srt, format_tsv, format_vtt
+    from ..transcribe import format_srt, format_tsv, format_vtt
 
     fmt = "json" if args.json else {"text": "txt"}.get(args.format, args.format)
     transcriber = load_transcriber(args)
@@ -260,8 +260,8 @@ def transcript_json(result) -> dict:
 
 
 def cmd_vocab(args) -> None:
-    from .data import read_manifest
-    from .text import Vocabulary, vocabulary_report
+    from ..data import read_manifest
+    from ..text import Vocabulary, vocabulary_report
 
     utts = read_manifest(args.manifest)
     report = vocabulary_report([u.text for u in utts], Vocabulary(text_config(args, args.manifest).alphabet))
@@ -276,24 +276,24 @@ def cmd_vocab(args) -> None:
 
 
 def cmd_nemo_export(args) -> None:
-    from .corpora.nemo import export_nemo
-    from .data import read_manifest
+    from ..corpora.nemo import export_nemo
+    from ..data import read_manifest
 
     utts = read_manifest(args.manifest)
     print(f"{len(utts)} utterances -> {export_nemo(utts, args.out)}")
 
 
 def cmd_kaldi_import(args) -> None:
-    from .corpora.kaldi import import_kaldi
-    from .data import write_manifest
+    from ..corpora.kaldi import import_kaldi
+    from ..data import write_manifest
 
     n = write_manifest(args.out, import_kaldi(args.dir))
     print(f"{n} utterances of {args.dir} -> {args.out}")
 
 
 def cmd_kaldi_export(args) -> None:
-    from .corpora.kaldi import export_kaldi
-    from .data import read_manifest
+    from ..corpora.kaldi import export_kaldi
+    from ..data import read_manifest
 
     utts = read_manifest(args.manifest)
     paths = export_kaldi(utts, args.out, audio=args.audio)
@@ -304,8 +304,8 @@ def serve_options(args):
     """ServeOptions from `asr serve`'s flags (the API key from --api-key, else $ASR_API_KEY)."""
     import os
 
-    from .serve import ServeOptions
-    from .serve_batch import serve_workers
+    from ..serve.app import ServeOptions
+    from ..serve.batch import serve_workers
 
     return ServeOptions(model_name=args.model_name or Path(args.model).stem,
                         api_key=args.api_key or os.environ.get("ASR_API_KEY") or None, max_batch=args.max_batch,
@@ -318,8 +318,8 @@ def serve_options(args):
 def cmd_serve(args) -> None:
     import torch
 
-    from .serve import serve
-    from .serve_batch import serve_threads
+    from ..serve.app import serve
+    from ..serve.batch import serve_threads
 
     options = serve_options(args)
     threads = args.model_threads or serve_threads(options.model_workers)

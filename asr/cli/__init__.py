@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..transcripts import TRANSCRIPT_FORMATS
+from .bench import cmd_bench, cmd_bench_decode, cmd_bench_plan, cmd_bench_serve, cmd_bench_stream
 from .commands import (
     cmd_average,
     cmd_compare,
@@ -43,9 +45,7 @@ from .commands import (
     cmd_validate,
     cmd_vocab,
 )
-from .commands_bench import cmd_bench, cmd_bench_decode, cmd_bench_plan, cmd_bench_serve, cmd_bench_stream
-from .commands_score import cmd_score
-from .transcripts import TRANSCRIPT_FORMATS
+from .score import cmd_score
 
 
 class CorpusNames:
@@ -53,7 +53,7 @@ class CorpusNames:
     building the parser (and `asr --help`) imports no corpus module."""
 
     def _names(self) -> list[str]:
-        from .corpora import corpora
+        from ..corpora import corpora
 
         return list(corpora())
 
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from .guards import run_command  # after parsing: `asr --help` needs no torch
+    from ..guards import run_command  # after parsing: `asr --help` needs no torch
 
     run_command(f"asr {args.command}", args.func, args)
 
