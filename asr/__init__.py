@@ -12,12 +12,15 @@ once imported.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from .score import score
 
 __version__ = "0.1.0"
+# The folder holding asr/: in a checkout (an editable install) it has recipes/, .venv/ and ../shared beside it
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-_PUBLIC = {"load_model": "transcribe", "Transcriber": "transcribe", "Transcript": "decode"}
+_PUBLIC = {"load_model": "transcribe", "Transcriber": "transcribe", "Transcript": "transcripts"}
 
 
 def __getattr__(name: str):

@@ -5,9 +5,12 @@ both written so that a kill never leaves half a file.
     load_checkpoint(path) -> model, extractor, vocab, the checkpoint dict
     TrainingState                                    last.pt: the same plus optimizer, schedule, loss scaler,
                                                      every rank's RNG and the position in the epoch
+    epoch_checkpoints(exp, last=5) / (best=5)        the epoch_<k>.pt files training kept (keep_epochs=N)
+    average_checkpoints(paths, out)                  their mean weights as one model file (`asr average`)
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -36,9 +39,14 @@ def save_checkpoint(path: str | Path, model: AcousticModel, extractor: FeatureEx
         "model": {k: v.cpu() for k, v in model.state_dict().items()},
         **extra,
     }
+    _save_atomic(ckpt, path)
+
+
+def _save_atomic(obj: dict, path: str | Path) -> None:
+    """torch.save to a temporary file, then renamed: a kill at any moment leaves the old or the new file whole."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -150,3 +158,42 @@ class TrainingState:
         if self._pending_rng is not None:
             set_rng_state(self._pending_rng, self.generator)
             self._pending_rng = None
+
+
+def epoch_checkpoints(exp: str | Path, last: int = 0, best: int = 0) -> list[Path]:
+    """The exp dir's epoch_<k>.pt files: the `last` N epochs, or the `best` N by dev WER (train_log.jsonl)."""
+    exp = Path(exp)
+    kept = {int(p.stem.split("_")[1]): p for p in exp.glob("epoch_*.pt")}
+    if not kept:
+        raise FileNotFoundError(f"{exp}: no epoch_<k>.pt checkpoints (train with keep_epochs=N)")
+    if last:
+        epochs = sorted(kept)[-last:]
+    else:
+        wer = {r["epoch"]: r["dev_wer"] for r in map(json.loads, (exp / "train_log.jsonl").open()) if "dev_wer" in r}
+        epochs = sorted((e for e in kept if e in wer), key=lambda e: (wer[e], -e))[:best]
+    n = last or best
+    if len(epochs) < n:
+        raise ValueError(f"{exp}: asked for {n} checkpoints, only {len(epochs)} kept ({sorted(kept)})")
+    return [kept[e] for e in sorted(epochs)]
+
+
+def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
+    """Write the element-wise mean of the checkpoints' model weights to `out`, with the first one's configs,
+    vocabulary and statistics; all must share one model config. Integer buffers are taken from the last."""
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    first = read_checkpoint(paths[0])
+    total = {k: v.double().clone() if v.is_floating_point() else v for k, v in first["model"].items()}
+    for p in paths[1:]:
+        ckpt = read_checkpoint(p)
+        if ckpt["model_config"] != first["model_config"] or ckpt["vocab"] != first["vocab"]:
+            raise ValueError(f"{p}: a different model or vocabulary than {paths[0]}; cannot average them")
+        for k, v in ckpt["model"].items():
+            total[k] = total[k] + v.double() if v.is_floating_point() else v
+    model = {k: (v / len(paths)).to(first["model"][k].dtype) if v.is_floating_point() else v
+             for k, v in total.items()}
+    keep = ("model_config", "feature_config", "stats", "vocab", "train_config")
+    averaged = {**{k: first[k] for k in keep if k in first}, "model": model,
+                "averaged_from": [str(p) for p in paths]}
+    _save_atomic(averaged, out)
+    return Path(out)

@@ -9,7 +9,6 @@ scalars and checked against the field's type; unknown keys are errors.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import types
 import typing
@@ -186,7 +185,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return from_dict(cls, data)
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """`--config YAML` and `key=value ...` overrides, as `asr train` and `python -m asr.train` take them."""
-    parser.add_argument("--config", help="YAML listing what differs from the TrainConfig defaults")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. epochs=10 model.hidden=320")
+
+def text_config(config: str | Path | None = None, manifest: str | Path | None = None) -> TextConfig:
+    """How transcripts are normalised: the `text` section of the training YAML `config`; else the one prepare
+    recorded beside `manifest` (its text.json); else the default."""
+    from .data import read_text_config
+
+    if config:
+        return load_config(TrainConfig, config).text
+    return (read_text_config(manifest) if manifest else None) or TextConfig()

@@ -18,6 +18,7 @@ import torch
 
 from .lm import lm_file, read_lexicon_words, write_lexicon
 from .text import BPEVocabulary, Vocabulary
+from .transcripts import Word
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,13 @@ class DecodingOptions:
         if self.lm and not self.lexicon:
             raise ValueError("a word LM needs a lexicon (asr lm writes both)")
 
+    @property
+    def label(self) -> str:
+        """What a score line calls this decoding: greedy, beam, or beam + LM."""
+        return "beam + LM" if self.lm else self.method
+
+
+DECODING_JSON = "decoding.json"   # beside a decode dir's hyp.txt: the options it was decoded with
 
 # Keys of decoding.json files written before chunking had options of its own (asr.transcribe.ChunkingOptions).
 _CHUNKING_KEYS = {"batch_seconds", "chunk_seconds", "chunk_overlap", "min_pause"}
@@ -46,6 +54,25 @@ _CHUNKING_KEYS = {"batch_seconds", "chunk_seconds", "chunk_overlap", "min_pause"
 def save_decoding(path: str | Path, options: DecodingOptions, grid: list[dict] | None = None) -> None:
     """`options` (and the tuning grid behind them) as JSON: `asr tune` writes the recipe's decoding.json."""
     Path(path).write_text(json.dumps({"options": asdict(options), "grid": grid or []}, indent=1))
+
+
+def decode_manifest(transcriber, utts, out_dir: str | Path) -> Path:
+    """`asr decode`: every utterance of `utts` transcribed into out_dir/hyp.txt (`id<TAB>text`), and how into
+    out_dir/decoding.json (the options, what `decoding_label` and the score lines read). Returns hyp.txt."""
+    from .transcripts import write_transcripts
+
+    results = transcriber.transcribe([u.input for u in utts])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_decoding(out / DECODING_JSON, transcriber.options)
+    return write_transcripts(out / "hyp.txt", {u.id: r.text for u, r in zip(utts, results)}, "tsv")
+
+
+def decoding_label(decode_dir: str | Path) -> str:
+    """How a decode dir was decoded (greedy, beam, beam + LM), from the decoding.json `decode_manifest` wrote
+    beside its hypotheses; "unrecorded" for a dir without one."""
+    path = Path(decode_dir) / DECODING_JSON
+    return load_decoding(path).label if path.exists() else "unrecorded"
 
 
 def load_decoding(path: str | Path) -> DecodingOptions:
@@ -69,23 +96,6 @@ def decoding_options(decoding: str | Path | None = None, lm_dir: str | Path | No
     if lm_dir:
         options = replace(options, method="beam", lm=str(lm_file(lm_dir)), lexicon=str(Path(lm_dir) / "lexicon.txt"))
     return replace(options, **{k: v for k, v in changes.items() if v is not None})
-
-
-@dataclass(frozen=True)
-class Word:
-    text: str
-    start: float        # seconds
-    end: float          # seconds
-    confidence: float   # mean posterior of its characters at the frames that emit them, 0..1
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    duration: float                 # seconds of audio
-    path: str | None = None         # the file, when the input was one
-    words: tuple[Word, ...] = ()    # each with start, end (seconds) and confidence
-    error: str | None = None        # why the input could not be transcribed (transcribe(..., errors="keep"))
 
 
 @dataclass(frozen=True)

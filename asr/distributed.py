@@ -32,6 +32,13 @@ class Dist:
         return self.world > 1
 
 
+def pick_device(name: str) -> torch.device:
+    """The device a config names: "auto" is the GPU where there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     """Join the process group torchrun describes (if any); returns this process's place and device.
 

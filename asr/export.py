@@ -21,7 +21,7 @@ or vanilla RNN, whose int8 models quantise only the output layer and are no fast
 
 sherpa-onnx: its OfflineRecognizer.from_nemo_ctc computes features itself (kaldi-native-fbank); a
 model trained with `features.kind: fbank` (asr.features) sees the same ones. The graph takes them
-as NeMo's (N, 80, T) + lengths, normalises with the checkpoint's statistics inside, and gives
+as NeMo's (N, F, T) + lengths, normalises with the checkpoint's statistics inside, and gives
 log-probs; tokens.txt maps ids to tokens (blank `<blk>`, the space `▁`).
 """
 from __future__ import annotations
@@ -38,12 +38,16 @@ from torch import nn
 from .backends.checkpoint import Recognizer, StreamStep
 from .backends.onnx import META, STREAM
 from .backends.torchscript import META as TS_META
-from .checkpoint import load_checkpoint
-from .features import FeatureExtractor
-from .model import AcousticModel
+from .checkpoint import load_checkpoint, read_checkpoint
+from .features import FeatureConfig, FeatureExtractor
+from .model import AcousticModel, ModelConfig
 
 OPSET = 17
 FORMATS = ("onnx", "sherpa-onnx", "torchscript")
+# What sherpa-onnx's OfflineRecognizer.from_nemo_ctc computes itself: Kaldi fbank (kaldi-native-fbank) with our
+# defaults' bins, hop and rate (80 bins every 10 ms at 16 kHz)
+SHERPA_FEATURES = FeatureConfig(kind="fbank")
+_SHERPA_FIXED = ("sample_rate", "n_mels", "hop_length")
 
 
 def _metadata(extractor: FeatureExtractor, model: AcousticModel, vocab, checkpoint, int8: bool) -> dict:
@@ -156,10 +160,12 @@ def export_sherpa_onnx(checkpoint: str | Path, out_dir: str | Path) -> Path:
 
     model, extractor, vocab, _ = load_checkpoint(checkpoint)
     f = extractor.cfg
-    if f.kind != "fbank" or f.utterance_mean or f.sample_rate != 16000 or f.n_mels != 80 or f.hop_length != 160:
-        raise ValueError(f"{checkpoint}: sherpa-onnx computes 80 Kaldi fbank features every 10 ms at 16 kHz itself; "
-                         f"this model was trained on {f.kind} features ({f}). Train with features.kind=fbank for it "
-                         f"(or export --format onnx, which carries its own features)")
+    s = SHERPA_FEATURES
+    if f.kind != s.kind or f.utterance_mean or any(getattr(f, k) != getattr(s, k) for k in _SHERPA_FIXED):
+        raise ValueError(f"{checkpoint}: sherpa-onnx computes {s.n_mels} Kaldi fbank features every "
+                         f"{1000 * s.hop_length / s.sample_rate:g} ms at {s.sample_rate} Hz itself; this model was "
+                         f"trained on {f.kind} features ({f}). Train with features.kind=fbank for it (or export "
+                         f"--format onnx, which carries its own features)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = torch.tensor([300, 170])
@@ -223,10 +229,12 @@ def sherpa_recognizer(model_dir: str | Path, threads: int = 1):
 
     d = Path(model_dir)
     return sherpa_onnx.OfflineRecognizer.from_nemo_ctc(model=str(d / "model.onnx"), tokens=str(d / "tokens.txt"),
-                                                       num_threads=threads, sample_rate=16000, feature_dim=80)
+                                                       num_threads=threads, sample_rate=SHERPA_FEATURES.sample_rate,
+                                                       feature_dim=SHERPA_FEATURES.n_mels)
 
 
-def sherpa_transcribe(recognizer, waves: list[torch.Tensor], sample_rate: int = 16000) -> list[str]:
+def sherpa_transcribe(recognizer, waves: list[torch.Tensor], sample_rate: int = SHERPA_FEATURES.sample_rate
+                      ) -> list[str]:
     """Transcripts of (S,) float waves by a sherpa-onnx OfflineRecognizer, decoded as one batch of streams."""
     streams = []
     for w in waves:
@@ -235,3 +243,21 @@ def sherpa_transcribe(recognizer, waves: list[torch.Tensor], sample_rate: int = 
         streams.append(stream)
     recognizer.decode_streams(streams)
     return [" ".join(s.result.text.split()) for s in streams]
+
+
+def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "onnx",
+                 int8: bool = False) -> tuple[Path, list[str]]:
+    """`asr export`: `checkpoint` as `fmt` (one of FORMATS) at `out`, int8 where asked; returns the file (or the
+    sherpa-onnx dir) written and notes for whoever asked for it."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "sherpa-onnx":
+        if int8:
+            raise ValueError("int8 quantisation is for the onnx and torchscript formats, not sherpa-onnx")
+        return export_sherpa_onnx(checkpoint, out), []
+    path = (export_onnx if fmt == "onnx" else export_torchscript)(checkpoint, out, int8=int8)
+    cell = ModelConfig(**read_checkpoint(checkpoint)["model_config"]).cell
+    if fmt == "onnx" and int8 and cell != "lstm":
+        return path, [f"onnxruntime has no int8 {cell.upper()} kernel: only the output layer is int8 and the model "
+                      f"runs at fp32's speed (recipes/an4/RESULTS.md); the fp32 export is the one to ship"]
+    return path, []

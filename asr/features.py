@@ -283,6 +283,21 @@ def compute_stats(extractor: FeatureExtractor, batches) -> tuple[torch.Tensor, t
     return mean.float(), std.float(), count
 
 
+def manifest_stats(utts, cfg: FeatureConfig, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """`compute_stats` over utterances (asr.data.Utterance), read and padded in batches of 200 s of audio."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from .data import AudioDataset, FrameBudgetSampler, collate
+    from .text import Vocabulary
+
+    batches = FrameBudgetSampler([u.duration for u in utts], 200 * round(cfg.frames_per_second), cfg.frames_per_second,
+                                 shuffle=False)
+    loader = DataLoader(AudioDataset(utts, Vocabulary(), cfg.sample_rate), collate_fn=collate, batch_sampler=batches)
+    loader = tqdm(loader, desc="statistics", unit="batch", disable=not progress, leave=False)
+    return compute_stats(FeatureExtractor(cfg), ((b.waves, b.lengths) for b in loader if b))
+
+
 def save_stats(path: str | Path, cfg: FeatureConfig, mean: torch.Tensor, std: torch.Tensor, num_frames: int) -> None:
     data = {"features": asdict(cfg), "mean": mean.tolist(), "std": std.tolist(), "num_frames": num_frames}
     Path(path).write_text(json.dumps(data, indent=1))

@@ -51,21 +51,3 @@ def stop_on_signals(stop: list[int]):
         for s, h in previous.items():
             signal.signal(s, h)
 
-
-def run_command(prog: str, command, *args) -> None:
-    """Run one command-line action: a user's mistake (a bad file, config or value) exits with one line
-    naming it instead of a traceback, and a reader that went away (`asr score ... | head -1`) ends it quietly."""
-    import os
-    import sys
-
-    from .audio import AudioError
-    from .config import ConfigError
-
-    try:
-        command(*args)
-    except (AudioError, ConfigError, FileNotFoundError, ValueError, NonFiniteError) as e:
-        sys.exit(f"{prog}: error: {e}")
-    except BrokenPipeError:
-        # As Unix tools do; stdout goes to /dev/null so the interpreter's final flush cannot raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)

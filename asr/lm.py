@@ -20,6 +20,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from . import PROJECT_ROOT
 from .text import SPACE, BPEVocabulary, Vocabulary
 
 
@@ -41,7 +42,7 @@ def read_lexicon_words(path: str | Path) -> list[str]:
 def find_kenlm(tool: str = "lmplz") -> str | None:
     """A KenLM program (lmplz, build_binary): $LMPLZ / $BUILD_BINARY, .venv/bin (make install), beside this
     Python (a virtualenv's bin), or the PATH."""
-    for candidate in (os.environ.get(tool.upper()), str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / tool),
+    for candidate in (os.environ.get(tool.upper()), str(PROJECT_ROOT / ".venv" / "bin" / tool),
                       str(Path(sys.executable).parent / tool), shutil.which(tool)):
         if candidate and Path(candidate).is_file():
             return candidate

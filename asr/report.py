@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .decode import decoding_label  # noqa: E402
+
 RUNS_HEADING = "## Score stage log"
 RUN_FIELDS = ("date", "config", "decoding", "wer", "cer", "device", "wall", "exp")   # RUNS_HEADER's columns
 RUNS_HEADER = ("| date | config | decoding | test %WER | test %CER | device | training wall time | exp |\n"
@@ -128,6 +130,25 @@ def append_result(results: Path, row: dict) -> None:
     results.write_text(text.rstrip("\n") + "\n| " + " | ".join(str(c) for c in cells) + " |\n")
 
 
+def log_score(results: str | Path, score, hyp: str | Path, manifest: str | Path, exp: str | Path | None = None,
+              config: str | None = None) -> None:
+    """Append a decode's score to a recipe's RESULTS.md (`asr score --results`): date, config, how the hypotheses
+    were decoded (their dir's decoding.json) and on which test set, WER / CER, the run's device and training time.
+    `exp`: the run (default: the hypotheses' dir's parent)."""
+    import datetime
+
+    exp = Path(exp) if exp else Path(hyp).parent.parent
+    log = read_log(exp)
+    decoding = decoding_label(Path(hyp).parent)
+    if Path(manifest).stem != "test":       # a recipe with several test sets (librispeech: test-clean, -other)
+        decoding += f", {Path(manifest).stem}"
+    append_result(Path(results), {
+        "date": datetime.date.today().isoformat(), "config": config or "-", "decoding": decoding,
+        "wer": f"{score.wer.rate:.2f}", "cer": f"{score.cer.rate:.2f}",
+        "device": log[-1].get("device", "?") if log else "?",
+        "wall": f"{log[-1].get('elapsed', 0) / 60:.1f} min" if log else "?", "exp": exp.name})
+
+
 def record_results(run_log: str | Path, results: str | Path) -> int:
     """Append the score lines of a run's log (`make score` writes exp/<name>/results.md) to a recipe's
     RESULTS.md, skipping lines it already holds; returns how many were added."""
@@ -232,7 +253,7 @@ def write_report(exp: str | Path, manifest: str | Path | None = None, results: s
         s = read_scores(d)
         if s is None:
             continue
-        mode = "beam + LM" if d.name.endswith("_lm") else "greedy"
+        mode = decoding_label(d)
         prev = previous_best(results, mode)
         versus = "" if prev is None else (
             f'<span class="{"better" if s["wer"] <= prev else "worse"}">{s["wer"] - prev:+.2f} vs {prev:.2f}</span>')

@@ -1,4 +1,5 @@
-"""Scoring with jiwer: WER and CER, a Kaldi-style summary, per-utterance results and alignments."""
+"""Scoring with jiwer: WER and CER, a Kaldi-style summary, per-utterance results and alignments; a decode
+scored against its manifest, or two transcript files of any form (asr.transcripts) paired by id."""
 from __future__ import annotations
 
 import sys
@@ -86,12 +87,46 @@ def score_dataset(ids: list[str], refs: list[str], hyps: list[str], out_dir: str
     return result
 
 
-def read_hyps(path: str | Path) -> dict[str, str]:
-    """`id<TAB>text` lines (the decode stage's hyp.txt) -> {id: text}."""
-    hyps = {}
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        uid, _, text = line.partition("\t")
-        hyps[uid] = text.strip()
-    return hyps
+
+def score_decode(manifest: str | Path, hyp: str | Path, text=None, out_dir: str | Path | None = None) -> Score:
+    """`asr decode`'s hyp.txt against its manifest: both normalised by `text` (a TextConfig; default: what
+    prepare recorded beside the manifest), as the training targets were; files as `score_dataset` writes them
+    into `out_dir` (default: beside hyp.txt). Every utterance of the manifest needs a hypothesis."""
+    from .config import text_config
+    from .data import read_manifest
+    from .text import normalize_text
+    from .transcripts import read_transcripts
+
+    utts = read_manifest(manifest)
+    hyps = read_transcripts(hyp, "tsv")
+    missing = [u.id for u in utts if u.id not in hyps]
+    if missing:
+        raise ValueError(f"{hyp}: no hypothesis for {len(missing)} utterance(s) of {manifest}, e.g. {missing[0]}")
+    text = text or text_config(None, manifest)
+    return score_dataset([u.id for u in utts], [normalize_text(u.text, text) for u in utts],
+                         [normalize_text(hyps[u.id], text) for u in utts], out_dir or Path(hyp).parent)
+
+
+def score_files(ref: str | Path, hyp: str | Path | None = None, fmt: str | None = None, text=None,
+                out_dir: str | Path | None = None) -> tuple[Score, list[str]]:
+    """Two transcript files of any asr.transcripts form (detected unless `fmt`), or one JSONL holding both `text`
+    and `pred_text` (NeMo's), paired by id; both normalised by `text` (a TextConfig; None: as written). Returns
+    the score and notes naming what only one side has (a reference without a hypothesis counts as all deletions)."""
+    from dataclasses import replace
+
+    from .text import normalize_text
+    from .transcripts import match, read_transcripts
+
+    refs = read_transcripts(ref, fmt)
+    hyps = read_transcripts(hyp or ref, fmt, hypotheses=True)
+    if hyp is None and hyps == refs:
+        raise ValueError(f"{ref} alone has no hypotheses (pred_text); give REF HYP")
+    if not set(refs) & set(hyps):
+        raise ValueError(f"{ref} and {hyp} share no utterance id (e.g. {next(iter(refs), '-')!r} and "
+                         f"{next(iter(hyps), '-')!r})")
+    matched = match(refs, hyps)
+    if text is not None:
+        matched = replace(matched, refs=[normalize_text(t, text) for t in matched.refs],
+                          hyps=[normalize_text(t, text) for t in matched.hyps])
+    result = score_dataset(matched.ids, matched.refs, matched.hyps, out_dir or Path(hyp or ref).parent)
+    return result, [*matched.notes(), f"{len(matched.ids)} utterances scored"]

@@ -57,7 +57,7 @@ def shuffled(items: list[Item], buffer: int, rng: random.Random) -> list[Item]:
     return out + held
 
 
-def rank_batches(shards: list[Shard], mine: list[int], epoch: int, cfg: StreamConfig, rank: int,
+def rank_batches(shards: list[Shard], mine: list[int], epoch: int, cfg: ShardBatching, rank: int,
                  shuffle: bool) -> list[list[Item]]:
     """One rank's batches of an epoch, before the ranks are equalised."""
     rng = random.Random(f"{cfg.seed}/{epoch}/{rank}")
@@ -88,23 +88,24 @@ def equalise(per_rank: list[list[list[Item]]]) -> None:
 
 
 @dataclass(frozen=True)
-class StreamConfig:
-    """What shapes the stream's batches (`StreamConfig.of(TrainConfig)`)."""
+class ShardBatching:
+    """What shapes the batches read from shards: the TrainConfig's fields of the same names
+    (`ShardBatching.of(TrainConfig)`, where their defaults live)."""
     batch_frames: int
     frames_per_second: float
-    max_batch_size: int = 0
-    shuffle_buffer: int = 2000
-    batch_pool: int = 500
+    max_batch_size: int
+    shuffle_buffer: int
+    batch_pool: int
     sortagrad: int = 0
     seed: int = 0
 
     @classmethod
-    def of(cls, cfg) -> StreamConfig:
+    def of(cls, cfg) -> ShardBatching:
         return cls(cfg.batch_frames, cfg.features.frames_per_second, cfg.max_batch_size, cfg.shuffle_buffer,
                    cfg.batch_pool, cfg.sortagrad, cfg.seed)
 
 
-def plan_epoch(shards: list[Shard], epoch: int, cfg: StreamConfig, world: int = 1) -> list[list[list[Item]]]:
+def plan_epoch(shards: list[Shard], epoch: int, cfg: ShardBatching, world: int = 1) -> list[list[list[Item]]]:
     """Every rank's batches of `epoch` (epochs count from 1), equal in number: [rank][batch] -> items."""
     shuffle = epoch > cfg.sortagrad        # SortaGrad epochs: shards in order, no buffer, pools by length
     per_rank = [rank_batches(shards, rank_shards(len(shards), epoch, cfg.seed, world, r, shuffle), epoch, cfg, r,
@@ -119,7 +120,7 @@ class ShardStream(IterableDataset):
     Run it in the main process or one DataLoader worker (batch_size=None); `threads` decode FLAC in parallel.
     """
 
-    def __init__(self, shards: list[Shard], vocab: Vocabulary, cfg: StreamConfig, sample_rate: int = SAMPLE_RATE,
+    def __init__(self, shards: list[Shard], vocab: Vocabulary, cfg: ShardBatching, sample_rate: int = SAMPLE_RATE,
                  num_replicas: int = 1, rank: int = 0, threads: int = 1):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")

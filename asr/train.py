@@ -7,7 +7,6 @@ The config schema is asr.config.TrainConfig; the state a resumed run restores is
 """
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 from dataclasses import asdict, replace
@@ -18,11 +17,11 @@ from torch.utils.data import DataLoader
 
 from .backends.checkpoint import CheckpointBackend
 from .checkpoint import TrainingState
-from .config import TrainConfig, add_config_args, load_config
+from .config import TrainConfig
 from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
-from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, init_distributed, shutdown
+from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, init_distributed, pick_device, shutdown
 from .features import FeatureExtractor, load_stats
-from .guards import Interrupted, NonFiniteError, run_command, stop_on_signals
+from .guards import Interrupted, NonFiniteError, stop_on_signals
 from .model import AcousticModel, count_parameters
 from .score import score
 from .step import EpochPlan, Stepper, lr_schedule, norm_summary, train_one_epoch
@@ -31,12 +30,6 @@ from .transcribe import Transcriber
 from .validate import Checker, screen, write_rejected
 
 __all__ = ["TrainConfig", "train", "evaluate", "lr_schedule", "Stepper"]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def evaluate(transcriber, utts) -> dict:
@@ -109,9 +102,9 @@ def build_loader(cfg: TrainConfig, utts, vocab: Vocabulary, d: Dist, device: tor
     """Frame-budget batches of this rank, read and padded by `cfg.num_workers` processes, pinned for the GPU.
     From `shards`: one worker process streams this rank's shards, decoding with `cfg.num_workers` threads."""
     if shards is not None:
-        from .shard_stream import ShardStream, StreamConfig
+        from .shard_stream import ShardBatching, ShardStream
 
-        stream = ShardStream(shards, vocab, StreamConfig.of(cfg), cfg.features.sample_rate, d.world, d.rank,
+        stream = ShardStream(shards, vocab, ShardBatching.of(cfg), cfg.features.sample_rate, d.world, d.rank,
                              threads=max(1, cfg.num_workers))
         workers = min(1, cfg.num_workers)  # not persistent: each epoch's worker gets the stream as set_epoch left it
         return stream, DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
@@ -297,13 +290,10 @@ def epoch_record(d: Dist, device: torch.device, epoch: int, stats: dict, schedul
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m asr.train [--config C] key=value ...`: `asr train` for those who run the module."""
-    parser = argparse.ArgumentParser(prog="python -m asr.train", description="Train an acoustic model.")
-    add_config_args(parser)
-    args = parser.parse_args(argv)
-    run_command("python -m asr.train", lambda: train(load_config(TrainConfig, args.config, args.overrides)))
 
+if __name__ == "__main__":    # `python -m asr.train ...` is `asr train ...`: the command line's one parser
+    import runpy
+    import sys
 
-if __name__ == "__main__":
-    main()
+    sys.argv.insert(1, "train")
+    runpy.run_module("asr", run_name="__main__", alter_sys=True)

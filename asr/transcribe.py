@@ -20,8 +20,9 @@ from tqdm import tqdm
 from .audio import AudioError, AudioInput, load_audio, split_at_pauses
 from .backends import Backend, load_backend
 from .data import length_batches, pad_waves
-from .decode import BeamSearch, DecodingOptions, TokenPath, Transcript, Word, greedy_paths, words_of
+from .decode import BeamSearch, DecodingOptions, TokenPath, greedy_paths, words_of
 from .stream import StreamingTranscriber
+from .transcripts import Transcript, Word
 
 
 @dataclass(frozen=True)
@@ -192,43 +193,6 @@ class Transcriber:
         return [words_of(p, log_probs[i, :lengths[i]], self.vocab, self.frame_seconds) for i, p in enumerate(paths)]
 
 
-def subtitle_cues(words: list[Word] | tuple[Word, ...], max_words: int = 8, max_seconds: float = 5.0,
-                  pause: float = 0.8) -> list[list[Word]]:
-    """Words grouped into subtitle cues: a new cue after a pause, `max_words` or `max_seconds`."""
-    cues: list[list[Word]] = []
-    for w in words:
-        if (not cues or len(cues[-1]) >= max_words or w.start - cues[-1][-1].end > pause
-                or w.end - cues[-1][0].start > max_seconds):
-            cues.append([])
-        cues[-1].append(w)
-    return cues
-
-
-def _stamp(t: float, decimal: str) -> str:
-    ms = round(t * 1000)
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{decimal}{ms % 1000:03d}"
-
-
-def format_srt(words: list[Word] | tuple[Word, ...], **cue_options) -> str:
-    """SubRip subtitles (`1`, `00:00:01,000 --> 00:00:02,500`, the words)."""
-    return "".join(f"{k}\n{_stamp(c[0].start, ',')} --> {_stamp(c[-1].end, ',')}\n{' '.join(w.text for w in c)}\n\n"
-                   for k, c in enumerate(subtitle_cues(words, **cue_options), 1))
-
-
-def format_vtt(words: list[Word] | tuple[Word, ...], **cue_options) -> str:
-    """WebVTT subtitles, what browsers' <track> elements read (`00:00:01.000 --> 00:00:02.500`)."""
-    return "WEBVTT\n\n" + "".join(f"{_stamp(c[0].start, '.')} --> {_stamp(c[-1].end, '.')}\n"
-                                    f"{' '.join(w.text for w in c)}\n\n"
-                                    for c in subtitle_cues(words, **cue_options))
-
-
-def format_tsv(words: list[Word] | tuple[Word, ...], **cue_options) -> str:
-    """whisper's tsv: a `start<TAB>end<TAB>text` header, then one cue a line, times in integer milliseconds."""
-    return "start\tend\ttext\n" + "".join(f"{round(c[0].start * 1000)}\t{round(c[-1].end * 1000)}\t"
-                                          f"{' '.join(w.text for w in c)}\n"
-                                          for c in subtitle_cues(words, **cue_options))
-
-
 def load_model(path: str | Path, device: str | torch.device = "cpu", options: DecodingOptions = DecodingOptions(),
                chunking: ChunkingOptions = ChunkingOptions()) -> Transcriber:
     """A Transcriber rebuilt from a model file alone: a checkpoint (e.g. `data/an4/exp/cpu/best.pt`) or an
@@ -236,4 +200,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", options: De
     return Transcriber(load_backend(path, device), options, chunking)
 
 
-__all__ = ["Transcript", "Transcriber", "ChunkingOptions", "load_model", "format_srt"]
+__all__ = ["Transcript", "Transcriber", "ChunkingOptions", "load_model"]

@@ -1,14 +1,145 @@
-"""Transcript files of other tools, read and paired by id for scoring: Kaldi / ESPnet `text` (id words),
-NIST sclite `trn` (words (id)), TSV (id<TAB>words, what `asr decode` writes) and JSONL manifests (ours,
-NeMo's `text` and `pred_text`). Light on imports: the command line reads TRANSCRIPT_FORMATS."""
+"""Transcripts: `Transcript` and `Word` (what transcription gives: text, duration, words with times and
+confidences), and every file form of them, read and written, in one home (whisper's `utils.get_writer` is the
+model). Light on imports: the command line reads the format names when it builds its parser.
+
+One file per transcribed input (`asr transcribe --format`, `--out-dir`; the server's text, srt and vtt):
+    txt     the text                          json    path, text, duration, words with times and confidences
+    srt     SubRip cues                       vtt     WebVTT cues (what browsers' <track> reads)
+    tsv     whisper's start<TAB>end<TAB>text, times in integer milliseconds
+`render(result, fmt)` gives one as text; `get_writer(fmt, out_dir)` writes each to <out_dir>/<stem>.<fmt>.
+
+Many utterances to a file, keyed by id (`asr decode`'s hyp.txt, the files `asr score` pairs):
+    kaldi   id words (Kaldi / ESPnet `text`)  trn     words (id) (NIST sclite)
+    tsv     id<TAB>words                      jsonl   {"id", "text"} (ours; NeMo's `text` / `pred_text`)
+`read_transcripts(path)` detects the form; `write_transcripts(path, {id: text}, fmt)` writes any of them.
+"""
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-TRANSCRIPT_FORMATS = ("kaldi", "trn", "tsv", "jsonl")
+OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")       # one file per input (whisper's set)
+TRANSCRIPT_FORMATS = ("kaldi", "trn", "tsv", "jsonl")      # many utterances by id
+
+
+@dataclass(frozen=True)
+class Word:
+    """One recognised word and where it is."""
+    text: str
+    start: float        # seconds
+    end: float          # seconds
+    confidence: float   # mean posterior of its characters at the frames that emit them, 0..1
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What transcribing one input gives (`load_model(...).transcribe(...)`)."""
+    text: str
+    duration: float                 # seconds of audio
+    path: str | None = None         # the file, when the input was one
+    words: tuple[Word, ...] = ()    # each with start, end (seconds) and confidence
+    error: str | None = None        # why the input could not be transcribed (transcribe(..., errors="keep"))
+
+
+# -- one file per transcribed input
+
+
+def subtitle_cues(words: Iterable[Word], max_words: int = 8, max_seconds: float = 5.0,
+                  pause: float = 0.8) -> list[list[Word]]:
+    """Words grouped into subtitle cues: a new cue after a pause, `max_words` or `max_seconds`."""
+    cues: list[list[Word]] = []
+    for w in words:
+        if (not cues or len(cues[-1]) >= max_words or w.start - cues[-1][-1].end > pause
+                or w.end - cues[-1][0].start > max_seconds):
+            cues.append([])
+        cues[-1].append(w)
+    return cues
+
+
+def _stamp(t: float, decimal: str) -> str:
+    ms = round(t * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{decimal}{ms % 1000:03d}"
+
+
+def _cue_text(cue: list[Word]) -> str:
+    return " ".join(w.text for w in cue)
+
+
+def format_srt(words: Iterable[Word], **cue_options) -> str:
+    """SubRip subtitles (`1`, `00:00:01,000 --> 00:00:02,500`, the words)."""
+    return "".join(f"{k}\n{_stamp(c[0].start, ',')} --> {_stamp(c[-1].end, ',')}\n{_cue_text(c)}\n\n"
+                   for k, c in enumerate(subtitle_cues(words, **cue_options), 1))
+
+
+def format_vtt(words: Iterable[Word], **cue_options) -> str:
+    """WebVTT subtitles, what browsers' <track> elements read (`00:00:01.000 --> 00:00:02.500`)."""
+    return "WEBVTT\n\n" + "".join(f"{_stamp(c[0].start, '.')} --> {_stamp(c[-1].end, '.')}\n{_cue_text(c)}\n\n"
+                                    for c in subtitle_cues(words, **cue_options))
+
+
+def format_tsv(words: Iterable[Word], **cue_options) -> str:
+    """whisper's tsv: a `start<TAB>end<TAB>text` header, then one cue a line, times in integer milliseconds."""
+    return "start\tend\ttext\n" + "".join(f"{round(c[0].start * 1000)}\t{round(c[-1].end * 1000)}\t{_cue_text(c)}\n"
+                                          for c in subtitle_cues(words, **cue_options))
+
+
+def transcript_json(result: Transcript) -> dict:
+    """A Transcript as the json form holds it: path, text, duration, words with times (to 10 ms)."""
+    return {"path": result.path, "text": result.text, "duration": round(result.duration, 3),
+            "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)} for w in result.words]}
+
+
+_RENDER = {"txt": lambda r: r.text + "\n", "json": lambda r: json.dumps(transcript_json(r)) + "\n",
+           "srt": lambda r: format_srt(r.words), "vtt": lambda r: format_vtt(r.words),
+           "tsv": lambda r: format_tsv(r.words)}
+
+
+def _output_format(fmt: str) -> str:
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(OUTPUT_FORMATS)})")
+    return fmt
+
+
+def render(result: Transcript, fmt: str = "txt") -> str:
+    """One Transcript in an OUTPUT_FORMATS form, as the text of its file."""
+    return _RENDER[_output_format(fmt)](result)
+
+
+class TranscriptWriter:
+    """Writes each Transcript it is given to <out_dir>/<input stem>.<fmt> (whisper's ResultWriter); a second
+    input of the same stem (a.wav and a.flac, or two folders' a.wav) gets <stem>-2.<fmt>, and so on."""
+
+    def __init__(self, fmt: str, out_dir: str | Path):
+        self.fmt, self.out_dir = _output_format(fmt), Path(out_dir)
+        self.written: set[Path] = set()
+
+    def target(self, result: Transcript) -> Path:
+        stem = Path(result.path or "transcript").stem
+        path, n = self.out_dir / f"{stem}.{self.fmt}", 1
+        while path in self.written:
+            n += 1
+            path = self.out_dir / f"{stem}-{n}.{self.fmt}"
+        return path
+
+    def __call__(self, result: Transcript) -> Path:
+        """Write `result`; returns the file written."""
+        path = self.target(result)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(result, self.fmt), encoding="utf-8")
+        self.written.add(path)
+        return path
+
+
+def get_writer(fmt: str, out_dir: str | Path) -> TranscriptWriter:
+    """The writer of `fmt` files (an OUTPUT_FORMATS entry) into `out_dir`."""
+    return TranscriptWriter(fmt, out_dir)
+
+
+# -- many utterances to a file, by id
+
 _trn_line = re.compile(r"^(.*?)\s*\(([^()\s]+)\)\s*$")
 _ID_KEYS = ("id", "utt_id", "utterance_id", "audio_filepath", "audio")
 
@@ -99,3 +230,28 @@ def match(refs: dict[str, str], hyps: dict[str, str]) -> Matched:
     ids = list(refs)
     return Matched(ids, [refs[i] for i in ids], [hyps.get(i, "") for i in ids], [i for i in ids if i not in hyps],
                    [i for i in hyps if i not in refs])
+
+
+def write_transcripts(path: str | Path, transcripts: dict[str, str], fmt: str = "tsv") -> Path:
+    """{id: text} as a TRANSCRIPT_FORMATS file (tsv: `asr decode`'s hyp.txt), in the dict's order, UTF-8."""
+    forms = {"kaldi": lambda i, t: f"{i} {t}".rstrip(), "trn": lambda i, t: f"{t} ({i})",
+             "tsv": lambda i, t: f"{i}\t{t}",
+             "jsonl": lambda i, t: json.dumps({"id": i, "text": t}, ensure_ascii=False)}
+    if fmt not in forms:
+        raise ValueError(f"{path}: unknown transcript format {fmt!r} (one of {', '.join(TRANSCRIPT_FORMATS)})")
+    if fmt != "jsonl":                  # one line an utterance, its id one field of it
+        bad = next((i for i in transcripts if not _one_field(i, fmt)), None)
+        if bad is not None:
+            raise ValueError(f"{path}: utterance id {bad!r} cannot be written as {fmt} (it would not read back)")
+        transcripts = {i: " ".join(t.split()) for i, t in transcripts.items()}
+    path = Path(path)
+    path.write_text("".join(forms[fmt](i, t) + "\n" for i, t in transcripts.items()), encoding="utf-8")
+    return path
+
+
+def _one_field(uid: str, fmt: str) -> bool:
+    """Whether `uid` reads back as one id from a `fmt` line: no tab or line break in tsv, no space at all else
+    (nor a parenthesis in trn)."""
+    if fmt == "tsv":
+        return bool(uid.strip()) and uid == uid.strip() and not any(c in uid for c in "\t\r\n")
+    return uid.split() == [uid] and not (fmt == "trn" and ("(" in uid or ")" in uid))

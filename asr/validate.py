@@ -196,3 +196,30 @@ def summary(n: int, findings: list[Finding]) -> str:
     if handled:
         line += f", {len(handled)} handled ({kinds(handled)})"
     return line
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What `validate_manifest` found: every finding (notes and rejections), its summary line, rejections written."""
+    findings: list[Finding]
+    summary: str
+    rejected: int
+
+
+def validate_manifest(manifest: str | Path, config: str | Path | None = None, rejected: str | Path | None = None,
+                      full: bool = True, progress: bool = False, max_seconds: float | None = None) -> Validation:
+    """Check every entry of `manifest` as training would see it (transcripts normalised by `config`'s text
+    section, else by what prepare recorded beside the manifest), decoding the audio when `full`; the rejected
+    entries go to `rejected` (default <manifest>.rejected.jsonl) with their reasons."""
+    from .config import TrainConfig, load_config, text_config
+    from .data import read_manifest
+
+    cfg = load_config(TrainConfig, config) if config else TrainConfig(text=text_config(None, manifest))
+    checker = Checker.for_config(cfg)
+    if max_seconds:
+        checker = replace(checker, max_seconds=max_seconds)
+    utts = read_manifest(manifest, cfg.text)          # transcripts normalised as training will see them
+    _, findings = screen(utts, checker, full=full, progress=progress)
+    findings = normalisation_notes(read_manifest(manifest), cfg.text) + findings
+    n = write_rejected(rejected or Path(manifest).with_suffix(".rejected.jsonl"), findings)
+    return Validation(findings, summary(len(utts), findings), n)

@@ -11,7 +11,7 @@ from asr.cli import main as asr_main
 from asr.decode import DecodingOptions
 from asr.lm import build_lm
 from asr.score import score
-from asr.transcribe import format_srt
+from asr.transcripts import format_srt
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,9 @@ def test_decode_tune_picks_weights_on_dev_and_decode_uses_them(overfit_model, fi
     asr_main(["decode", "--model", str(path), "--manifest", str(manifest), "--out", str(tmp_path / "dec"),
               "--decoding", str(tmp_path / "decoding.json")])
     assert "(beam)" in capsys.readouterr().out
+    from asr.decode import decoding_label, load_decoding
+    assert load_decoding(tmp_path / "dec" / "decoding.json") == load_decoding(tmp_path / "decoding.json")
+    assert decoding_label(tmp_path / "dec") == "beam + LM"           # what the score line and report.html say
     hyps = [line.split("\t")[1] for line in (tmp_path / "dec" / "hyp.txt").read_text().splitlines()]
     assert score([u.text for u in five_utts], hyps).wer.rate == 0.0
 

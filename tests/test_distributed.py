@@ -66,7 +66,7 @@ def test_torchrun_two_gloo_ranks_read_their_own_shards_each_utterance_once(tmp_p
     ranks, is the whole training set's (every utterance once), in equal steps."""
     import json
 
-    from asr.shard_stream import StreamConfig, plan_epoch
+    from asr.shard_stream import ShardBatching, plan_epoch
     from asr.shards import open_shards, write_shards
 
     utts = an4_test_utts[:24]
@@ -83,7 +83,7 @@ def test_torchrun_two_gloo_ranks_read_their_own_shards_each_utterance_once(tmp_p
     assert run.returncode == 0, run.stdout + run.stderr
     shards = open_shards(str(tmp_path / "shards" / "index.json"))
     assert len(shards) >= 4
-    per_rank = len(plan_epoch(shards, 1, StreamConfig(800, 100, 0, 6, 8), world=2)[0])
+    per_rank = len(plan_epoch(shards, 1, ShardBatching(800, 100, 0, 6, 8), world=2)[0])
     assert f"x 2 processes: 24 train / 24 dev utterances, {per_rank} batches per epoch per process" in run.stdout
     assert "replicas in sync: 2 ranks hold identical parameters" in run.stdout
     (record,) = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]

@@ -1,7 +1,7 @@
 import pytest
 
 import asr
-from asr.score import read_hyps, score, score_dataset
+from asr.score import score, score_dataset
 
 
 def test_counts_and_kaldi_summary():
@@ -34,9 +34,20 @@ def test_writes_reports(tmp_path):
     assert "=== u2 ===" in alignment and "REF: C D" in alignment
 
 
-def test_read_hyps(tmp_path):
-    (tmp_path / "hyp.txt").write_text("a\tYES\nb\t\n")
-    assert read_hyps(tmp_path / "hyp.txt") == {"a": "YES", "b": ""}
+def test_every_transcript_form_reads_back_what_was_written(tmp_path):
+    """asr.transcripts, the one home of id-keyed transcript files: what write_transcripts writes in each form,
+    read_transcripts reads back (and detects), in any script; an id the form cannot hold is refused by name."""
+    from asr.transcripts import TRANSCRIPT_FORMATS, detect_format, read_transcripts, write_transcripts
+
+    texts = {"a": "YES", "b": "", "spk1-u2": "ZAŻÓŁĆ GĘŚLĄ JAŹŃ", "fa_1": "سلام دنیا", "zh": "你好世界"}
+    for fmt in TRANSCRIPT_FORMATS:
+        path = write_transcripts(tmp_path / f"hyp.{fmt}", texts, fmt)
+        assert read_transcripts(path) == texts and detect_format(path) == fmt, fmt
+    (tmp_path / "hyp.txt").write_text("a\tYES\nb\t\n")                   # asr decode's hyp.txt
+    assert read_transcripts(tmp_path / "hyp.txt", "tsv") == {"a": "YES", "b": ""}
+    for fmt, uid in (("kaldi", "a b"), ("trn", "a(1)"), ("tsv", "a\tb")):
+        with pytest.raises(ValueError, match="cannot be written"):
+            write_transcripts(tmp_path / "bad", {uid: "X"}, fmt)
 
 
 @pytest.fixture(scope="module")

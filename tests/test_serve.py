@@ -23,7 +23,7 @@ import torch
 import asr
 from asr.audio import SAMPLE_RATE
 from asr.serve import ServeOptions, Server
-from asr.transcribe import format_srt, format_vtt
+from asr.transcripts import format_srt, format_vtt
 
 openai = pytest.importorskip("openai")
 
@@ -276,11 +276,11 @@ def test_queue_cap_timeout_key_and_a_free_event_loop(an4_transcriber, an4_test_u
         assert [m.id for m in openai.OpenAI(base_url=url + "/v1", api_key="s3cret").models.list()] == ["asr"]
 
     from asr.cli import build_parser
-    from asr.cli.commands import serve_options
+    from asr.cli.serve import serve_options
 
     monkeypatch.setenv("ASR_API_KEY", "from-env")
     args = build_parser().parse_args(["serve", "--model", "m/best.pt"])
-    assert args.host == "127.0.0.1"                                        # this machine only, by default
+    assert serve_options(args).host == "127.0.0.1"                         # this machine only, by default
     assert serve_options(args).api_key == "from-env" and serve_options(args).model_name == "best"
     assert serve_options(build_parser().parse_args(["serve", "--model", "m", "--api-key", "k"])).api_key == "k"
 

@@ -10,13 +10,13 @@ import torch
 
 from asr.cli import main as asr_main
 from asr.data import AudioDataset, collate, write_manifest
-from asr.shard_stream import ShardStream, StreamConfig, plan_epoch
+from asr.shard_stream import ShardBatching, ShardStream, plan_epoch
 from asr.shards import INDEX, decode_flac, open_shards
 from asr.text import Vocabulary
 from asr.train import train
 
 HALF = "shard-{000000..000003}.tar"
-CFG = StreamConfig(batch_frames=800, frames_per_second=100, shuffle_buffer=8, batch_pool=12)
+CFG = ShardBatching(batch_frames=800, frames_per_second=100, max_batch_size=0, shuffle_buffer=8, batch_pool=12)
 
 
 @pytest.fixture(scope="module")

@@ -44,9 +44,9 @@ def test_streaming_needs_a_unidirectional_model(an4_model):
 def test_a_trained_streaming_model_shows_words_soon_after_they_end(five_utts, tmp_path):
     """A unidirectional GRU with 2 frames of lookahead, trained on five AN4 utterances: streamed in 100 ms
     chunks it transcribes them as offline, each word shown within a fraction of a second of its end."""
+    from asr.bench.stream import stream_latency
     from asr.cli import main as asr_main
     from asr.data import write_manifest
-    from asr.stream import stream_latency
     from asr.train import TrainConfig, train
     manifest, stats = tmp_path / "five.jsonl", tmp_path / "stats.json"
     write_manifest(manifest, five_utts)

@@ -31,18 +31,21 @@ SERVE_HEADER = (f"{'server':<26} {'workers':>7} {'threads':>7} {'clients':>7} {'
 
 
 def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, seconds: float = 20.0,
-                max_batch: int = 16, batch_window: float = 0.05, threads: int | None = None,
-                workers: int | None = None, keepalive: bool = True, rounds: int = 4, device: str = "cpu") -> list[dict]:
+                max_batch: int | None = None, batch_window: float | None = None, threads: int | None = None,
+                workers: int | None = None, keepalive: bool = True, rounds: int = 4,
+                device: str | None = None) -> list[dict]:
     """One row for one request at a time, one for `workers` at a time unbatched (workers > 1), then one
     with dynamic batching, each server loaded for `seconds` in all, in `rounds` turns (see the module doc).
-    `workers`, `threads`, `device`: the server's (default: its own); `keepalive`: each client keeps its
-    connection open (else a new connection a request)."""
+    `max_batch`, `batch_window`, `workers`, `threads`, `device`: the server's (None: its own default, as
+    ServeOptions and `asr serve` have it); `keepalive`: each client keeps its connection open (else a new
+    connection a request)."""
     from ..audio import audio_duration
-    from ..serve.batch import serve_workers
+    from ..serve.options import ServeOptions
 
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")
-    workers = workers or serve_workers()
+    defaults = ServeOptions()
+    workers, max_batch = workers or defaults.model_workers, max_batch or defaults.max_batch
     uploads = [(*_form(Path(f).name, Path(f).read_bytes()), audio_duration(f)) for f in files]  # body, headers, s
     runs = [("one at a time", 1, 1)] + ([(f"{workers} at a time, unbatched", 1, workers)] if workers > 1 else [])
     runs.append((f"batched (max {max_batch})", max_batch, workers))
@@ -63,14 +66,14 @@ def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, s
 class BenchedServer:
     """One `asr serve` subprocess under test, and what its turns under load measured."""
 
-    def __init__(self, model, label: str, max_batch: int, window: float, threads: int | None, workers: int,
-                 clients: int, device: str = "cpu"):
+    def __init__(self, model, label: str, max_batch: int, window: float | None, threads: int | None, workers: int,
+                 clients: int, device: str | None = None):
         self.label, self.max_batch, self.clients, self.port = label, max_batch, clients, _free_port()
+        flags = {"--max-batch": max_batch, "--batch-window": window, "--max-queue": 4 * clients,
+                 "--model-workers": workers, "--device": device, "--model-threads": threads}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(self.port),
-             "--max-batch", str(max_batch), "--batch-window", str(window), "--max-queue", str(4 * clients),
-             "--model-workers", str(workers), "--device", device,
-             *(["--model-threads", str(threads)] if threads else [])],
+             *(str(x) for flag, value in flags.items() if value is not None for x in (flag, value))],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.latencies: list[float] = []
         self.audio = self.wall = self.peak_mb = 0.0
@@ -228,3 +231,16 @@ def format_serve_row(r: dict) -> str:
     return (f"{r['server']:<26} {r['workers']:>7} {r['threads']:>7} {r['clients']:>7} {r['requests']:>8} "
             f"{r['errors']:>6} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} "
             f"{r['audio_per_second']:>9.1f} {r['mean_batch']:>10.2f} {r['server_peak_mb']:>9.0f}")
+
+
+def format_serve_table(rows: list[dict]) -> str:
+    """The rows of `bench_serve` as `asr bench serve` prints them, with the batching's gain over the other rows."""
+    lines = [SERVE_HEADER, *map(format_serve_row, rows)]
+    if rows[0]["audio_per_second"]:
+        gain = rows[-1]["audio_per_second"] / rows[0]["audio_per_second"]
+        line = f"dynamic batching: {gain:.2f}x the throughput of one request at a time"
+        if len(rows) == 3 and rows[1]["audio_per_second"]:
+            line += (f", {rows[-1]['audio_per_second'] / rows[1]['audio_per_second']:.2f}x that of "
+                     f"{rows[-1]['workers']} at a time unbatched")
+        lines.append(line)
+    return "\n".join(lines)

@@ -30,11 +30,11 @@ from torch.utils.data import DataLoader
 from ..audio import SAMPLE_RATE, load_audio
 from ..config import TrainConfig
 from ..data import AudioDataset, Utterance, collate, length_batches
+from ..distributed import pick_device
 from ..features import FeatureExtractor
 from ..model import AcousticModel, count_parameters
 from ..step import Stepper
 from ..text import Vocabulary
-from ..train import pick_device
 from .plan import model_row_fields
 
 GAP_SECONDS = 0.3  # silence between concatenated utterances
@@ -178,61 +178,3 @@ def format_table(rows: list[dict]) -> str:
 
 def write_rows(path: str | Path, rows: list[dict]) -> None:
     Path(path).write_text(json.dumps(rows, indent=1))
-
-
-class SherpaTranscriber:
-    """sherpa-onnx's OfflineRecognizer behind the one method bench_decode needs (`transcribe(paths)`)."""
-
-    def __init__(self, model_dir: str | Path, threads: int):
-        from ..export import sherpa_recognizer
-
-        self.recognizer = sherpa_recognizer(model_dir, threads)
-
-    def transcribe(self, inputs) -> list:
-        from ..decode import Transcript
-        from ..export import sherpa_transcribe
-
-        waves = [load_audio(a) for a in inputs]
-        texts = sherpa_transcribe(self.recognizer, waves)
-        return [Transcript(t, w.shape[0] / SAMPLE_RATE) for t, w in zip(texts, waves)]
-
-
-def bench_decode(transcribers: dict, utts: list[Utterance], threads: int, log=print) -> list[dict]:
-    """Real-time factor of transcribing `utts` (files to words) with each named transcriber, and its WER.
-
-    For a Transcriber, the search alone is also timed on log-probs computed beforehand.
-    """
-    from ..decode import greedy_paths
-    from ..score import score
-
-    paths, refs = [u.input for u in utts], [u.text for u in utts]
-    audio = sum(u.duration for u in utts)
-    rows = []
-    for name, t in transcribers.items():
-        t.transcribe(paths[:4])                                        # warm-up: allocations, decoder set-up
-        start = time.perf_counter()
-        hyps = [r.text for r in t.transcribe(paths)]
-        wall = time.perf_counter() - start
-        row = {"mode": name, "threads": threads, "audio_seconds": audio, "seconds": wall, "rtf": wall / audio,
-               "wer": score(refs, hyps).wer.rate, "search_x_realtime": None}
-        if hasattr(t, "log_probs"):
-            outputs = [t.log_probs([load_audio(p, t.sample_rate)]) for p in paths]
-            lengths = torch.cat([n for _, n in outputs])                    # (N,)
-            log_probs = torch.zeros(len(outputs), int(lengths.max()), outputs[0][0].shape[-1])  # (N, T', V)
-            for i, (lp, n) in enumerate(outputs):
-                log_probs[i, :n[0]] = lp[0, :n[0]]
-            start = time.perf_counter()                                 # all at once: beam search in parallel
-            t._beam(log_probs, lengths) if t._beam is not None else greedy_paths(log_probs, lengths)
-            row["search_x_realtime"] = audio / (time.perf_counter() - start)
-        rows.append(row)
-        log(format_decode_row(row))
-    return rows
-
-
-DECODE_HEADER = f"{'mode':<30} {'threads':>7} {'RTF':>8} {'x real time':>12} {'search x RT':>12} {'%WER':>7}"
-
-
-def format_decode_row(r: dict) -> str:
-    search = f"{r['search_x_realtime']:>12.0f}" if r.get("search_x_realtime") else f"{'-':>12}"
-    return (f"{r['mode']:<30} {r.get('threads', ''):>7} {r['rtf']:>8.4f} {1 / r['rtf']:>12.0f} {search} "
-            f"{r['wer']:>7.2f}")

@@ -1,120 +1,151 @@
-"""What the `asr bench ...` subcommands do (asr.cli parses them): training, decoding, streaming and
-serving throughput, each a thin wrapper over asr.bench / asr.serve_bench, importing what it needs when
-it runs."""
+"""`asr bench ...`: measurements, each a thin wrapper over its module of asr.bench.
+
+    asr bench train --batch-sizes 32,64 k=v ...    training throughput: model-only vs full pipeline
+    asr bench plan --config C --gpus 1,8,64 ...    PREDICTED hours per epoch / run from that throughput
+    asr bench decode --model M --manifest T        RTF of every backend and export, greedy and LM beam
+    asr bench stream --model M --manifest T        streaming WER, word latency and RTF
+    asr bench serve --model M --manifest T         the server under N concurrent clients: latency, throughput
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .commands import chunking_options, decoding_options
+from .args import add_config_args, add_decoding_args, chunking_options, decoding_options, given, train_config
 
 
-def cmd_bench(args) -> None:
-    from ..bench.train import bench_train, format_table, write_rows
-    from ..config import TrainConfig, load_config
+def _ints(value: str) -> list[int]:
+    return [int(x) for x in value.split(",")]
+
+
+def add_parsers(sub) -> None:
+    bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(dest="what", required=True)
+    p = bench.add_parser("train", help="training steps: model-only vs the full pipeline from audio files")
+    add_config_args(p, "training YAML (model, features, precision, num_workers, device)")
+    p.add_argument("--batch-sizes", type=_ints, default=[32, 64, 128, 256], help="comma-separated utterances per batch")
+    p.add_argument("--seconds", type=lambda v: tuple(float(x) for x in v.split(",")),
+                   help="min,max length of the concatenated utterances (default: bench_train's)")
+    p.add_argument("--steps", type=int, help="timed steps per batch size (default: bench_train's)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default: bench_train's)")
+    p.add_argument("--corpus", help="AN4 dir to build utterances from (default: as asr prepare an4)")
+    p.add_argument("--workdir", help="where to write the scratch WAV files (default: the system temp dir)")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = bench.add_parser("plan", help="PREDICTED hours per epoch and per run on N GPUs, from measured bench train rows")
+    add_config_args(p, "training YAML (model, batch_frames, epochs, speed_perturb)")
+    p.add_argument("--gpus", type=_ints, default=[1, 8, 64], help="comma-separated GPU counts (default 1,8,64)")
+    p.add_argument("--train-hours", type=float, help="hours of training audio an epoch (LibriSpeech: 100.6, 960.9)")
+    p.add_argument("--manifest", help="... or the training manifest, to sum them")
+    p.add_argument("--throughput", help="asr bench train rows: a rows JSON that names its model, or a YAML listing "
+                   "rows files with their models (default: recipes/librispeech/h200_throughput.yaml)")
+    p.add_argument("--gpus-per-node", type=int, help="(default: asr.bench.plan.Links')")
+    p.add_argument("--intra-gbs", type=float, help="all-reduce GB/s per GPU within a node (NVLink; default: Links')")
+    p.add_argument("--inter-gbs", type=float, help="... and between nodes (400 Gb/s per GPU; default: Links')")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    p.set_defaults(func=cmd_bench_plan)
+
+    p = bench.add_parser("decode", help="real-time factor of transcription: checkpoint, ONNX fp32 / int8, sherpa-onnx, "
+                                        "TorchScript, LM beam; at each thread count")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    add_decoding_args(p)
+    p.add_argument("--thread-counts", type=_ints, default=[1, 2],
+                   help="comma-separated thread counts, each timed in turn (default 1,2)")
+    p.set_defaults(func=cmd_bench_decode)
+
+    p = bench.add_parser("stream", help="streaming: WER, word latency and RTF of a unidirectional model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--chunk-ms", type=int, help="audio per feed() call (default: stream_latency's)")
+    p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--out", help="also write the numbers as JSON here")
+    p.set_defaults(func=cmd_bench_stream)
+
+    p = bench.add_parser("serve", help="asr serve under N concurrent clients on loopback: latency percentiles, "
+                                       "audio seconds per second, errors, memory; batched vs one at a time")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True, help="the utterances the clients send (in turn, round robin)")
+    p.add_argument("--clients", type=int, help="concurrent clients (default: bench_serve's)")
+    p.add_argument("--seconds", type=float, help="how long each server is loaded, in all (default: bench_serve's)")
+    p.add_argument("--rounds", type=int, help="turns the servers take, seconds / rounds each, so that a host's "
+                                              "drifting speed slows every row alike (default: bench_serve's)")
+    p.add_argument("--max-batch", type=int, help="the batched server's --max-batch (default: asr serve's)")
+    p.add_argument("--batch-window", type=float, help="the servers' --batch-window (default: asr serve's)")
+    p.add_argument("--model-threads", type=int, help="the servers' --model-threads (default: asr serve's)")
+    p.add_argument("--model-workers", type=int, help="the server's --model-workers for the batched run and the "
+                                                     "unbatched one beside it (default: asr serve's)")
+    p.add_argument("--device", help="the servers' --device")
+    p.add_argument("--no-keepalive", dest="keepalive", action="store_false",
+                   help="a new connection for every request (default: each client keeps one open, as HTTP clients do)")
+    p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    p.set_defaults(func=cmd_bench_serve)
+
+
+def _write(path: str | None, rows) -> None:
+    if path:
+        Path(path).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def cmd_bench_train(args) -> None:
+    from ..bench.train import bench_train, format_table
     from ..corpora.an4 import locate_an4, read_split
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
     sources = read_split(Path(args.corpus) if args.corpus else locate_an4("data/an4"), "train")
-    lo, hi = (float(x) for x in args.seconds.split(","))
-    rows = bench_train(cfg, sources, [int(b) for b in args.batch_sizes.split(",")], args.steps, args.warmup,
-                       (lo, hi), args.workdir)
+    rows = bench_train(train_config(args), sources, args.batch_sizes, workdir=args.workdir,
+                       **given(args, "steps", "warmup", "seconds"))
     print(format_table(rows))
-    if args.out:
-        write_rows(args.out, rows)
+    _write(args.out, rows)
 
 
 def cmd_bench_plan(args) -> None:
     from ..bench.plan import Links, plan_table
-    from ..config import TrainConfig, load_config
+    from ..data import read_manifest
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
     if (args.train_hours is None) == (args.manifest is None):
         raise SystemExit("asr bench plan: give --train-hours H or --manifest M (the training set)")
-    hours = args.train_hours
-    if args.manifest:
-        from ..data import read_manifest
-
-        hours = sum(u.duration for u in read_manifest(args.manifest)) / 3600
-    text, rows = plan_table(cfg, [int(n) for n in str(args.gpus).split(",")], hours, args.throughput,
-                            Links(args.gpus_per_node, args.intra_gbs, args.inter_gbs))
+    hours = args.train_hours or sum(u.duration for u in read_manifest(args.manifest)) / 3600
+    links = Links(**given(args, "gpus_per_node", "intra_gbs", "inter_gbs"))
+    text, rows = plan_table(train_config(args), args.gpus, hours, args.throughput, links)
     print(text)
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    _write(args.out, rows)
 
 
 def cmd_bench_decode(args) -> None:
-    import tempfile
-    from dataclasses import replace
-
-    import torch
-
-    from ..bench.train import DECODE_HEADER, SherpaTranscriber, bench_decode, format_decode_row
-    from ..checkpoint import read_checkpoint
+    from ..bench.decode import DECODE_HEADER, bench_decode_matrix, format_decode_row
     from ..data import read_manifest
-    from ..decode import DecodingOptions
-    from ..export import export_onnx, export_sherpa_onnx, export_torchscript
-    from ..transcribe import load_model
 
     utts = read_manifest(args.manifest)[:args.limit or None]
-    beam, greedy, chunking = decoding_options(args), DecodingOptions(), chunking_options(args)
-    fbank = read_checkpoint(args.model)["feature_config"].get("kind") == "fbank"
-    rows = []
     print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.0f} s of audio; threads "
           f"{', '.join(map(str, args.thread_counts))} (torch, onnxruntime and beam search alike)")
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {"ONNX": export_onnx(args.model, Path(tmp) / "model.onnx"),
-                 "ONNX int8": export_onnx(args.model, Path(tmp) / "model_int8.onnx", int8=True),
-                 "TorchScript": export_torchscript(args.model, Path(tmp) / "model.ts")}
-        sherpa = export_sherpa_onnx(args.model, Path(tmp) / "sherpa") if fbank else None
-        for threads in args.thread_counts:
-            torch.set_num_threads(threads)          # ONNX sessions take torch's thread count when loaded
-            load = lambda path, options: load_model(path, options=options, chunking=chunking)
-            models = {"greedy, checkpoint": load(args.model, greedy),
-                      **{f"greedy, {name}": load(path, greedy) for name, path in files.items()}}
-            if sherpa is not None:
-                models["greedy, sherpa-onnx"] = SherpaTranscriber(sherpa, threads)
-            if beam.method == "beam":
-                label, options = "LM beam" if beam.lm else "beam", replace(beam, threads=threads)
-                models.update({f"{label}, checkpoint": load(args.model, options),
-                               f"{label}, ONNX": load(files["ONNX"], options)})
-            rows += bench_decode(models, utts, threads, log=lambda line: None)
-    print(DECODE_HEADER)
-    for r in rows:
-        print(format_decode_row(r))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    rows = bench_decode_matrix(args.model, utts, args.thread_counts, decoding_options(args), chunking_options(args),
+                               log=lambda line: None)
+    print("\n".join([DECODE_HEADER, *map(format_decode_row, rows)]))
+    _write(args.out, rows)
 
 
 def cmd_bench_stream(args) -> None:
+    from ..bench.stream import format_latency, stream_latency
     from ..data import read_manifest
-    from ..stream import stream_latency
     from ..transcribe import load_model
 
-    utts = read_manifest(args.manifest)[: args.limit]
-    row = stream_latency(load_model(args.model), utts, args.chunk_ms / 1000)
-    print(f"{len(utts)} utterances streamed in {args.chunk_ms} ms chunks: %WER {row['wer']:.2f} %CER {row['cer']:.2f}; "
-          f"word latency (end of word -> shown) mean {row['latency_mean'] * 1000:.0f} ms, median "
-          f"{row['latency_median'] * 1000:.0f} ms, p90 {row['latency_p90'] * 1000:.0f} ms; RTF {row['rtf']:.4f}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(row, indent=1) + "\n")
+    utts = read_manifest(args.manifest)[:args.limit or None]
+    chunk = {"chunk_seconds": args.chunk_ms / 1000} if args.chunk_ms else {}
+    row = stream_latency(load_model(args.model), utts, **chunk)
+    print(format_latency(row, len(utts)))
+    _write(args.out, row)
 
 
 def cmd_bench_serve(args) -> None:
-    from ..bench.serve import SERVE_HEADER, bench_serve, format_serve_row
+    from ..bench.serve import bench_serve, format_serve_table
     from ..data import read_manifest
 
     utts = read_manifest(args.manifest)[:args.limit or None]
-    rows = bench_serve(args.model, [u.audio for u in utts], args.clients, args.seconds, args.max_batch,
-                       args.batch_window, args.model_threads, args.model_workers, args.keepalive, args.rounds,
-                       args.device)
-    print(SERVE_HEADER)
-    for r in rows:
-        print(format_serve_row(r))
-    if rows[0]["audio_per_second"]:
-        print(f"dynamic batching: {rows[-1]['audio_per_second'] / rows[0]['audio_per_second']:.2f}x the throughput "
-              f"of one request at a time" + (f", {rows[-1]['audio_per_second'] / rows[1]['audio_per_second']:.2f}x "
-                                             f"that of {rows[-1]['workers']} at a time unbatched"
-                                             if len(rows) == 3 and rows[1]["audio_per_second"] else ""))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    options = given(args, "clients", "seconds", "rounds", "max_batch", "batch_window", "device")
+    rows = bench_serve(args.model, [u.audio for u in utts], threads=args.model_threads, workers=args.model_workers,
+                       keepalive=args.keepalive, **options)
+    print(format_serve_table(rows))
+    _write(args.out, rows)

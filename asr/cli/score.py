@@ -1,87 +1,68 @@
 """`asr score`: WER / CER of a recipe's decode against its manifest, or of two transcript files of any form;
-a recipe's score lines go into its RESULTS.md."""
+a recipe's score lines go into its RESULTS.md.
+
+    asr score --manifest T --hyp D/hyp.txt [--results RESULTS.md]   %WER / %CER, per-utterance results in D
+    asr score REF HYP                              Kaldi text, sclite trn, TSV, JSONL (NeMo's too), paired by id
+"""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from .commands import text_config
+from ..transcripts import TRANSCRIPT_FORMATS
+from .args import text_config
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("score", help="WER/CER of hypotheses against references: asr score REF HYP, or "
+                                     "--manifest M --hyp H",
+                       description="Files in any of these forms, detected (or --format): Kaldi / ESPnet text "
+                                   "(id words), sclite trn (words (id)), TSV (id<TAB>words), JSONL manifests "
+                                   "(ours, NeMo's: text, and pred_text in a hypothesis file). Utterances are "
+                                   "paired by id in any order; a reference without a hypothesis is scored as an "
+                                   "empty one, a hypothesis without a reference is left out, and both are named.")
+    p.add_argument("ref", nargs="?", help="reference transcripts (or one NeMo JSONL with text and pred_text)")
+    p.add_argument("hyp_file", nargs="?", metavar="hyp", help="hypothesis transcripts")
+    p.add_argument("--format", choices=TRANSCRIPT_FORMATS, help="the files' format (default: detected per file)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="score the texts as written (default: both normalised by the `text` section of --config, "
+                        "or the default one: upper case, no punctuation, numbers spelled)")
+    p.add_argument("--manifest", help="the references as a manifest (with --hyp)")
+    p.add_argument("--hyp", help="id<TAB>text lines (with --manifest)")
+    p.add_argument("--out", help="where to write wer.txt, per_utt.tsv, alignment.txt (default: beside --hyp)")
+    p.add_argument("--config", help="training YAML whose `text` section normalises references and hypotheses "
+                                    "(default: the normalisation prepare recorded beside the manifest)")
+    p.add_argument("--results", help="append a line (date, config, decoding, WER, CER, device, time) to this "
+                                     "RESULTS.md")
+    p.add_argument("--exp", help="the experiment dir, for --results (default: the hyp dir's parent)")
+    p.set_defaults(func=cmd_score)
 
 
 def cmd_score(args) -> None:
-    from ..data import read_manifest
-    from ..score import read_hyps, score_dataset
-    from ..text import normalize_text
+    from ..report import log_score
+    from ..score import score_decode
 
     if args.ref is not None:
         return score_files(args)
     if not (args.manifest and args.hyp):
         sys.exit("asr score: give REF HYP (two transcript files) or --manifest M --hyp H")
-    utts = read_manifest(args.manifest)
-    hyps = read_hyps(args.hyp)
-    missing = [u.id for u in utts if u.id not in hyps]
-    if missing:
-        sys.exit(f"{args.hyp}: no hypothesis for {len(missing)} utterance(s) of {args.manifest}, e.g. {missing[0]}")
-    out = args.out or Path(args.hyp).parent
-    text = text_config(args, args.manifest)  # references and hypotheses normalised alike, as training targets were
-    result = score_dataset([u.id for u in utts], [normalize_text(u.text, text) for u in utts],
-                           [normalize_text(hyps[u.id], text) for u in utts], out)
+    result = score_decode(args.manifest, args.hyp, text_config(args, args.manifest), args.out)
     if args.results:          # recorded before anything is printed: a closed stdout cannot lose it
-        log_result(args, result)
+        log_score(args.results, result, args.hyp, args.manifest, args.exp, args.config)
     print(result.summary())
     if args.results:
         print(f"logged in {args.results}")
 
 
 def score_files(args) -> None:
-    """`asr score REF [HYP]`: two transcript files of any TRANSCRIPT_FORMATS form (or one JSONL with text and
-    pred_text), paired by id; what only one of them has is named."""
-    from dataclasses import replace
-
-    from ..score import score_dataset
-    from ..text import normalize_text
-    from ..transcripts import match, read_transcripts
+    """`asr score REF [HYP]`: two transcript files (or one JSONL with text and pred_text), paired by id."""
+    from ..score import score_files as score
 
     if args.manifest or args.hyp:
         sys.exit("asr score: give REF HYP or --manifest/--hyp, not both")
     if args.results:
         sys.exit("asr score: --results logs a recipe's decode (--manifest/--hyp), not REF HYP files")
-    try:
-        refs = read_transcripts(args.ref, args.format)
-        hyps = read_transcripts(args.hyp_file or args.ref, args.format, hypotheses=True)
-    except ValueError as e:
-        sys.exit(f"asr score: {e}")
-    if args.hyp_file is None and hyps == refs:
-        sys.exit(f"asr score: {args.ref} alone has no hypotheses (pred_text); give REF HYP")
-    if not set(refs) & set(hyps):
-        sys.exit(f"asr score: {args.ref} and {args.hyp_file} share no utterance id "
-                 f"(e.g. {next(iter(refs), '-')!r} and {next(iter(hyps), '-')!r})")
-    matched = match(refs, hyps)
-    if not args.no_normalize:
-        text = text_config(args)
-        matched = replace(matched, refs=[normalize_text(t, text) for t in matched.refs],
-                          hyps=[normalize_text(t, text) for t in matched.hyps])
-    out = args.out or Path(args.hyp_file or args.ref).parent
-    result = score_dataset(matched.ids, matched.refs, matched.hyps, out)
-    for line in matched.notes():
+    result, notes = score(args.ref, args.hyp_file, args.format, None if args.no_normalize else text_config(args),
+                          args.out)
+    for line in notes:
         print(line)
-    print(f"{len(matched.ids)} utterances scored")
     print(result.summary())
-
-
-def log_result(args, result) -> None:
-    """Append the score to the recipe's RESULTS.md (date, config, decoding, WER/CER, device, training time)."""
-    import datetime
-
-    from ..report import append_result, read_log
-
-    exp = Path(args.exp) if args.exp else Path(args.hyp).parent.parent
-    log = read_log(exp)
-    mode = "beam + LM" if Path(args.hyp).parent.name.endswith("_lm") else "greedy"
-    if Path(args.manifest).stem != "test":       # a recipe with several test sets (librispeech: test-clean, -other)
-        mode += f", {Path(args.manifest).stem}"
-    append_result(Path(args.results), {
-        "date": datetime.date.today().isoformat(), "config": args.config or "-", "decoding": mode,
-        "wer": f"{result.wer.rate:.2f}", "cer": f"{result.cer.rate:.2f}",
-        "device": log[-1].get("device", "?") if log else "?",
-        "wall": f"{log[-1].get('elapsed', 0) / 60:.1f} min" if log else "?", "exp": exp.name})

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import PROJECT_ROOT
+
 REJECTED = "rejected.jsonl"  # beside the manifests: the entries prepare left out, with reasons
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, for an editable install
 SHARED_CORPORA = PROJECT_ROOT.parent / "shared" / "corpora"  # corpora kept beside the project
 
 

@@ -29,7 +29,6 @@ import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,24 +36,11 @@ import torch
 from ..transcribe import Transcriber
 from .batch import Batcher
 from .openai_api import RESPONSE_FORMATS, ApiError, decode_upload, render
+from .options import ServeOptions
 from .stream import StreamRoute
 
+PAGE = "page.html"           # the page GET / serves: package data beside this module (pyproject.toml)
 FORM_OVERHEAD = 64 * 1024      # bytes of multipart headers and text fields allowed beside the file itself
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """What the server accepts and how it batches."""
-    model_name: str = "asr"                  # the id GET /v1/models lists (clients may send any model name)
-    api_key: str | None = None               # when set: `Authorization: Bearer <key>` on /v1/*
-    max_batch: int = 16                      # requests decoded together at most
-    model_workers: int = 1                   # batches computed at once, each in its own thread
-    batch_window: float = 0.05               # seconds to wait for more requests after the first of a batch
-    max_queue: int = 64                      # transcription requests in progress at once; more get 503
-    max_upload_bytes: int = 25 * 1024 ** 2   # OpenAI's cap: 25 MB (413 above)
-    max_audio_seconds: float = 600.0         # longer uploads or streams get 413
-    request_timeout: float = 120.0           # seconds from a request's start to its answer (504), a stream's silence
-    max_streams: int = 8                     # WebSocket streams at once
 
 
 class Metrics:
@@ -82,7 +68,8 @@ class Metrics:
 class Server:
     """The routes, over one Transcriber; `app` is the ASGI application uvicorn runs."""
 
-    def __init__(self, transcriber: Transcriber, options: ServeOptions = ServeOptions()):
+    def __init__(self, transcriber: Transcriber, options: ServeOptions | None = None):
+        options = options or ServeOptions()
         self.transcriber, self.options = transcriber, options
         self.metrics = Metrics()
         self.batcher = Batcher(transcriber, options, self.metrics, in_progress=lambda: self.active)
@@ -90,7 +77,7 @@ class Server:
         self.streams = StreamRoute(transcriber, options, self.metrics, self.batcher, self._authorize)
         self.active = 0          # transcription requests in progress: reading, decoding, queued or in the model
         self.created = int(time.time())
-        self.html = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
+        self.html = (Path(__file__).parent / PAGE).read_text(encoding="utf-8")
         self.app = self._build()
 
     def _build(self):
@@ -100,10 +87,13 @@ class Server:
 
         @asynccontextmanager
         async def lifespan(app):
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.options.threads)     # while serving; given back when it stops
             await self.batcher.start()
             yield
             await self.batcher.stop()
             self.decoders.shutdown(wait=False, cancel_futures=True)
+            torch.set_num_threads(threads)
 
         routes = [Route("/", self.page), Route("/health", self.health), Route("/metrics", self.prometheus),
                   Route("/v1/models", self.models), Route("/v1/models/{name:path}", self.model),
@@ -290,12 +280,13 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
-def serve(transcriber: Transcriber, options: ServeOptions = ServeOptions(), host: str = "127.0.0.1",
-          port: int = 8000, sockets=None) -> None:
-    """Run the server until interrupted (uvicorn; `sockets`: already bound ones, e.g. port 0 in tests)."""
+def serve(transcriber: Transcriber, options: ServeOptions | None = None, sockets=None) -> None:
+    """Run the server on options.host:options.port until interrupted (uvicorn; `sockets`: already bound ones
+    instead, e.g. port 0 in tests)."""
     import uvicorn
 
     transcriber.transcribe(torch.zeros(transcriber.sample_rate))        # warm-up: the first request is not slow
-    config = uvicorn.Config(Server(transcriber, options).app, host=host, port=port, log_level="warning",
-                            timeout_keep_alive=5)
+    options = options or ServeOptions()
+    config = uvicorn.Config(Server(transcriber, options).app, host=options.host, port=options.port,
+                            log_level="warning", timeout_keep_alive=5)
     uvicorn.Server(config).run(sockets=sockets)

@@ -2,20 +2,18 @@
 
 `Batcher.transcribe(wave)` queues one request's (S,) samples and waits for its Transcript; `model_workers`
 threads each decode a batch at once (`Transcriber.transcribe([...])`), so the event loop keeps accepting
-while they compute. `serve_workers` / `serve_threads` are the server's defaults for the worker and torch
-thread counts.
+while they compute.
 """
 from __future__ import annotations
 
 import asyncio
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..decode import Transcript
 from ..transcribe import Transcriber
+from ..transcripts import Transcript
 
 
 class Batcher:
@@ -29,10 +27,8 @@ class Batcher:
     """
 
     def __init__(self, transcriber: Transcriber, options, metrics, in_progress=None):
-        """`options`: asr.serve's ServeOptions (max_batch, batch_window, model_workers); `metrics`: its Metrics
+        """`options`: a ServeOptions (max_batch, batch_window, model_workers); `metrics`: the server's Metrics
         (the batch histogram and queue gauge); `in_progress()`: the requests in progress (default: queued)."""
-        if options.model_workers < 1:
-            raise ValueError(f"model_workers must be at least 1, not {options.model_workers}")
         self.transcriber, self.options, self.metrics = transcriber, options, metrics
         self.workers = options.model_workers
         self.model_threads = ThreadPoolExecutor(self.workers, thread_name_prefix="asr-model")  # the model runs here
@@ -126,23 +122,3 @@ class Batcher:
                 break
         return batch
 
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def serve_workers() -> int:
-    """The server's default model workers: two batches at once where there are two cores or more, on a CPU
-    or a GPU. On 2 CPU cores 1.5x the throughput of one worker under 16 clients; on an H200 1.10-1.15x, one
-    batch's host-side work overlapping the other's GPU work (recipes/an4/RESULTS.md, "Serving")."""
-    return min(2, usable_cores())
-
-
-def serve_threads(workers: int = 1) -> int:
-    """The server's default torch thread count: the cores this process may use less one, shared by the
-    model workers, at least one.
-
-    Torch's default (one thread per core) makes its worker threads spin against the event loop and
-    the upload decoders on a small machine: on 2 cores one request at a time ran 4.3x slower with
-    2 threads than with 1 (recipes/an4/RESULTS.md, "Serving")."""
-    return max(1, (usable_cores() - 1) // workers)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from ..audio import AudioError, load_audio_bytes
-from ..decode import Transcript
-from ..transcribe import format_srt, format_vtt, subtitle_cues
+from ..transcripts import Transcript, subtitle_cues
+from ..transcripts import render as render_transcript
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
@@ -82,13 +82,11 @@ def segments_of(result: Transcript) -> list[dict]:
 
 
 def render(result: Transcript, fmt: str, words: bool, language: str | None):
-    """A Transcript in an OpenAI response format -> (body, media type)."""
-    if fmt == "text":
-        return result.text + "\n", "text/plain"
-    if fmt == "srt":
-        return format_srt(result.words), "text/plain"
-    if fmt == "vtt":
-        return format_vtt(result.words), "text/vtt"
+    """A Transcript in an OpenAI response format -> (body, media type). text, srt and vtt are the transcript
+    files asr.transcripts writes; json and verbose_json are OpenAI's own."""
+    if fmt in ("text", "srt", "vtt"):
+        media = "text/vtt" if fmt == "vtt" else "text/plain"
+        return render_transcript(result, "txt" if fmt == "text" else fmt), media
     usage = {"type": "duration", "seconds": round_seconds(result.duration)}
     if fmt == "json":
         return {"text": result.text, "usage": usage}, "application/json"

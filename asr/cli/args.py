@@ -1,0 +1,87 @@
+"""The flags several commands share, each group beside what it turns into: the training config (`--config`
+and key=value overrides), decoding and chunking options, the model a command loads. Building the flags
+imports no torch; turning them into options imports the library, when a command runs.
+
+A flag left out is None and the library's own default applies (the options dataclass, the function's
+keyword default): a default is written once, where the option lives.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def given(args: argparse.Namespace, *names: str) -> dict:
+    """{name: value} of the flags among `names` that were given (not None): what a library call should override."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def default_of(function, name: str):
+    """The default of `function`'s keyword `name`: what a flag left out gets, read from its one source."""
+    import inspect
+
+    return inspect.signature(function).parameters[name].default
+
+
+def add_config_args(p: argparse.ArgumentParser, config_help: str = "training YAML listing what differs from the "
+                                                                  "TrainConfig defaults (asr.config)") -> None:
+    """`--config YAML` and `key=value ...` overrides (asr.config.load_config), for every command that builds a
+    TrainConfig: stats, train, bench train, bench plan."""
+    p.add_argument("--config", help=config_help)
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. epochs=10 model.hidden=320 (type-checked)")
+
+
+def train_config(args: argparse.Namespace):
+    """The TrainConfig of --config and the overrides."""
+    from ..config import TrainConfig, load_config
+
+    return load_config(TrainConfig, args.config, getattr(args, "overrides", ()))
+
+
+def text_config(args: argparse.Namespace, manifest: str | None = None):
+    """How transcripts are normalised: --config's `text` section, else what prepare recorded beside `manifest`."""
+    from ..config import text_config as resolve
+
+    return resolve(getattr(args, "config", None), manifest)
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--model (any file asr.load_model reads) and --device."""
+    p.add_argument("--model", required=required, help="a checkpoint (best.pt) or an `asr export` file")
+    p.add_argument("--device", help="cpu (the default), cuda, cuda:N")
+
+
+def add_decoding_args(p: argparse.ArgumentParser) -> None:
+    """How a loaded model decodes (asr.decode.DecodingOptions) and cuts long inputs (ChunkingOptions)."""
+    p.add_argument("--decoding", help="decoding options tuned by `asr tune` (JSON)")
+    p.add_argument("--method", choices=["greedy", "beam"])
+    p.add_argument("--lm-dir", help="beam search with this dir's LM (lm.bin, else lm.arpa) and lexicon.txt "
+                                    "(from `asr lm`)")
+    p.add_argument("--beam-size", type=int)
+    p.add_argument("--lm-weight", type=float)
+    p.add_argument("--word-score", type=float)
+    p.add_argument("--threads", type=int, help="beam-search threads (default: one per core)")
+    p.add_argument("--chunk-seconds", type=float, help="cut longer inputs at pauses, then into overlapping chunks of "
+                                                        "this many seconds (asr.transcribe.ChunkingOptions)")
+
+
+def decoding_options(args: argparse.Namespace):
+    """DecodingOptions from --decoding (a tuned JSON), then --lm-dir, then --method / weights / threads."""
+    from ..decode import decoding_options as merged
+
+    return merged(getattr(args, "decoding", None), getattr(args, "lm_dir", None),
+                  **given(args, "method", "beam_size", "lm_weight", "word_score", "threads"))
+
+
+def chunking_options(args: argparse.Namespace):
+    """ChunkingOptions with --chunk-seconds, where given."""
+    from ..transcribe import ChunkingOptions
+
+    return ChunkingOptions(**given(args, "chunk_seconds"))
+
+
+def load_transcriber(args: argparse.Namespace, options=None):
+    """The --model file's Transcriber on --device, with the command line's decoding and chunking options."""
+    from ..transcribe import load_model
+
+    return load_model(args.model, options=options or decoding_options(args), chunking=chunking_options(args),
+                      **given(args, "device"))
