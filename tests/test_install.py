@@ -21,8 +21,9 @@ def test_the_wheel_alone_gives_a_working_asr(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("asr-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "asr").rglob("*.py")}
-    assert modules <= names, sorted(modules - names)                # every module ships, backends and corpora too
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "asr").rglob("*") if p.suffix in (".py", ".html")}
+    assert modules <= names, sorted(modules - names)                # every module ships, and the server's page
+    assert "asr/serve/page.html" in names
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                               str(wheel)], capture_output=True, text=True)
@@ -50,3 +51,32 @@ def test_the_wheel_alone_gives_a_working_asr(tmp_path):
     assert lm.returncode != 0
     assert "lmplz (KenLM's LM estimator) not found" in lm.stderr and "https://github.com/kpu/kenlm" in lm.stderr
     assert "Traceback" not in lm.stderr
+    assert_serves_its_page(python, script, env, tmp_path)
+
+
+def assert_serves_its_page(python: Path, script: str, env: dict, cwd: Path) -> None:
+    """`asr serve` from the installed copy answers GET / with the page the wheel carries."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = ROOT / "tests" / "fixtures" / "an4_cpu_2x160.pt"
+    server = subprocess.Popen([str(python), "-c", script, "serve", "--model", str(model), "--port", str(port)],
+                              env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, page = time.monotonic() + 120, None
+        while page is None:
+            assert server.poll() is None, server.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "asr serve did not answer within 120 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as reply:
+                    page = reply.read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert "/v1/audio/transcriptions" in page and "/v1/audio/stream" in page
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -2,8 +2,10 @@
 asr.backends.base.Backend (waveforms -> log-probs, and a streaming step); `load_backend` picks the
 one whose `accepts(path)` says the file is its kind, the eager checkpoint backend last.
 
-    checkpoint.py    best.pt from training, eager PyTorch on any device
+    base.py          Backend, the interface (waveforms -> log-probs, a streaming step) and frame arithmetic
+    checkpoint.py    best.pt from training, eager PyTorch on any device (the fallback)
     torchscript.py   `asr export --format torchscript`
+    onnx.py          `asr export --format onnx`, on onnxruntime (CPU, or CUDA where installed)
 """
 from __future__ import annotations
 

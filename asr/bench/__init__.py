@@ -1,1 +1,8 @@
-"""`asr bench ...`: training throughput (train.py), its cost model (plan.py) and serving under load (serve.py)."""
+"""`asr bench ...`: every measurement, one module each, each printing numbers and ratios measured in one run.
+
+    train.py    `asr bench train`: training throughput, the model alone against the whole pipeline from files
+    plan.py     `asr bench plan`: PREDICTED hours per epoch and run on N GPUs, from those measured rows
+    decode.py   `asr bench decode`: real-time factor of the checkpoint and every export, greedy and LM beam
+    stream.py   `asr bench stream`: a streaming model's WER, word latency and RTF
+    serve.py    `asr bench serve`: `asr serve` under concurrent clients, batched against one request at a time
+"""

@@ -2,12 +2,16 @@
 (writes manifests, never downloads), registering itself with `asr.corpora.base.register`; the
 registry is what `asr prepare <name>` offers. A new corpus is one new module here.
 
-    an4.py           CMU AN4 (train / dev speakers / test)
-    fsdd.py          Free Spoken Digit Dataset
-    vctk.py          CSTR VCTK
-    librispeech.py   LibriSpeech subsets and LJSpeech
-    folder.py        your own: audio files with .txt transcripts, CSV / TSV lists
-    kaldi.py         Kaldi data dirs, both ways
+    base.py              Corpus and register (the registry), fetch, write_splits, ../shared/corpora
+    an4.py               CMU AN4 (train / dev speakers / test)
+    fsdd.py              Free Spoken Digit Dataset
+    vctk.py              CSTR VCTK
+    librispeech.py       LibriSpeech subsets and LJSpeech
+    folder.py            your own: audio files with .txt transcripts, CSV / TSV lists
+    custom.py            your own in any form here (detected), split into train / dev / test (RECIPE=custom)
+    kaldi.py             Kaldi data dirs, both ways
+    nemo.py              NeMo manifests, both ways
+    lhotse_manifests.py  lhotse CutSets, or recordings + supervisions
 """
 from __future__ import annotations
 
