@@ -168,6 +168,6 @@ def compare_runs(exps: list[str | Path], out: str | Path, manifest: str | Path |
 
         waves = [u.samples() for u in read_manifest(manifest)[:reach_utts]]
         _, result["gradient_reach_log10"] = plot_reach(exps, rows, waves, out / "gradient_reach.png", max_distance)
-    (out / "compare.md").write_text(table)
+    (out / "compare.md").write_text(table, encoding="utf-8")
     (out / "compare.json").write_text(json.dumps(result, indent=1))
     return table

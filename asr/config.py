@@ -177,7 +177,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """Defaults of `cls`, then the YAML file at `path`, then `overrides`."""
     data: dict = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys")
         data = loaded
@@ -186,11 +186,28 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 
-def text_config(config: str | Path | None = None, manifest: str | Path | None = None) -> TextConfig:
-    """How transcripts are normalised: the `text` section of the training YAML `config`; else the one prepare
-    recorded beside `manifest` (its text.json); else the default."""
+def text_config(config: str | Path | None = None, manifest: str | Path | None = None,
+                overrides: list[str] = ()) -> TextConfig:
+    """How transcripts are normalised: the `text` section of the training YAML `config` (and `overrides`), with
+    the alphabet prepare learned for it where it recorded one beside `manifest`; else the one it recorded
+    (text.json); else the default."""
     from .data import read_text_config
 
-    if config:
-        return load_config(TrainConfig, config).text
-    return (read_text_config(manifest) if manifest else None) or TextConfig()
+    recorded = read_text_config(manifest) if manifest else None
+    if config or overrides:
+        text = load_config(TrainConfig, config, overrides).text
+        return recorded if recorded is not None and text.same_normalisation(recorded) else text
+    return recorded or TextConfig()
+
+
+def section_yaml(name: str, options, skip: tuple[str, ...] = ()) -> list[str]:
+    """The lines of a YAML section `name:` listing the fields of the dataclass `options` that differ from its
+    defaults (a recipe's YAML lists only what differs), `skip` left out; none when nothing differs. Values are
+    written as JSON (which YAML reads), so text of any script stays itself."""
+    import json
+
+    default = type(options)()
+    lines = [f"  {f.name}: {json.dumps(getattr(options, f.name), ensure_ascii=False)}"
+             for f in dataclasses.fields(options)
+             if f.name not in skip and getattr(options, f.name) != getattr(default, f.name)]
+    return [f"{name}:", *lines] if lines else []

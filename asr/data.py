@@ -46,6 +46,17 @@ def read_text_config(manifest: str | Path) -> TextConfig | None:
     return TextConfig(**json.loads(path.read_text())) if path.exists() else None
 
 
+def with_alphabet(text: TextConfig, manifest: str | Path) -> TextConfig:
+    """`text` with its alphabet, for charset data: the one prepare recorded beside `manifest` (text.json),
+    else learned from the manifest's own transcripts (a training manifest's). Any other `text` as it is."""
+    if text.charset != "data" or text.learned:
+        return text
+    prepared = read_text_config(manifest)
+    if prepared is not None and prepared.learned and text.same_normalisation(prepared):
+        return prepared
+    return text.with_alphabet_of(u.text for u in read_manifest(manifest, text))
+
+
 def write_text_config(out_dir: str | Path, text: TextConfig) -> Path:
     """Record beside the manifests of `out_dir` how their transcripts were normalised."""
     path = Path(out_dir) / TEXT_JSON
@@ -62,7 +73,7 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance], form: str = "asr
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     n = 0
-    with tmp.open("w") as f:
+    with tmp.open("w", encoding="utf-8") as f:
         for u in utts:
             f.write(json.dumps(_entry(u, form)) + "\n")
             n += 1
@@ -78,6 +89,8 @@ _NEMO = {"audio_filepath": "audio", "offset": "start"}
 
 def _entry(u: Utterance, form: str) -> dict:
     extra = dict(u.extra or {})
+    if not os.path.isabs(u.audio) and "://" not in u.audio:   # a path from here: a manifest's are from its folder
+        u = replace(u, audio=os.path.abspath(u.audio))
     if form == "nemo":
         entry = {"audio_filepath": u.audio, "duration": u.duration, "text": u.text}
         if u.start is not None:
@@ -127,14 +140,14 @@ def read_manifest(path: str | Path, text: TextConfig | None = None) -> list[Utte
     dropped cannot come back."""
     path = Path(path)
     prepared = read_text_config(path) if text is not None else None
-    if prepared is not None and prepared != text:
+    if prepared is not None and not text.same_normalisation(prepared):
         raise ValueError(f"{path}: transcripts were prepared with {prepared}, but the config asks for "
                          f"{text}; run the prepare stage again with this config")
     utts, seen = [], set()
     folder = str(path.parent.resolve())
     if prepared is not None:     # prepared with this normalisation: already normalised (it is idempotent)
         text = None
-    with path.open() as f:
+    with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -153,7 +166,8 @@ def read_manifest(path: str | Path, text: TextConfig | None = None) -> list[Utte
 class AudioDataset(Dataset):
     """Item i -> (samples (S,) float32 at `sample_rate`, target ids (L,) int64, the Utterance)."""
 
-    def __init__(self, utts: list[Utterance], vocab: Vocabulary, sample_rate: int = SAMPLE_RATE):
+    def __init__(self, utts: list[Utterance], vocab: Vocabulary | None, sample_rate: int = SAMPLE_RATE):
+        """`vocab` None: audio only (statistics), every target empty."""
         self.utts, self.vocab, self.sample_rate = utts, vocab, sample_rate
 
     def __len__(self) -> int:
@@ -167,7 +181,8 @@ class AudioDataset(Dataset):
         except AudioError as e:
             print(f"skipping {u.id}: {e}", file=sys.stderr, flush=True)
             return None
-        return samples, torch.tensor(self.vocab.encode(u.text), dtype=torch.long), u
+        targets = self.vocab.encode(u.text) if self.vocab is not None else []
+        return samples, torch.tensor(targets, dtype=torch.long), u
 
 
 PCM_SCALE = 32768  # int16 full scale: batches carry 16-bit PCM, half the bytes of float32

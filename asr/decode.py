@@ -255,4 +255,4 @@ def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary | BPEVo
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary | BPEVocabulary) -> list[str]:
     """(N, T, V) log-probs + (N,) lengths -> N transcripts with single spaces, no edge spaces."""
-    return [" ".join(vocab.decode(p.ids).split()) for p in greedy_paths(log_probs, lengths)]
+    return [vocab.separator.join(vocab.decode(p.ids).split()) for p in greedy_paths(log_probs, lengths)]

@@ -289,11 +289,10 @@ def manifest_stats(utts, cfg: FeatureConfig, progress: bool = False) -> tuple[to
     from tqdm import tqdm
 
     from .data import AudioDataset, FrameBudgetSampler, collate
-    from .text import Vocabulary
 
     batches = FrameBudgetSampler([u.duration for u in utts], 200 * round(cfg.frames_per_second), cfg.frames_per_second,
                                  shuffle=False)
-    loader = DataLoader(AudioDataset(utts, Vocabulary(), cfg.sample_rate), collate_fn=collate, batch_sampler=batches)
+    loader = DataLoader(AudioDataset(utts, None, cfg.sample_rate), collate_fn=collate, batch_sampler=batches)
     loader = tqdm(loader, desc="statistics", unit="batch", disable=not progress, leave=False)
     return compute_stats(FeatureExtractor(cfg), ((b.waves, b.lengths) for b in loader if b))
 

@@ -27,7 +27,7 @@ from .text import SPACE, BPEVocabulary, Vocabulary
 def write_lexicon(words: list[str], path: str | Path, vocab: Vocabulary | BPEVocabulary = Vocabulary()) -> int:
     """One `WORD<TAB>spelling` line per word, spelled in `vocab`'s decoder tokens (characters:
     `W O R D |`; BPE: `▁WO RD`); returns the number written. Words `vocab` cannot spell raise ValueError."""
-    with Path(path).open("w") as f:
+    with Path(path).open("w", encoding="utf-8") as f:
         for w in words:
             f.write(f"{w}\t{vocab.spell(w)}\n")
     return len(words)
@@ -35,7 +35,7 @@ def write_lexicon(words: list[str], path: str | Path, vocab: Vocabulary | BPEVoc
 
 def read_lexicon_words(path: str | Path) -> list[str]:
     """The words (first column) of a lexicon file."""
-    with Path(path).open() as f:
+    with Path(path).open(encoding="utf-8") as f:
         return [line.split("\t", 1)[0].split(" ", 1)[0] for line in f if line.strip()]
 
 
@@ -70,7 +70,7 @@ def read_word_list(path: str | Path) -> list[str]:
     """Words from a word list or pronunciation dictionary: the first field of each line, a CMU/Sphinx
     variant marker dropped (`EIGHTH(2)` is EIGHTH), duplicates removed, order kept."""
     words: dict[str, None] = {}
-    with Path(path).open() as f:
+    with Path(path).open(encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 words[re.sub(r"\(\d+\)$", "", line.split()[0])] = None
@@ -85,7 +85,7 @@ def spell_out(words: list[str]) -> list[str]:
 
 def open_text(path: str | Path):
     """A text file, or a gzip-compressed one (.gz: LibriSpeech's librispeech-lm-norm.txt.gz, its ARPA files)."""
-    return gzip.open(path, "rt") if str(path).endswith(".gz") else Path(path).open()
+    return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else Path(path).open(encoding="utf-8")
 
 
 def arpa_words(path: str | Path) -> list[str]:
@@ -112,7 +112,7 @@ def use_arpa(arpa: str | Path, out_dir: str | Path) -> dict[str, Path]:
     with the lexicon of its unigrams (and lm.bin where build_binary is found); returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open_text(arpa) as src, (out / "lm.arpa.tmp").open("w") as dst:
+    with open_text(arpa) as src, (out / "lm.arpa.tmp").open("w", encoding="utf-8") as dst:
         shutil.copyfileobj(src, dst)
     os.replace(out / "lm.arpa.tmp", out / "lm.arpa")
     words = sorted(arpa_words(out / "lm.arpa"))
@@ -122,7 +122,7 @@ def use_arpa(arpa: str | Path, out_dir: str | Path) -> dict[str, Path]:
 
 def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str | None = None,
              transcript_weight: int = 1, words: list[str] = (), spelled: list[str] = (),
-             extra_text: str | Path | None = None) -> dict[str, Path]:
+             extra_text: str | Path | None = None, word_unit: str = "word") -> dict[str, Path]:
     """Train an `order`-gram ARPA LM on `texts` (normalised transcripts) and write its lexicon.
 
     The LM's text is the transcripts `transcript_weight` times (an n-gram LM's counts are its
@@ -134,27 +134,30 @@ def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str |
     Writes out_dir/corpus.txt, lm.arpa, words.txt (word counts) and lexicon.txt (spelled in
     characters; beam search respells it in its model's own tokens), and lm.bin (the same LM in
     KenLM's binary format) where build_binary is found; returns their paths.
-    Kneser-Ney discounts fall back to defaults when a small corpus cannot estimate them.
+    Kneser-Ney discounts fall back to defaults when a small corpus cannot estimate them. `word_unit` "char":
+    transcripts written without spaces, each character a word of the LM and the lexicon.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise ValueError("no transcripts to build a language model from")
+    if word_unit == "char":
+        texts = [" ".join(t.replace(SPACE, "")) for t in texts]
     if transcript_weight < 1:
         raise ValueError(f"transcript_weight must be >= 1, not {transcript_weight}")
     known = {w for t in texts for w in t.split()}
     lines = texts * transcript_weight + [w for w in words if w not in known] + spell_out(list(spelled))
     corpus = out / "corpus.txt"
-    corpus.write_text("".join(t + "\n" for t in lines))
+    corpus.write_text("".join(t + "\n" for t in lines), encoding="utf-8")
     counts = Counter(w for t in lines for w in t.split())
     if extra_text is not None:
-        with open_text(extra_text) as src, corpus.open("a") as dst:
+        with open_text(extra_text) as src, corpus.open("a", encoding="utf-8") as dst:
             for line in src:
                 if line.strip():
                     dst.write(line if line.endswith("\n") else line + "\n")
                     counts.update(line.split())
-    (out / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in counts.most_common()))
+    (out / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in counts.most_common()), encoding="utf-8")
     spelling = Vocabulary(tuple(sorted({SPACE, *"".join(counts)})))  # the words' own characters
     write_lexicon(sorted(counts), out / "lexicon.txt", spelling)
     arpa = out / "lm.arpa"

@@ -197,7 +197,7 @@ def _img(path: Path, alt: str) -> str:
 
 def _table(rows: list[list], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td dir='auto'>{c}</td>" for c in row) + "</tr>" for row in rows)  # RTL text too
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -261,7 +261,7 @@ def write_report(exp: str | Path, manifest: str | Path | None = None, results: s
                      s["wer_ins"], s["wer_del"], s["wer_sub"], s["wer_total"], versus or "–"])
         per_utt = d / "per_utt.tsv"
         if per_utt.exists():
-            lines = [line.split("\t") for line in per_utt.read_text().splitlines()[1:] if line]
+            lines = [line.split("\t") for line in per_utt.read_text(encoding="utf-8").splitlines()[1:] if line]
             lines = sorted(lines, key=lambda c: (-int(c[1]), c[0]))[:worst]
             cells = [[html.escape(c[0]), c[1], *aligned_html(c[3], c[4] if len(c) > 4 else "")]
                      for c in lines if int(c[1]) > 0]

@@ -55,7 +55,8 @@ class StreamingTranscriber:
         n = self.log_probs.shape[0]
         path = greedy_paths(self.log_probs[None], torch.tensor([n]))[0]
         words = words_of(path, self.log_probs, self.t.vocab, self.t.frame_seconds)
-        return Transcript(" ".join(w.text for w in words), self.samples / self.t.sample_rate, None, tuple(words))
+        text = self.t.vocab.separator.join(w.text for w in words)
+        return Transcript(text, self.samples / self.t.sample_rate, None, tuple(words))
 
     def _add(self, log_probs: torch.Tensor) -> None:
         if log_probs.shape[0]:
@@ -65,5 +66,5 @@ class StreamingTranscriber:
         if self.log_probs.shape[0] == 0:
             return ""
         path = greedy_paths(self.log_probs[None], torch.tensor([self.log_probs.shape[0]]))[0]
-        return " ".join(self.t.vocab.decode(path.ids).split())
+        return self.t.vocab.separator.join(self.t.vocab.decode(path.ids).split())
 

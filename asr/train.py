@@ -8,6 +8,7 @@ The config schema is asr.config.TrainConfig; the state a resumed run restores is
 from __future__ import annotations
 
 import json
+import math
 import signal
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader
 from .backends.checkpoint import CheckpointBackend
 from .checkpoint import TrainingState
 from .config import TrainConfig
-from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest
+from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest, with_alphabet
 from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, init_distributed, pick_device, shutdown
 from .features import FeatureExtractor, load_stats
 from .guards import Interrupted, NonFiniteError, stop_on_signals
@@ -32,11 +33,16 @@ from .validate import Checker, screen, write_rejected
 __all__ = ["TrainConfig", "train", "evaluate", "lr_schedule", "Stepper"]
 
 
-def evaluate(transcriber, utts) -> dict:
-    """Greedy WER/CER (percent) of the model on `utts`."""
+def evaluate(transcriber, utts, unit: str = "word") -> dict:
+    """Greedy WER/CER (percent) of the model on `utts` (`unit` "char": characters are the words)."""
     hyps = [r.text for r in transcriber.transcribe([u.input for u in utts])]
-    s = score([u.text for u in utts], hyps)
+    s = score([u.text for u in utts], hyps, unit)
     return {"wer": s.wer.rate, "cer": s.cer.rate}
+
+
+def selected_by(cfg: TrainConfig) -> str:
+    """What best.pt is chosen by: dev WER, or dev CER where characters are the words."""
+    return "cer" if cfg.text.word_unit == "char" else "wer"
 
 
 def read_targets(cfg: TrainConfig, manifest: str) -> list:
@@ -51,7 +57,7 @@ def build_vocabulary(cfg: TrainConfig, train_utts, d: Dist) -> Vocabulary | BPEV
     """Characters of cfg.text's alphabet, or BPE pieces trained on the train transcripts (exp_dir/bpe.model,
     kept when resuming)."""
     if cfg.tokens == "chars":
-        return Vocabulary(cfg.text.alphabet)
+        return Vocabulary(cfg.text.alphabet, cfg.text.word_unit)
     path = Path(cfg.exp_dir) / "bpe.model"
     if d.main and not (cfg.resume and path.exists()):
         train_bpe([u.text for u in train_utts], cfg.bpe_vocab_size, path)
@@ -59,10 +65,26 @@ def build_vocabulary(cfg: TrainConfig, train_utts, d: Dist) -> Vocabulary | BPEV
     return BPEVocabulary.load(path)
 
 
-def reject_unusable(cfg: TrainConfig, utts, name: str, d: Dist, say) -> list:
+def with_learned_alphabet(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its text alphabet for charset data: the one prepare recorded beside the train manifest (its
+    text.json), else learned from the training transcripts (the shards' index for train_shards). Any other
+    charset: `cfg` as it is. Every DDP rank reads the same data, so learns the same alphabet."""
+    text = cfg.text
+    if text.charset != "data" or text.learned:
+        return cfg
+    if cfg.train_shards:
+        from .shards import open_shards
+
+        texts = [normalize_text(t, text) for s in open_shards(cfg.train_shards) for t in s.texts]
+        return replace(cfg, text=text.with_alphabet_of(texts))
+    return replace(cfg, text=with_alphabet(text, cfg.train_manifest))
+
+
+def reject_unusable(cfg: TrainConfig, utts, name: str, d: Dist, say, targets: bool = True) -> list:
     """`utts` without those training cannot use (asr.validate's quick check: files, headers, transcripts,
-    CTC lengths), which go to exp_dir/rejected.jsonl with their reasons; up front, not mid-epoch."""
-    usable, findings = screen(utts, Checker.for_config(cfg), full=False)
+    CTC lengths), which go to exp_dir/rejected.jsonl with their reasons; up front, not mid-epoch. `targets`:
+    False for dev, whose transcripts are only scored against (characters the model lacks are kept)."""
+    usable, findings = screen(utts, Checker.for_config(cfg, targets), full=False)
     record_rejected(cfg, name, len(utts), len(usable), findings, d, say)
     return usable
 
@@ -130,6 +152,7 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels (seen: LSTM training at a third of its speed)
     exp = Path(cfg.exp_dir)
+    cfg = with_learned_alphabet(cfg)                 # config.json and the checkpoints record it
     if d.main:
         exp.mkdir(parents=True, exist_ok=True)
         (exp / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -145,7 +168,7 @@ def train(cfg: TrainConfig) -> dict:
     shards = read_train_shards(cfg, d, say) if cfg.train_shards else None
     train_utts = ([u for s in shards for u in s.utterances()] if shards is not None else
                   reject_unusable(cfg, read_targets(cfg, cfg.train_manifest), cfg.train_manifest, d, say))
-    dev_utts = reject_unusable(cfg, read_targets(cfg, cfg.dev_manifest), cfg.dev_manifest, d, say)
+    dev_utts = reject_unusable(cfg, read_targets(cfg, cfg.dev_manifest), cfg.dev_manifest, d, say, targets=False)
     vocab = build_vocabulary(cfg, train_utts, d)
     model = AcousticModel(replace(cfg.model, n_features=feat_cfg.dim, vocab_size=len(vocab))).to(device)
     replica = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
@@ -204,7 +227,8 @@ def train(cfg: TrainConfig) -> dict:
         check_replicas_in_sync(d, model)
         say(f"replicas in sync: {d.world} ranks hold identical parameters")
     if d.main:
-        say(f"best dev %WER {progress.best['wer']:.2f} at epoch {progress.best['epoch']}: {exp / 'best.pt'}")
+        key = selected_by(cfg)
+        say(f"best dev %{key.upper()} {progress.best[key]:.2f} at epoch {progress.best['epoch']}: {exp / 'best.pt'}")
     barrier(d)
     shutdown(d)
     return progress.best
@@ -239,7 +263,7 @@ def end_of_epoch(cfg: TrainConfig, state: TrainingState, transcriber: Transcribe
                  stats: dict, step: Stepper, board, log, say, plan: EpochPlan) -> None:
     """Rank 0 after each epoch: dev WER / CER, the epoch's log line and scalars, best.pt and epoch_k.pt."""
     epoch, progress = record["epoch"], state.progress
-    dev = evaluate(transcriber, dev_utts)
+    dev = evaluate(transcriber, dev_utts, cfg.text.word_unit)
     record.update(dev_wer=dev["wer"], dev_cer=dev["cer"], elapsed=state.elapsed,   # elapsed includes dev
                   epochs=plan.epochs)
     if board is not None:
@@ -250,7 +274,8 @@ def end_of_epoch(cfg: TrainConfig, state: TrainingState, transcriber: Transcribe
         f"%CER {dev['cer']:.2f} ({stats['seconds']:.1f}s, "
         f"{record['audio_seconds'] / stats['seconds']:.0f} audio-s/s)"
         + (f", {step.skipped} non-finite steps skipped so far" if step.skipped else ""))
-    if dev["wer"] < progress.best["wer"]:
+    key = selected_by(cfg)
+    if dev[key] < progress.best.get(key, math.inf):
         progress.best = {"epoch": epoch, **dev}
         state.save_model("best.pt", epoch=epoch, dev_wer=dev["wer"], dev_cer=dev["cer"])
     if cfg.keep_epochs:

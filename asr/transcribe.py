@@ -114,7 +114,7 @@ class Transcriber:
         for k, ws in enumerate(results):                                   # segments back into their inputs
             shift = offset[k] / self.sample_rate
             words[owner[k]] += [replace(w, start=w.start + shift, end=w.end + shift) for w in ws]
-        return [Transcript(" ".join(w.text for w in ws), wave.shape[0] / self.sample_rate,
+        return [Transcript(self.vocab.separator.join(w.text for w in ws), wave.shape[0] / self.sample_rate,
                            str(a) if isinstance(a, (str, Path)) else None, tuple(ws))
                 for ws, wave, a in zip(words, waves, inputs)]
 

@@ -64,25 +64,32 @@ def _stamp(t: float, decimal: str) -> str:
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{decimal}{ms % 1000:03d}"
 
 
-def _cue_text(cue: list[Word]) -> str:
-    return " ".join(w.text for w in cue)
+def separator_of(result: Transcript) -> str:
+    """What joins the words of `result` in its text: a space, or nothing where its words are characters
+    (a script written without spaces)."""
+    return "" if len(result.words) > 1 and " " not in result.text else " "
 
 
-def format_srt(words: Iterable[Word], **cue_options) -> str:
+def cue_text(cue: list[Word], separator: str = " ") -> str:
+    return separator.join(w.text for w in cue)
+
+
+def format_srt(words: Iterable[Word], separator: str = " ", **cue_options) -> str:
     """SubRip subtitles (`1`, `00:00:01,000 --> 00:00:02,500`, the words)."""
-    return "".join(f"{k}\n{_stamp(c[0].start, ',')} --> {_stamp(c[-1].end, ',')}\n{_cue_text(c)}\n\n"
+    return "".join(f"{k}\n{_stamp(c[0].start, ',')} --> {_stamp(c[-1].end, ',')}\n{cue_text(c, separator)}\n\n"
                    for k, c in enumerate(subtitle_cues(words, **cue_options), 1))
 
 
-def format_vtt(words: Iterable[Word], **cue_options) -> str:
+def format_vtt(words: Iterable[Word], separator: str = " ", **cue_options) -> str:
     """WebVTT subtitles, what browsers' <track> elements read (`00:00:01.000 --> 00:00:02.500`)."""
-    return "WEBVTT\n\n" + "".join(f"{_stamp(c[0].start, '.')} --> {_stamp(c[-1].end, '.')}\n{_cue_text(c)}\n\n"
-                                    for c in subtitle_cues(words, **cue_options))
+    return "WEBVTT\n\n" + "".join(f"{_stamp(c[0].start, '.')} --> {_stamp(c[-1].end, '.')}\n"
+                                    f"{cue_text(c, separator)}\n\n" for c in subtitle_cues(words, **cue_options))
 
 
-def format_tsv(words: Iterable[Word], **cue_options) -> str:
+def format_tsv(words: Iterable[Word], separator: str = " ", **cue_options) -> str:
     """whisper's tsv: a `start<TAB>end<TAB>text` header, then one cue a line, times in integer milliseconds."""
-    return "start\tend\ttext\n" + "".join(f"{round(c[0].start * 1000)}\t{round(c[-1].end * 1000)}\t{_cue_text(c)}\n"
+    return "start\tend\ttext\n" + "".join(f"{round(c[0].start * 1000)}\t{round(c[-1].end * 1000)}\t"
+                                          f"{cue_text(c, separator)}\n"
                                           for c in subtitle_cues(words, **cue_options))
 
 
@@ -92,9 +99,11 @@ def transcript_json(result: Transcript) -> dict:
             "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)} for w in result.words]}
 
 
-_RENDER = {"txt": lambda r: r.text + "\n", "json": lambda r: json.dumps(transcript_json(r)) + "\n",
-           "srt": lambda r: format_srt(r.words), "vtt": lambda r: format_vtt(r.words),
-           "tsv": lambda r: format_tsv(r.words)}
+_RENDER = {"txt": lambda r: r.text + "\n",
+           "json": lambda r: json.dumps(transcript_json(r), ensure_ascii=False) + "\n",   # UTF-8, any script
+           "srt": lambda r: format_srt(r.words, separator_of(r)),
+           "vtt": lambda r: format_vtt(r.words, separator_of(r)),
+           "tsv": lambda r: format_tsv(r.words, separator_of(r))}
 
 
 def _output_format(fmt: str) -> str:

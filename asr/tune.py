@@ -15,7 +15,8 @@ WORD_SCORES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)  # AN4 dev preferred the top o
 
 def tune_decoding(transcriber, utts, options: DecodingOptions, lm_weights=LM_WEIGHTS, word_scores=WORD_SCORES,
                   log=print) -> tuple[DecodingOptions, list[dict]]:
-    """Dev WER of beam search for every (lm_weight, word_score); returns the best options and the grid.
+    """Dev WER (CER for a model whose words are characters) of beam search for every (lm_weight, word_score);
+    returns the best options and the grid.
 
     Greedy WER is the grid's first row (lm_weight None) for comparison. Ties go to the smaller weights.
     `asr.decode.save_decoding` writes the result as the recipe's decoding.json.
@@ -27,11 +28,14 @@ def tune_decoding(transcriber, utts, options: DecodingOptions, lm_weights=LM_WEI
         lengths.append(n[0])
     refs = [u.text for u in utts]
 
+    vocab = transcriber.vocab
+    unit = getattr(vocab, "word_unit", "word")       # characters as words: CER decides
+
     def wer(paths) -> dict:
-        hyps = [" ".join(w.text for w in words_of(p, lp, transcriber.vocab, transcriber.frame_seconds))
+        hyps = [vocab.separator.join(w.text for w in words_of(p, lp, vocab, transcriber.frame_seconds))
                 for p, lp in zip(paths, log_probs)]
-        s = score(refs, hyps)
-        return {"wer": s.wer.rate, "cer": s.cer.rate}
+        s = score(refs, hyps, unit)
+        return {"wer": s.wer.rate, "cer": s.cer.rate, "headline": s.headline.rate}
 
     greedy = [greedy_paths(lp[None], n.reshape(1))[0] for lp, n in zip(log_probs, lengths)]
     grid = [{"lm_weight": None, "word_score": None, **wer(greedy)}]
@@ -45,6 +49,6 @@ def tune_decoding(transcriber, utts, options: DecodingOptions, lm_weights=LM_WEI
             row = {"lm_weight": lw, "word_score": ws, **wer(paths)}
             grid.append(row)
             log(f"lm_weight {lw:g} word_score {ws:g}: %WER {row['wer']:.2f} %CER {row['cer']:.2f}")
-            if best is None or row["wer"] < best[1]["wer"]:
+            if best is None or row["headline"] < best[1]["headline"]:
                 best = (opts, row)
     return best[0], grid

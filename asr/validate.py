@@ -54,11 +54,15 @@ class Checker:
     model: ModelConfig = ModelConfig()
     min_seconds: float = MIN_SECONDS
     max_seconds: float = MAX_SECONDS
+    targets: bool = True        # transcripts are training targets: characters outside the alphabet reject them
+    learned: bool = False       # the alphabet was learned from training transcripts (its missing characters: rare)
 
     @classmethod
-    def for_config(cls, cfg) -> Checker:
-        """The checker of a TrainConfig: its text alphabet, features and model front-end."""
-        return cls(cfg.text.alphabet, cfg.features, cfg.model)
+    def for_config(cls, cfg, targets: bool = True) -> Checker:
+        """The checker of a TrainConfig: its text alphabet (learned by now, for charset data), features and model
+        front-end; `targets`: False for transcripts only scored against (dev, test), which may hold characters
+        the model cannot write (noted, not rejected)."""
+        return cls(cfg.text.alphabet, cfg.features, cfg.model, targets=targets, learned=cfg.text.charset == "data")
 
     def output_frames(self, seconds: float) -> int:
         """CTC frames the model emits for `seconds` of audio (FeatureConfig.num_frames, then
@@ -69,15 +73,21 @@ class Checker:
         """Transcript problems, and whether `u.duration` seconds are enough for CTC to emit it."""
         if not u.text.strip():
             return [_reject(u, "empty transcript", "empty transcript")]
-        outside = sorted({c for c in u.text if c not in self.alphabet})
+        found, text = [], u.text
+        outside = "".join(sorted({c for c in text if c not in self.alphabet}))
         if outside:
-            return [_reject(u, "outside the vocabulary", f"characters outside the vocabulary: {''.join(outside)!r}")]
-        needed = len(u.text) + sum(a == b for a, b in zip(u.text, u.text[1:]))  # a blank between repeats
+            why = f"characters outside the vocabulary: {outside!r}" + (
+                " (too rare in the training transcripts to be learned)" if self.learned else "")
+            if self.targets:
+                return [_reject(u, "outside the vocabulary", why)]
+            found.append(_note(u, "outside the vocabulary", f"{why}: kept, scored as errors"))
+            text = "".join(c for c in text if c in self.alphabet)
+        needed = len(text) + sum(a == b for a, b in zip(text, text[1:]))  # a blank between repeats
         frames = self.output_frames(u.duration)
         if 0 < u.duration and frames < needed:
-            return [_reject(u, "too short for its transcript", f"too short for its transcript: {u.duration:.2f} s "
-                            f"gives {frames} CTC frames, {len(u.text)} characters need {needed}")]
-        return []
+            found.append(_reject(u, "too short for its transcript", f"too short for its transcript: "
+                                 f"{u.duration:.2f} s gives {frames} CTC frames, {len(text)} characters need {needed}"))
+        return found
 
     def check_duration(self, u: Utterance, seconds: float) -> list[Finding]:
         if seconds < self.min_seconds:
@@ -212,9 +222,10 @@ def validate_manifest(manifest: str | Path, config: str | Path | None = None, re
     section, else by what prepare recorded beside the manifest), decoding the audio when `full`; the rejected
     entries go to `rejected` (default <manifest>.rejected.jsonl) with their reasons."""
     from .config import TrainConfig, load_config, text_config
-    from .data import read_manifest
+    from .data import read_manifest, with_alphabet
 
     cfg = load_config(TrainConfig, config) if config else TrainConfig(text=text_config(None, manifest))
+    cfg = replace(cfg, text=with_alphabet(cfg.text, manifest))
     checker = Checker.for_config(cfg)
     if max_seconds:
         checker = replace(checker, max_seconds=max_seconds)

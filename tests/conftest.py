@@ -111,3 +111,77 @@ def vctk_six(tmp_path_factory):
     write_manifest(d / "six.jsonl", utts)
     asr_main(["stats", "--manifest", str(d / "six.jsonl"), "--out", str(d / "stats.json")])
     return d, utts
+
+
+@pytest.fixture(scope="session")
+def fa_model() -> Path:
+    """recipes/commonvoice's Persian model (2x160 BiGRU on fbank, test CER 47.8), see tests/fixtures/README.md."""
+    return ROOT / "tests" / "fixtures" / "fa_cv_2x160.pt"
+
+
+@pytest.fixture(scope="session")
+def persian_dir() -> Path:
+    """Common Voice Persian as published: clips/*.mp3 and the release's TSVs (no train/dev/test split)."""
+    return _corpus(CORPORA / "commonvoice_fa" / "fa")
+
+
+@pytest.fixture(scope="session")
+def persian_prepared(tmp_path_factory, persian_dir) -> Path:
+    """`asr prepare commonvoice` of the Persian clips (speaker-disjoint train / dev / test, the alphabet learned
+    from the training sentences), made once per test run for every worker."""
+    from filelock import FileLock
+
+    from asr.cli import main as asr_main
+
+    out = shared_dir(tmp_path_factory) / "commonvoice_fa"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "test.jsonl").exists():
+            asr_main(["prepare", "commonvoice", "--corpus", str(persian_dir), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def persian_model(tmp_path_factory, persian_prepared):
+    """A small BiGRU trained (for real, 80 epochs, about a minute) on ten short Persian training clips, on Kaldi
+    fbank features (sherpa-onnx's front end): (exp dir, its ten utterances). Trained once per test run."""
+    import json
+
+    from filelock import FileLock
+
+    from asr.cli import main as asr_main
+    from asr.data import read_manifest
+
+    exp = shared_dir(tmp_path_factory) / "persian"
+    with FileLock(str(exp) + ".lock"):
+        manifest = exp / "ten.jsonl"
+        if not (exp / "done.json").exists():
+            exp.mkdir(exist_ok=True)
+            chosen, seen = [], set()
+            for u in sorted(read_manifest(persian_prepared / "train.jsonl"), key=lambda u: (u.duration, u.id)):
+                if 1.5 <= u.duration <= 3.0 and len(u.text) >= 6 and u.text not in seen:
+                    chosen.append(u)
+                    seen.add(u.text)
+            write_manifest(manifest, chosen[:10])
+            (exp / "text.json").write_text((persian_prepared / "text.json").read_text())   # prepare's alphabet
+            (exp / "conf.yaml").write_text(FA_SMALL, encoding="utf-8")
+            common = ["--config", str(exp / "conf.yaml")]
+            asr_main(["stats", *common, "--manifest", str(manifest), "--out", str(exp / "stats.json")])
+            asr_main(["train", *common, f"exp_dir={exp}", f"train_manifest={manifest}", f"dev_manifest={manifest}",
+                      f"stats={exp / 'stats.json'}"])
+            (exp / "done.json").write_text(json.dumps({"trained": True}))
+        return exp, read_manifest(manifest)
+
+
+FA_SMALL = """# tests/conftest.py's Persian model: ten clips learned by heart, as far as 80 epochs go
+epochs: 80
+batch_frames: 600
+lr: 0.005
+final_lr: 0.1
+spec_augment: false
+pack_sequences: true
+tensorboard: false
+threads: 1
+features: {kind: fbank}
+text: {charset: data, case: lower, language: fa}
+model: {conv_channels: 96, hidden: 128, layers: 2, dropout: 0.0}
+"""

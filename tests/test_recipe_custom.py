@@ -3,13 +3,15 @@ as a user's folder), dev and test held out by speaker, a config sized to the dat
 import json
 import re
 import subprocess
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from asr.cli import main as asr_main
 from asr.config import TrainConfig, load_config
-from asr.corpora.custom import hold_out, scaled_config, source_kind
+from asr.corpora.base import hold_out
+from asr.corpora.custom import scaled_config, source_kind
 from asr.corpora.kaldi import export_kaldi
 from asr.data import read_manifest
 
@@ -107,3 +109,32 @@ def test_the_recipe_says_what_it_needs_without_a_source(tmp_path):
     run = subprocess.run(["make", "-C", str(ROOT / "recipes" / "custom"), "all", f"DATA={tmp_path}"],
                          capture_output=True, text=True)
     assert run.returncode != 0 and "SOURCE=" in run.stderr and "is needed" in run.stderr
+
+
+def test_custom_recipe_on_a_common_voice_folder_of_a_language_it_has_never_seen(tmp_path):
+    """A Common Voice locale folder (clips/ and its TSVs, no split) whose locale the code knows nothing of: every
+    stage runs with no language argument, the alphabet comes from the data, and the score is in %CER too."""
+    source = tmp_path / "cv-corpus" / "xx"
+    (source / "clips").mkdir(parents=True)
+    persian = CORPORA / "commonvoice_fa" / "fa"
+    for name in ("validated.tsv", "other.tsv"):
+        lines = (persian / name).read_text(encoding="utf-8").splitlines()
+        header = lines[0].split("\t")
+        rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]][:150 if name == "other.tsv" else None]
+        for row in rows:
+            row["locale"] = ""                                          # no locale: the folder's name, xx
+            (source / "clips" / row["path"]).symlink_to(persian / "clips" / row["path"])
+        (source / name).write_text("\n".join(["\t".join(header), *("\t".join(r[k] for k in header) for r in rows)])
+                                   + "\n", encoding="utf-8")
+    data = tmp_path / "data"
+    run = subprocess.run(["make", "-C", str(ROOT), "recipe", "RECIPE=custom", f"SOURCE={source}", f"DATA={data}",
+                          "EXTRA=epochs=2 threads=1 model.hidden=48 model.conv_channels=48"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for n, name in enumerate(["prepare", "stats", "train", "lm", "tune", "decode", "score", "report"], 1):
+        assert f"stage {n} {name}" in run.stdout
+    assert len(re.findall(r"^%CER \d+\.\d\d \[ \d+ / \d+,", run.stdout, re.M)) == 2
+    text = load_config(TrainConfig, data / "config.yaml").text
+    assert (text.charset, text.language, text.case) == ("data", "xx", "lower")
+    train = read_manifest(data / "train.jsonl")
+    assert train and all("ARABIC" in unicodedata.name(c, "") for u in train for c in u.text if c != " ")

@@ -41,7 +41,7 @@ def text_config(args: argparse.Namespace, manifest: str | None = None):
     """How transcripts are normalised: --config's `text` section, else what prepare recorded beside `manifest`."""
     from ..config import text_config as resolve
 
-    return resolve(getattr(args, "config", None), manifest)
+    return resolve(getattr(args, "config", None), manifest, getattr(args, "overrides", ()))
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:

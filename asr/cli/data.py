@@ -39,7 +39,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--corpus", help="corpus dir (an4: default $AN4_DIR, ../shared/corpora/an4/an4, else download; "
                                     "fsdd: ../shared/corpora/fsdd, else download), a folder, a CSV, a Kaldi dir")
     p.add_argument("--max-utts", type=int, help="keep only the first N train utterances (N/4 dev and test)")
-    p.add_argument("--config", help="training YAML; its `text` section says how to normalise transcripts")
+    add_config_args(p, "training YAML; its `text` section says how to normalise transcripts (default: the "
+                       "corpus's own: English's, or for custom and commonvoice what the data and its locale ask)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("validate", help="check every entry of a manifest; name each problem; reject unusable ones")
@@ -110,15 +111,16 @@ def cmd_prepare(args) -> None:
     from ..corpora import get_corpus
 
     corpus = get_corpus(args.corpus_name)
-    options = given(args, "max_utts")
-    unsupported = set(options) - set(corpus.options)
+    options = {**given(args, "max_utts"), **({"text": text_config(args)} if args.config or args.overrides else {})}
+    unsupported = set(options) - set(corpus.options) - {"text"}
     if unsupported:
         sys.exit(f"asr prepare {corpus.name}: --{'/--'.join(sorted(unsupported)).replace('_', '-')} is not an option "
                  f"of this corpus")
     folder = Path(args.corpus) if args.corpus else corpus.locate(args.out)
-    paths = corpus.prepare(folder, args.out, text=text_config(args), **options)
+    paths = corpus.prepare(folder, args.out, **options)
     for name, path in paths.items():
-        print(f"{name}: {sum(1 for _ in path.open())} utterances -> {path}")
+        print(f"{name}: {sum(1 for _ in path.open())} utterances -> {path}" if path.suffix == ".jsonl"
+              else f"{name} -> {path}")
     rejected = Path(args.out) / "rejected.jsonl"
     n = sum(1 for _ in rejected.open()) if rejected.exists() else 0
     print(f"rejected: {n} utterance(s){f' -> {rejected} (with reasons; asr validate explains)' if n else ''}")
@@ -138,11 +140,12 @@ def cmd_validate(args) -> None:
 
 
 def cmd_vocab(args) -> None:
-    from ..data import read_manifest
+    from ..data import read_manifest, with_alphabet
     from ..text import Vocabulary, vocabulary_report
 
     utts = read_manifest(args.manifest)
-    report = vocabulary_report([u.text for u in utts], Vocabulary(text_config(args, args.manifest).alphabet))
+    alphabet = with_alphabet(text_config(args, args.manifest), args.manifest).alphabet
+    report = vocabulary_report([u.text for u in utts], Vocabulary(alphabet))
     print(f"{len(utts)} utterances, {sum(report['counts'].values())} characters, {len(report['counts'])} distinct")
     for c, n in report["counts"].items():
         flag = "\toutside the vocabulary" if c in report["outside"] else ""
@@ -214,7 +217,9 @@ def cmd_lm(args) -> None:
     words = read_word_list(args.words) if args.words else []
     spelled = read_word_list(args.spell_words) if args.spell_words else []
     options = given(args, "order", "transcript_weight")
-    paths = build_lm([u.text for u in utts], args.out, words=words, spelled=spelled, extra_text=args.text, **options)
+    unit = text_config(args, args.manifest).word_unit        # as prepare recorded it beside the manifest
+    paths = build_lm([u.text for u in utts], args.out, words=words, spelled=spelled, extra_text=args.text,
+                     word_unit=unit, **options)
     size = sum(1 for _ in paths["lexicon"].open())
     order, weight = (options.get(k, default_of(build_lm, k)) for k in ("order", "transcript_weight"))
     extra = (f" (x{weight})" if weight > 1 else "") + (f" + {len(words)} listed words" if words else "") + (

@@ -71,7 +71,7 @@ def cmd_tune(args) -> None:
     transcriber = load_transcriber(args)
     best, grid = tune_decoding(transcriber, utts, transcriber.options)
     save_decoding(args.out, best, grid)
-    row = min(grid[1:], key=lambda r: r["wer"])
+    row = min(grid[1:], key=lambda r: r["headline"])
     print(f"best on {args.manifest}: lm_weight {best.lm_weight:g} word_score {best.word_score:g} "
           f"%WER {row['wer']:.2f} (greedy {grid[0]['wer']:.2f}) -> {args.out}")
 

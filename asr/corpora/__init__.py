@@ -12,6 +12,7 @@ registry is what `asr prepare <name>` offers. A new corpus is one new module her
     kaldi.py             Kaldi data dirs, both ways
     nemo.py              NeMo manifests, both ways
     lhotse_manifests.py  lhotse CutSets, or recordings + supervisions
+    commonvoice.py       Mozilla Common Voice, any locale, as published
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..audio import AudioError, audio_duration, audio_info, read_audio
 from ..data import Utterance
-from .base import Corpus, register, write_splits
+from .base import Corpus, normalised, register, write_splits
 
 
 def _table(path: Path) -> dict[str, str]:
@@ -214,14 +214,10 @@ def _recording_ids(utts: list[Utterance]) -> dict[str, str]:
 
 
 def prepare_kaldi(corpus: str | Path, out_dir: str | Path, text=None) -> dict[str, Path]:
-    """all.jsonl from a Kaldi data dir, transcripts normalised per `text` (a TextConfig; default: the default)."""
-    from dataclasses import replace
-
-    from ..text import TextConfig, normalize_text
-
-    text = text or TextConfig()
-    utts = [replace(u, text=normalize_text(u.text, text)) for u in import_kaldi(corpus)]
-    return write_splits({"all": utts}, out_dir, text)
+    """all.jsonl from a Kaldi data dir, transcripts normalised per `text` (a TextConfig; default: what they ask
+    for, asr.corpora.base.normalised)."""
+    splits, text = normalised({"all": import_kaldi(corpus)}, text)
+    return write_splits(splits, out_dir, text)
 
 
 register(Corpus("kaldi", prepare_kaldi, "a Kaldi data dir (wav.scp, text, utt2spk, optional segments)"))

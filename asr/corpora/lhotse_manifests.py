@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..data import Utterance
-from .base import Corpus, register, write_splits
+from .base import Corpus, normalised, register, write_splits
 
 _SUFFIXES = (".jsonl.gz", ".jsonl", ".json")
 
@@ -112,16 +112,10 @@ def _splits(folder: Path) -> dict[str, list[Path]]:
 
 def prepare_lhotse(corpus: str | Path, out_dir: str | Path, text=None) -> dict[str, Path]:
     """Manifests from lhotse's: a CutSet file -> all.jsonl; a dir of a lhotse recipe's files -> <split>.jsonl
-    each; transcripts normalised per `text` (a TextConfig; default: the default)."""
-    from dataclasses import replace
-
-    from ..text import TextConfig, normalize_text
-
-    text = text or TextConfig()
+    each; transcripts normalised per `text` (a TextConfig; default: what they ask for, asr.corpora.base.normalised)."""
     corpus = Path(corpus)
     groups = _splits(corpus) if corpus.is_dir() else {"all": [corpus]}
-    splits = {name: [replace(u, text=normalize_text(u.text, text)) for u in read_lhotse(*files)]
-              for name, files in groups.items()}
+    splits, text = normalised({name: read_lhotse(*files) for name, files in groups.items()}, text)
     return write_splits(splits, out_dir, text)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import Utterance, read_manifest, write_manifest
-from .base import Corpus, register, write_splits
+from .base import Corpus, normalised, register, write_splits
 
 
 def export_nemo(utts: list[Utterance], path: str | Path) -> Path:
@@ -20,11 +20,10 @@ def export_nemo(utts: list[Utterance], path: str | Path) -> Path:
 
 
 def prepare_nemo(corpus: str | Path, out_dir: str | Path, text=None) -> dict[str, Path]:
-    """all.jsonl from a NeMo manifest, transcripts normalised per `text` (a TextConfig; default: the default)."""
-    from ..text import TextConfig
-
-    text = text or TextConfig()
-    return write_splits({"all": read_manifest(corpus, text)}, out_dir, text)
+    """all.jsonl from a NeMo manifest, transcripts normalised per `text` (a TextConfig; default: what they ask
+    for, asr.corpora.base.normalised)."""
+    splits, text = normalised({"all": read_manifest(corpus)}, text)
+    return write_splits(splits, out_dir, text)
 
 
 register(Corpus("nemo", prepare_nemo, "a NeMo manifest (audio_filepath, duration, text, offset)"))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..audio import AudioError, load_audio_bytes
-from ..transcripts import Transcript, subtitle_cues
+from ..transcripts import Transcript, cue_text, separator_of, subtitle_cues
 from ..transcripts import render as render_transcript
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -72,7 +72,7 @@ def segments_of(result: Transcript) -> list[dict]:
     """verbose_json segments: the words grouped as subtitle cues, in whisper's segment fields."""
     out = []
     for k, cue in enumerate(subtitle_cues(result.words)):
-        text = " ".join(w.text for w in cue)
+        text = cue_text(cue, separator_of(result))
         raw = text.encode()
         out.append({"id": k, "seek": 0, "start": round_seconds(cue[0].start), "end": round_seconds(cue[-1].end),
                     "text": text, "tokens": [], "temperature": 0.0,
