@@ -51,8 +51,9 @@ class TextConfig:
     case: str = "upper"          # upper | lower | keep: folded where the script has case (Latin, Cyrillic, Greek...)
     punctuation: str = "drop"    # drop | keep: Unicode punctuation (P*) becomes a space, or stays
     numbers: str = "spell"       # spell (digits of any script read out in `language`) | keep (digits join the alphabet)
-    charset: str | tuple[str, ...] = "english"  # english: space, ' and A-Z (+ digits and . , ? ! ; : - " when
-    #                              kept); data: learned from the training transcripts; or the characters themselves
+    charset: str | tuple[str, ...] = "auto"  # english: space, ' and A-Z (+ digits and . , ? ! ; : - " when kept);
+    #                              data: learned from the training transcripts; or the characters themselves;
+    #                              auto: english for language en, else data
     language: str = "en"         # ISO 639 code: numbers spelled in it (num2words), its letter variants unified;
     #                              "" when unknown (numbers then stay digits)
     accents: str = "auto"        # strip | keep | auto: stripped for the english charset (CAFÉ -> CAFE), else kept
@@ -66,8 +67,11 @@ class TextConfig:
                               ("word_unit", ("word", "char"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"text.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.charset == "auto":
+            object.__setattr__(self, "charset", "english" if self.language == "en" else "data")
         if isinstance(self.charset, str) and self.charset not in CHARSETS:
-            raise ValueError(f"text.charset must be english, data or a list of characters, not {self.charset!r}")
+            raise ValueError(f"text.charset must be english, data, auto or a list of characters, not "
+                             f"{self.charset!r}")
         if self.min_count < 1:
             raise ValueError(f"text.min_count must be at least 1, not {self.min_count}")
         for name in ("charset", "learned"):                  # lists from YAML or JSON: tuples, comparable
