@@ -51,7 +51,11 @@ def _save_atomic(obj: dict, path: str | Path) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict of `path`; a missing or unreadable file raises an error naming it."""
+    """The checkpoint dict of `path` (or of a shipped model's name, asr.models); a missing or unreadable file
+    raises an error naming it."""
+    from .models import model_file
+
+    path = model_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

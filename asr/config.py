@@ -66,6 +66,11 @@ class TrainConfig:
     save_epochs: int = 1              # write last.pt every N epochs (and after the last one)
     keep_epochs: int = 0              # also keep the last N epochs' weights as epoch_<k>.pt (for asr average)
     resume: bool = False              # continue from exp_dir/last.pt, mid-epoch if it was saved there
+    init_from: str = ""               # start from this checkpoint's weights (asr.finetune), not from zero
+    init_config: str = "check"        # ... check: the config's model and features must be the checkpoint's;
+    #                                   checkpoint: take them from it (dropout stays the config's)
+    freeze: tuple[str, ...] = ()      # parts whose weights stay put: front_end, rnn, rnn.<k>, lookahead, output
+    freeze_epochs: int = 0            # ... for the first N epochs (0: the whole run)
     max_bad_steps: int = 20           # stop after this many steps in a row with a non-finite loss or gradient
     log_every: int = 0                # also print `step N loss L` every N steps (0: per epoch only)
     tensorboard: bool = True          # scalars (loss, lr, grad norm, dev WER/CER, throughput) in exp_dir/tensorboard

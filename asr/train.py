@@ -22,6 +22,7 @@ from .config import TrainConfig
 from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest, with_alphabet
 from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, init_distributed, pick_device, shutdown
 from .features import FeatureExtractor, load_stats
+from .finetune import Freezer, checkpoint_stats, initialise, start_config
 from .guards import Interrupted, NonFiniteError, stop_on_signals
 from .model import AcousticModel, count_parameters
 from .score import score
@@ -78,6 +79,20 @@ def with_learned_alphabet(cfg: TrainConfig) -> TrainConfig:
         texts = [normalize_text(t, text) for s in open_shards(cfg.train_shards) for t in s.texts]
         return replace(cfg, text=text.with_alphabet_of(texts))
     return replace(cfg, text=with_alphabet(text, cfg.train_manifest))
+
+
+def build_extractor(cfg: TrainConfig, say) -> FeatureExtractor:
+    """The features and their normalisation: the stats stage's (cfg.stats, for cfg.features), or, starting
+    from a checkpoint, the checkpoint's own (its weights were trained on them)."""
+    if cfg.init_from:
+        feat_cfg, mean, std = checkpoint_stats(cfg.init_from)
+        say(f"features and their normalisation statistics: {cfg.init_from}'s ({feat_cfg.kind}, {feat_cfg.dim} bins)")
+        return FeatureExtractor(feat_cfg, mean, std)
+    feat_cfg, mean, std = load_stats(cfg.stats)
+    if feat_cfg != cfg.features:
+        raise ValueError(f"{cfg.stats}: statistics are for {feat_cfg}, but the config asks for {cfg.features};"
+                         " run the stats stage again")
+    return FeatureExtractor(feat_cfg, mean, std)
 
 
 def reject_unusable(cfg: TrainConfig, utts, name: str, d: Dist, say, targets: bool = True) -> list:
@@ -152,17 +167,14 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels (seen: LSTM training at a third of its speed)
     exp = Path(cfg.exp_dir)
-    cfg = with_learned_alphabet(cfg)                 # config.json and the checkpoints record it
+    cfg = start_config(with_learned_alphabet(cfg))   # config.json and the checkpoints record both
     if d.main:
         exp.mkdir(parents=True, exist_ok=True)
         (exp / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     say = (lambda *a: print(*a, flush=True)) if d.main else (lambda *a: None)
 
-    feat_cfg, mean, std = load_stats(cfg.stats)
-    if feat_cfg != cfg.features:
-        raise ValueError(f"{cfg.stats}: statistics are for {feat_cfg}, but the config asks for {cfg.features};"
-                         " run the stats stage again")
-    extractor = FeatureExtractor(feat_cfg, mean, std).to(device)
+    extractor = build_extractor(cfg, say).to(device)
+    feat_cfg = extractor.cfg
     if d.main:
         (exp / "rejected.jsonl").unlink(missing_ok=True)
     shards = read_train_shards(cfg, d, say) if cfg.train_shards else None
@@ -171,6 +183,9 @@ def train(cfg: TrainConfig) -> dict:
     dev_utts = reject_unusable(cfg, read_targets(cfg, cfg.dev_manifest), cfg.dev_manifest, d, say, targets=False)
     vocab = build_vocabulary(cfg, train_utts, d)
     model = AcousticModel(replace(cfg.model, n_features=feat_cfg.dim, vocab_size=len(vocab))).to(device)
+    if cfg.init_from:
+        say(initialise(model, vocab, cfg.init_from))
+    freezer = Freezer(model, cfg, d.enabled)                   # before DDP, which syncs what takes gradients
     replica = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
 
     sampler, loader = build_loader(cfg, train_utts, vocab, d, device, shards)
@@ -198,6 +213,7 @@ def train(cfg: TrainConfig) -> dict:
         with stop_on_signals(after_step.stop):
             while progress.epoch <= plan.epochs:
                 epoch, started = progress.epoch, state.elapsed
+                freezer.set_epoch(epoch)
                 sampler.set_epoch(epoch, start=progress.batch)
                 batches = iter(loader)
                 state.epoch_started()

@@ -27,6 +27,15 @@ TRAIN_DATA ?= train_manifest=$(DATA)/train.jsonl
 SHARDS   ?= $(DATA)/shards
 SHARD_MB ?= 256
 STAGES ?= prepare stats train lm tune decode score report
+# INIT: start training from a trained model (a checkpoint, or a named one: english-base) instead of from zero:
+# its model and features, this recipe's data, vocabulary and schedule (asr.finetune); INIT_EXTRA: the fine-tuning
+# settings that go with it (chosen on dev: recipes/english/RESULTS.md)
+INIT ?=
+INIT_EXTRA ?= lr=5e-4
+CALLER_DIR ?= $(CURDIR)
+INIT_MODEL = $(if $(filter /%,$(INIT)),$(INIT),$(if $(or $(findstring /,$(INIT)),$(wildcard $(CALLER_DIR)/$(INIT))),\
+               $(abspath $(CALLER_DIR)/$(INIT)),$(INIT)))
+TRAIN_INIT = $(if $(INIT),init_from=$(strip $(INIT_MODEL)) init_config=checkpoint $(INIT_EXTRA))
 .PHONY: all record $(STAGES) $(TEST_SETS:%=decode-%) $(TEST_SETS:%=score-%)
 
 # a stage's number: its place in STAGES (what STAGE / STOP_STAGE count)
@@ -60,7 +69,7 @@ stats:
 train:
 	$(call stage,$(call n,train) train: $(CONFIG) -> $(EXP),$(EXP)/.train.done,\
 	  $(ASR) train --config $(CONFIG) exp_dir=$(EXP) $(TRAIN_DATA) \
-	    dev_manifest=$(DATA)/dev.jsonl stats=$(EXP)/stats.json $(EXTRA) 2>&1 | tee $(EXP)/train.log; \
+	    dev_manifest=$(DATA)/dev.jsonl stats=$(EXP)/stats.json $(TRAIN_INIT) $(EXTRA) 2>&1 | tee $(EXP)/train.log; \
 	  test $${PIPESTATUS[0]} -eq 0)
 
 lm: $(LM_DEPS)

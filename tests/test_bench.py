@@ -70,3 +70,21 @@ def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model,
         assert rows[("greedy, ONNX", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
         assert rows[("greedy, TorchScript", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
     assert "12 utterances" in printed and "threads 1, 2" in printed
+
+
+def test_bench_peer_puts_pocketsphinx_beside_ours_on_the_same_test_set(an4_model, an4_test_utts, tmp_path, capsys):
+    """`asr bench peer`: CMU's recogniser with its own English model (a real run, not a stand-in) and ours,
+    the same references, both normalised alike."""
+    from asr.bench.peer import Pocketsphinx
+    from asr.data import write_manifest
+
+    write_manifest(tmp_path / "an4_five.jsonl", an4_test_utts[:5])
+    asr_main(["bench", "peer", "--model", str(an4_model), "--manifest", str(tmp_path / "an4_five.jsonl"),
+              "--out", str(tmp_path / "rows.json")])
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["test"], r["system"]) for r in rows] == [("an4_five", "ours, greedy"), ("an4_five", Pocketsphinx.name)]
+    assert all(r["utterances"] == 5 and r["rtf"] > 0 for r in rows)
+    assert rows[0]["wer"] < rows[1]["wer"]                     # AN4's own model beats a general one on AN4
+    said = [r.text for r in Pocketsphinx().transcribe([u.audio for u in an4_test_utts[:5]])]
+    assert all(said) and all(t == t.lower() for t in said)      # real words, in its own lower case
+    assert "pocketsphinx 5" in capsys.readouterr().out

@@ -18,10 +18,10 @@ SUBSETS = {"train-clean-100": ("train", 0, 48), "dev-clean": ("test", 0, 8), "te
            "test-other": ("test", 16, 24)}
 
 
-def librispeech_tree(root: Path, an4_dir: Path) -> dict[str, list]:
+def librispeech_tree(root: Path, an4_dir: Path, subsets: dict = SUBSETS) -> dict[str, list]:
     """Real AN4 utterances as LibriSpeech subsets: FLAC files and one trans.txt per speaker's chapter."""
     made = {}
-    for subset, (split, a, b) in SUBSETS.items():
+    for subset, (split, a, b) in subsets.items():
         utts = read_split(an4_dir, split)[a:b]
         chapters: dict[Path, list[str]] = {}
         speakers = {s: 100 + k for k, s in enumerate(sorted({u.speaker for u in utts}))}
@@ -98,3 +98,30 @@ def test_lm_stage_takes_a_published_arpa_or_lm_text(recipe_run, tmp_path):
               "--out", str(tmp_path / "text")])
     assert "ZEBRA" in (tmp_path / "text" / "lexicon.txt").read_text()
     assert "ZEBRA" not in (data / "lm" / "lexicon.txt").read_text()
+
+
+@pytest.mark.parametrize("subsets, test_sets", [
+    ({"train-clean-5": ("train", 0, 96)}, ["test"]),                        # mini LibriSpeech: no dev, no test
+    ({k: v for k, v in SUBSETS.items() if k != "test-other"}, ["test-clean"]),   # no test-other
+])
+def test_a_folder_with_only_some_subsets_runs_to_the_end(tmp_path, an4_dir, subsets, test_sets):
+    """Recipes score the test sets there are; without a dev or a test subset, whole speakers of the training
+    ones are held out for them."""
+    made = librispeech_tree(tmp_path / "corpus", an4_dir, subsets)
+    data = tmp_path / "data"
+    run = subprocess.run(["make", "-C", str(ROOT / "recipes" / "librispeech"), "all",
+                          f"LIBRISPEECH_DIR={tmp_path / 'corpus' / 'LibriSpeech'}", f"DATA={data}",
+                          "CONFIG=conf/smoke.yaml", "SHARD_MB=0.1", f"RESULTS={tmp_path / 'RESULTS.md'}",
+                          f"ASR={sys.executable} -m asr"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    scored = re.findall(r"^stage 8 score: (\S+) WER", run.stdout, re.M)
+    assert scored == test_sets and "stage 9 report" in run.stdout
+    train, dev = read_manifest(data / "train.jsonl"), read_manifest(data / "dev.jsonl")
+    if "train-clean-5" in subsets:
+        test = read_manifest(data / "test.jsonl")
+        assert len(train) + len(dev) + len(test) == len(made["train-clean-5"])
+        speakers = [{u.speaker for u in us} for us in (train, dev, test)]
+        assert all(speakers) and not (speakers[0] & speakers[1] or speakers[0] & speakers[2])   # whole speakers
+    else:
+        assert len(dev) == len(made["dev-clean"]) and not (data / "test-other.jsonl").exists()

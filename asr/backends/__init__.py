@@ -32,8 +32,10 @@ def _subclasses(cls: type) -> list[type]:
 
 
 def load_backend(path: str | Path, device: str | torch.device = "cpu") -> Backend:
-    """The backend for the model file at `path`, loaded."""
-    path = Path(path)
+    """The backend for the model file at `path` (or a shipped model's name, asr.models), loaded."""
+    from ..models import model_file
+
+    path = model_file(path)
     backend = next(cls for cls in backends() if cls.accepts(path))
     return backend.load(path, device)
 

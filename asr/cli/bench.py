@@ -5,13 +5,23 @@
     asr bench decode --model M --manifest T        RTF of every backend and export, greedy and LM beam
     asr bench stream --model M --manifest T        streaming WER, word latency and RTF
     asr bench serve --model M --manifest T         the server under N concurrent clients: latency, throughput
+    asr bench peer --model M --manifest T ...      ours beside pocketsphinx's English model: %WER, %CER, RTF
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .args import add_config_args, add_decoding_args, chunking_options, decoding_options, given, train_config
+from .args import (
+    add_config_args,
+    add_decoding_args,
+    add_model_args,
+    chunking_options,
+    decoding_options,
+    given,
+    load_transcriber,
+    train_config,
+)
 
 
 def _ints(value: str) -> list[int]:
@@ -84,6 +94,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_bench_serve)
 
+    p = bench.add_parser("peer", help="ours beside CMU pocketsphinx's general English model on the same test sets: "
+                                      "%%WER, %%CER, real-time factor")
+    add_model_args(p)
+    p.add_argument("--manifest", action="append", required=True, help="a test set, named after its file (repeat)")
+    p.add_argument("--limit", type=int, help="only the first N utterances of each")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    add_decoding_args(p)
+    p.set_defaults(func=cmd_bench_peer)
+
 
 def _write(path: str | None, rows) -> None:
     if path:
@@ -148,4 +167,20 @@ def cmd_bench_serve(args) -> None:
     rows = bench_serve(args.model, [u.audio for u in utts], threads=args.model_threads, workers=args.model_workers,
                        keepalive=args.keepalive, **options)
     print(format_serve_table(rows))
+    _write(args.out, rows)
+
+
+def cmd_bench_peer(args) -> None:
+    from ..bench.peer import PEER_HEADER, Pocketsphinx, bench_peer
+    from ..data import read_manifest
+    from ..decode import DecodingOptions
+
+    ours = load_transcriber(args)
+    systems = {"ours, greedy": load_transcriber(args, DecodingOptions())}
+    if ours.options.method == "beam":
+        systems[f"ours, {ours.options.label}"] = ours
+    systems[Pocketsphinx.name] = Pocketsphinx()
+    test_sets = {Path(m).stem: read_manifest(m)[:args.limit or None] for m in args.manifest}
+    print(PEER_HEADER)
+    rows = bench_peer(systems, test_sets)
     _write(args.out, rows)

@@ -13,6 +13,7 @@ registry is what `asr prepare <name>` offers. A new corpus is one new module her
     nemo.py              NeMo manifests, both ways
     lhotse_manifests.py  lhotse CutSets, or recordings + supervisions
     commonvoice.py       Mozilla Common Voice, any locale, as published
+    english.py           every English corpus at hand as one training set (recipes/english)
 """
 from __future__ import annotations
 

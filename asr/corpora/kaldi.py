@@ -14,6 +14,7 @@ those pipes back to their files; other command pipes are refused.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -24,11 +25,12 @@ from .base import Corpus, normalised, register, write_splits
 
 
 def _table(path: Path) -> dict[str, str]:
+    """`<id> <value>` lines: the id ends at the first white space, a space or a tab (speechocean762's text)."""
     table = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        key, _, value = line.strip().partition(" ")
+        key, value = (line.strip().split(maxsplit=1) + [""])[:2]
         if key in table:
             raise ValueError(f"{path}:{lineno}: id {key} appears twice")
         table[key] = value.strip()
@@ -49,8 +51,7 @@ def import_kaldi(data_dir: str | Path) -> list[Utterance]:
     speakers = _table(d / "utt2spk") if (d / "utt2spk").exists() else {}
     segments = _segments(d / "segments") if (d / "segments").exists() else None
     for key, audio in wavs.items():
-        if audio.endswith("|"):
-            wavs[key] = _pipe_source(audio, f"{d / 'wav.scp'}: {key}")
+        wavs[key] = _located(_pipe_source(audio, f"{d / 'wav.scp'}: {key}") if audio.endswith("|") else audio, d)
     uniq = _table(d / "utt2uniq") if (d / "utt2uniq").exists() else {}
     if len(set(uniq.values())) < len(uniq):     # Kaldi's perturbed copies share one: not ids of their own
         uniq = {}
@@ -83,6 +84,17 @@ def import_kaldi(data_dir: str | Path) -> list[Utterance]:
         utts.append(Utterance(uniq.get(uid, uid), wavs[rec], round(end - start, 3), texts[uid],
                               speakers.get(uid, ""), start, end))
     return sorted(utts, key=lambda u: u.id)
+
+
+def _located(audio: str, data_dir: Path) -> str:
+    """A wav.scp path as a path from here: relative ones are relative to where the Kaldi recipe runs, the folder
+    holding data/ (speechocean762: WAVE/... beside train/), so they are looked for from here, then from the data
+    dir and the folders above it."""
+    if os.path.isabs(audio) or "://" in audio or Path(audio).exists():
+        return audio
+    found = next((base / audio for base in (data_dir, data_dir.parent, data_dir.parent.parent)
+                  if (base / audio).exists()), None)
+    return str(found) if found is not None else audio
 
 
 # The pipes Kaldi recipes put in wav.scp for audio its binaries cannot read (they read RIFF WAV only).

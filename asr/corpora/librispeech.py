@@ -12,9 +12,9 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from ..data import Utterance
+from ..data import Utterance, read_manifest, write_manifest
 from ..text import TextConfig, normalize_text
-from .base import Corpus, fetch, register, utterance, write_splits
+from .base import Corpus, fetch, hold_out, register, utterance, write_splits
 
 LIBRISPEECH_URL = "https://www.openslr.org/resources/12/{subset}.tar.gz"   # OpenSLR SLR12
 LJSPEECH_URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
@@ -90,22 +90,40 @@ def read_ljspeech(corpus_dir: str | Path, text: TextConfig = TextConfig()) -> li
 
 
 TRAIN_SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500")   # 100 h, +360 h = 460 h, +500 h = 960 h
-DEV_SUBSET = "dev-clean"                                                  # where the recipe selects
+DEV_SUBSETS = ("dev-clean", "dev-other")                                   # the recipe selects on the first there
+TEST_SUBSETS = ("test-clean", "test-other")                                # each scored on its own
 
 
 def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path,
                         text: TextConfig = TextConfig()) -> dict[str, Path]:
-    """One manifest per subset folder found in `corpus_dir` (a LibriSpeech/ dir), named after it, and
-    the recipe's two: train.jsonl (every train-* subset there, together) and dev.jsonl (dev-clean)."""
+    """One manifest per subset folder found in `corpus_dir` (a LibriSpeech/ dir), named after it, and the
+    recipe's: train.jsonl (every train-* subset there, together: train-clean-100, or mini LibriSpeech's
+    train-clean-5), dev.jsonl (dev-clean, else dev-other) and the test subsets there. A dir without a dev or
+    without a test subset has whole speakers of its training subsets held out for them (asr.corpora.base.hold_out:
+    dev.jsonl, test.jsonl), so that a folder holding train-clean-5 alone is a recipe too."""
     corpus, out = Path(corpus_dir), Path(out_dir)
     subsets = sorted(p for p in corpus.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
     if not subsets:
         raise FileNotFoundError(f"{corpus}: no LibriSpeech subset folders (train-clean-100/, dev-clean/...)")
     paths = write_splits({s.name: read_librispeech(s, text) for s in subsets}, out, text)
-    train = [paths[name] for name in TRAIN_SUBSETS if name in paths]
-    if train and DEV_SUBSET in paths:            # already checked: joined as written, not screened again
-        paths["train"], paths["dev"] = _join(train, out / "train.jsonl"), _join([paths[DEV_SUBSET]], out / "dev.jsonl")
-    return paths
+    train = [paths[name] for name in sorted(paths) if name.startswith("train-")]
+    dev = next((paths[name] for name in DEV_SUBSETS if name in paths), None)
+    tests = [name for name in TEST_SUBSETS if name in paths]
+    if not train:
+        return paths
+    if dev is not None and tests:           # already checked: joined as written, not screened again
+        return {**paths, "train": _join(train, out / "train.jsonl"), "dev": _join([dev], out / "dev.jsonl")}
+    held = hold_out([u for m in train for u in read_manifest(m)])
+    kept = held["train"] + (held["dev"] if dev is not None else []) + (held["test"] if tests else [])
+    write_manifest(out / "train.jsonl", kept)
+    found = {**paths, "train": out / "train.jsonl", "dev": _join([dev], out / "dev.jsonl") if dev is not None else None}
+    if dev is None:
+        write_manifest(out / "dev.jsonl", held["dev"])
+        found["dev"] = out / "dev.jsonl"
+    if not tests:
+        write_manifest(out / "test.jsonl", held["test"])
+        found["test"] = out / "test.jsonl"
+    return found
 
 
 def _join(manifests: list[Path], path: Path) -> Path:
