@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
+from .hotwords import Trie, biased_lm, fit, parse_hotwords
 from .lm import lm_file, read_lexicon_words, write_lexicon
 from .text import BPEVocabulary, Vocabulary
 from .transcripts import Word
@@ -32,12 +34,24 @@ class DecodingOptions:
     lm_weight: float = 1.0          # LM log-prob scale (beam)
     word_score: float = 0.0         # added per word: > 0 favours more words (beam)
     threads: int = 0                # beam-search threads (0: one per CPU core)
+    hotwords: tuple[str, ...] = ()  # words / phrases to favour, `PHRASE` or `PHRASE:BOOST` (asr.hotwords; beam)
+    nbest: int = 1                  # alternatives per transcript, best first (beam)
 
     def __post_init__(self):
         if self.method not in ("greedy", "beam"):
             raise ValueError(f"decoding method must be 'greedy' or 'beam', not {self.method!r}")
         if self.lm and not self.lexicon:
             raise ValueError("a word LM needs a lexicon (asr lm writes both)")
+        if self.nbest < 1:
+            raise ValueError(f"nbest must be at least 1, not {self.nbest}")
+        if isinstance(self.hotwords, (list, str)):         # from JSON, or one phrase
+            object.__setattr__(self, "hotwords", (self.hotwords,) if isinstance(self.hotwords, str)
+                               else tuple(self.hotwords))
+
+    @property
+    def searches(self) -> bool:
+        """Whether decoding is a beam search: asked for, or needed by hotwords or n-best lists."""
+        return self.method == "beam" or bool(self.hotwords) or self.nbest > 1
 
     @property
     def label(self) -> str:
@@ -101,10 +115,11 @@ def decoding_options(decoding: str | Path | None = None, lm_dir: str | Path | No
 @dataclass(frozen=True)
 class TokenPath:
     """One utterance's decoded token ids (no blanks, repeats merged) and the frame emitting each, and,
-    from lexicon beam search, the words the decoder chose."""
+    from lexicon beam search, the words the decoder chose and its score."""
     ids: list[int]
     frames: list[int]
     words: tuple[str, ...] | None = None
+    score: float = 0.0
 
 
 def greedy_paths(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[TokenPath]:
@@ -142,6 +157,12 @@ class BeamSearch:
         self.vocab = vocab
         self.tokens = vocab.decoder_tokens
         self._tmp = None
+        fitted = [(h, fit(" ".join(h.words), vocab_chars(vocab))) for h in parse_hotwords(options.hotwords)]
+        self.hotwords = [replace(h, words=tuple(f.split())) for h, f in fitted if f]
+        self.dropped = [" ".join(h.words) for h, f in fitted if not f]        # outside the model's characters
+        if self.dropped:
+            print(f"hotwords left out: {', '.join(map(repr, self.dropped))}: characters this model cannot write",
+                  file=sys.stderr, flush=True)
         if options.lexicon and respell:
             options = replace(options, lexicon=self._respell(options.lexicon))
         self.options = options
@@ -157,7 +178,8 @@ class BeamSearch:
         import tempfile
 
         words = []
-        for w in read_lexicon_words(lexicon):
+        listed = read_lexicon_words(lexicon)
+        for w in [*listed, *sorted({w for h in self.hotwords for w in h.words} - set(listed))]:   # hotwords too
             try:
                 self.vocab.spell(w)
                 words.append(w)
@@ -179,12 +201,37 @@ class BeamSearch:
         if key not in self._decoders:
             o = self.options
             self._decoders[key] = ctc_decoder(
-                lexicon=o.lexicon, tokens=self.tokens, lm=o.lm, nbest=1, beam_size=o.beam_size,
+                lexicon=o.lexicon, tokens=self.tokens, lm=self._lm(), nbest=o.nbest, beam_size=o.beam_size,
                 beam_threshold=o.beam_threshold, lm_weight=o.lm_weight, word_score=o.word_score,
                 blank_token=self.tokens[0], sil_token=self.vocab.boundary_token or self.tokens[1], unk_word="<unk>")
         return self._decoders[key]
 
-    def _one(self, emissions: torch.Tensor) -> TokenPath:
+    def _lm(self):
+        """What scores the search's steps: the KenLM file, or with hotwords that (or nothing) with their bonuses."""
+        if not self.hotwords:
+            return self.options.lm
+        from flashlight.lib.text.decoder import ZeroLM
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import create_word_dict, load_words
+
+        trie = Trie()
+        if self.options.lexicon:                           # steps are words: the lexicon's word dictionary
+            words = create_word_dict(load_words(self.options.lexicon))
+            inner = KenLM(self.options.lm, words) if self.options.lm else ZeroLM()
+            for h in self.hotwords:
+                trie.add([words.get_index(w) for w in h.words], [h.boost] * len(h.words))
+        else:                                              # steps are tokens: the word's boost spread over them
+            inner = ZeroLM()
+            for h in self.hotwords:
+                units, bonuses = [], []
+                for w in h.words:
+                    spelled = [self.tokens.index(s) for s in self.vocab.spell(w).split()]
+                    units += spelled
+                    bonuses += [h.boost / len(spelled)] * len(spelled)
+                trie.add(units, bonuses)
+        return biased_lm(inner, trie)
+
+    def _one(self, emissions: torch.Tensor) -> list[TokenPath]:
         n = emissions.shape[0]
         if self.options.lexicon and self.vocab.boundary_token:
             # character lexicon spellings end in a word boundary the model never emits after the last word:
@@ -193,18 +240,22 @@ class BeamSearch:
             boundary[0, self.tokens.index(self.vocab.boundary_token)] = 0.0
             emissions = torch.cat([emissions, boundary])                  # (T + 1, V)
         hyps = self._decoder()(emissions[None])[0]                    # (1, T, V) -> n-best list
-        if not hyps:
-            return TokenPath([], [])
-        h = hyps[0]
         # flashlight's path has T + 2 steps: a virtual start and end around the T frames. Without a word
         # boundary token (BPE), the decoder's silence is <unk>, which it may place between words: not ours.
         sil = None if self.vocab.boundary_token else 1
-        kept = [(i, t - 1) for i, t in zip(h.tokens.tolist(), h.timesteps.tolist()) if 0 < t <= n and i != sil]
-        words = tuple(h.words) if self.options.lexicon else None
-        return TokenPath([i for i, _ in kept], [t for _, t in kept], words)
+        paths = []
+        for h in hyps:
+            kept = [(i, t - 1) for i, t in zip(h.tokens.tolist(), h.timesteps.tolist()) if 0 < t <= n and i != sil]
+            words = tuple(h.words) if self.options.lexicon else None
+            paths.append(TokenPath([i for i, _ in kept], [t for _, t in kept], words, float(h.score)))
+        return paths or [TokenPath([], [])]
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[TokenPath]:
         """(N, T, V) log-probs + (N,) lengths -> one TokenPath per utterance, decoded in parallel threads."""
+        return [paths[0] for paths in self.nbest(log_probs, lengths)]
+
+    def nbest(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[TokenPath]]:
+        """(N, T, V) log-probs + (N,) lengths -> per utterance its options.nbest best paths, best first."""
         emissions = [log_probs[i, :n].float().cpu().contiguous() for i, n in enumerate(lengths.tolist())]
         if self.threads == 1 or len(emissions) < 2 * self.threads:
             return [self._one(e) for e in emissions]
@@ -228,7 +279,7 @@ def _init_worker(options: DecodingOptions, vocab: Vocabulary | BPEVocabulary) ->
     _WORKER = BeamSearch(replace(options, threads=1), vocab, respell=False)  # options hold the respelled lexicon
 
 
-def _decode_in_worker(emissions) -> TokenPath:
+def _decode_in_worker(emissions) -> list[TokenPath]:
     return _WORKER._one(torch.from_numpy(emissions))
 
 
@@ -256,3 +307,9 @@ def words_of(path: TokenPath, log_probs: torch.Tensor, vocab: Vocabulary | BPEVo
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary | BPEVocabulary) -> list[str]:
     """(N, T, V) log-probs + (N,) lengths -> N transcripts with single spaces, no edge spaces."""
     return [vocab.separator.join(vocab.decode(p.ids).split()) for p in greedy_paths(log_probs, lengths)]
+
+
+def vocab_chars(vocab: Vocabulary | BPEVocabulary) -> set[str]:
+    """The characters a vocabulary can write (a BPE vocabulary's pieces' characters, '▁' read as a space)."""
+    chars = vocab.chars if isinstance(vocab, Vocabulary) else [c for t in vocab.tokens[1:] for c in t]
+    return {" " if c == "\u2581" else c for c in chars} | {" "}

@@ -53,9 +53,10 @@ class EpochPlan:
         self.follow(progress or Progress())
 
     def follow(self, progress) -> None:
-        """Plan in `progress` (a restored run's, say): its epochs if it has planned, else cfg.epochs."""
+        """Plan in `progress` (a restored run's, say): with a time budget its epochs if it has planned, else
+        cfg.epochs (so a run resumed with other epochs follows them, the cosine decay with it)."""
         self.progress = progress
-        progress.epochs = progress.epochs or self.cfg.epochs
+        progress.epochs = (progress.epochs if self.cfg.time_budget else 0) or self.cfg.epochs
 
     @property
     def epochs(self) -> int:

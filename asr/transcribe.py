@@ -21,8 +21,11 @@ from .audio import AudioError, AudioInput, load_audio, split_at_pauses
 from .backends import Backend, load_backend
 from .data import length_batches, pad_waves
 from .decode import BeamSearch, DecodingOptions, TokenPath, greedy_paths, words_of
-from .stream import StreamingTranscriber
-from .transcripts import Transcript, Word
+from .stream import STREAM_MODES, EndpointRules, RedecodingTranscriber, StreamingTranscriber
+from .transcripts import Alternative, Transcript, Word
+from .vad import VadOptions, speech_regions
+
+VAD_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,17 @@ class ChunkingOptions:
     chunk_seconds: float = 30.0     # longer inputs are cut at pauses, then into overlapping chunks of this length
     chunk_overlap: float = 2.0      # seconds of context on each side of a chunk, discarded after the forward pass
     min_pause: float = 0.3          # long inputs are first cut at pauses at least this long (seconds)
+    vad: str = "auto"               # where speech is (asr.vad): on | off | auto: for inputs longer than chunk_seconds,
+    #                                 whose non-speech is then not decoded at all (else energy pauses cut them)
+    vad_min_gap: float = 2.0        # with vad: non-speech this long (seconds) is left out; shorter pauses cut in their
+    #                                 middle, as without (recipes/an4/RESULTS.md, "Steering at run time")
 
     def __post_init__(self):
         if self.chunk_seconds <= 2 * self.chunk_overlap:
             raise ValueError(f"chunk_seconds ({self.chunk_seconds}) must exceed twice chunk_overlap "
                              f"({self.chunk_overlap})")
+        if self.vad not in VAD_MODES:
+            raise ValueError(f"vad must be one of {', '.join(VAD_MODES)}, not {self.vad!r}")
 
 
 class Transcriber:
@@ -58,7 +67,7 @@ class Transcriber:
     @options.setter
     def options(self, options: DecodingOptions) -> None:
         self._options = options
-        self._beam = BeamSearch(options, self.vocab) if options.method == "beam" else None
+        self._beam = BeamSearch(options, self.vocab) if options.searches else None
 
     def with_options(self, **changes) -> Transcriber:
         """The same model with some options changed: decoding ones (method="beam", lm=...) or chunking
@@ -71,9 +80,17 @@ class Transcriber:
         return Transcriber(self.backend, replace(self.options, **decoding),
                            replace(self.chunking, **{k: v for k, v in changes.items() if k in chunking}))
 
-    def stream(self) -> StreamingTranscriber:
-        """A StreamingTranscriber (asr.stream) for this unidirectional model: feed chunks, read partials."""
-        return StreamingTranscriber(self)
+    def stream(self, mode: str = "auto", endpoints: EndpointRules | None = EndpointRules(),
+               every: float = 1.0) -> StreamingTranscriber | RedecodingTranscriber:
+        """A stream (asr.stream): feed chunks, read partials and each utterance's final. Mode "frames" (a
+        unidirectional model: frame by frame, as exact as an offline pass), "redecode" (any model: the utterance
+        so far decoded again every `every` seconds) or "auto" (frames where the model can). `endpoints`: the
+        rules that end utterances on silence (None: one utterance, ended by finish())."""
+        if mode not in STREAM_MODES:
+            raise ValueError(f"stream mode must be one of {', '.join(STREAM_MODES)}, not {mode!r}")
+        if mode == "frames" or (mode == "auto" and self.backend.streams):
+            return StreamingTranscriber(self, endpoints)
+        return RedecodingTranscriber(self, endpoints, every)
 
     def transcribe(self, audio: AudioInput | list[AudioInput], errors: str = "raise") -> Transcript | list[Transcript]:
         """One input -> one Transcript; a list -> a list, decoded in length-sorted batches.
@@ -104,27 +121,39 @@ class Transcriber:
 
     def _decode_inputs(self, inputs: list[AudioInput], waves: list[torch.Tensor]) -> list[Transcript]:
         pieces, owner, offset = self._segments(waves)
-        results: list[list[Word]] = [[] for _ in pieces]
+        results: list[tuple] = [([], ()) for _ in pieces]
         groups = self._groups(pieces)
         for group in tqdm(groups, desc="decoding", unit="batch", leave=False,
                           disable=len(groups) < 4 or not sys.stderr.isatty()):
-            for i, words in zip(group, self.decode_waves([pieces[i] for i in group])):
-                results[i] = words
+            for i, decoded in zip(group, self.decode_waves([pieces[i] for i in group])):
+                results[i] = decoded
         words: list[list[Word]] = [[] for _ in waves]
-        for k, ws in enumerate(results):                                   # segments back into their inputs
+        alternatives: list[tuple] = [() for _ in waves]
+        for k, (ws, alts) in enumerate(results):                           # segments back into their inputs
             shift = offset[k] / self.sample_rate
             words[owner[k]] += [replace(w, start=w.start + shift, end=w.end + shift) for w in ws]
+            alternatives[owner[k]] = alts if owner.count(owner[k]) == 1 else ()   # n-best of an input in one piece
         return [Transcript(self.vocab.separator.join(w.text for w in ws), wave.shape[0] / self.sample_rate,
-                           str(a) if isinstance(a, (str, Path)) else None, tuple(ws))
-                for ws, wave, a in zip(words, waves, inputs)]
+                           str(a) if isinstance(a, (str, Path)) else None, tuple(ws), alternatives=alts)
+                for ws, alts, wave, a in zip(words, alternatives, waves, inputs)]
 
     def _segments(self, waves: list[torch.Tensor]):
-        """Inputs longer than chunk_seconds are cut at their pauses, so each stretch of speech is decoded
-        as the model was trained: alone. Returns the pieces, each one's input and start sample."""
+        """Inputs longer than chunk_seconds are cut at the edges of their speech (VAD: non-speech of vad_min_gap
+        seconds or more is not decoded) and at their pauses, so each stretch of speech is decoded as the model
+        was trained: alone; with vad "on", every input's speech alone is. Returns the pieces, each one's input and
+        start sample."""
         pieces, owner, offset = [], [], []
         for i, wave in enumerate(waves):
-            spans = ([(0, wave.shape[0])] if wave.shape[0] <= self.chunking.chunk_seconds * self.sample_rate
-                     else split_at_pauses(wave, self.sample_rate, self.chunking.min_pause))
+            long = wave.shape[0] > self.chunking.chunk_seconds * self.sample_rate
+            if self.chunking.vad == "on" or (self.chunking.vad == "auto" and long):
+                regions = speech_regions(wave, self.sample_rate, self.chunking.vad_min_gap,
+                                         VadOptions(min_silence=self.chunking.min_pause))
+                spans = [(a + x, a + y) for a, b in regions
+                         for x, y in split_at_pauses(wave[a:b], self.sample_rate, self.chunking.min_pause)]
+            elif long:
+                spans = split_at_pauses(wave, self.sample_rate, self.chunking.min_pause)
+            else:
+                spans = [(0, wave.shape[0])]
             for a, b in spans:
                 pieces.append(wave[a:b])
                 owner.append(i)
@@ -185,12 +214,23 @@ class Transcriber:
         joined = torch.cat(pieces)                                          # (T', V)
         return joined[None], torch.tensor([joined.shape[0]])
 
-    def decode_waves(self, waves: list[torch.Tensor]) -> list[list[Word]]:
-        """List of (S_i,) samples -> per input its words (with times and confidences)."""
+    def decode_waves(self, waves: list[torch.Tensor]) -> list[tuple[list[Word], tuple[Alternative, ...]]]:
+        """List of (S_i,) samples -> per input its words (with times and confidences) and, with nbest > 1, its
+        n best alternatives (the first is the words')."""
         log_probs, lengths = self.log_probs(waves)
-        paths: list[TokenPath] = (self._beam(log_probs, lengths) if self._beam is not None
-                                  else greedy_paths(log_probs, lengths))
-        return [words_of(p, log_probs[i, :lengths[i]], self.vocab, self.frame_seconds) for i, p in enumerate(paths)]
+        nbest: list[list[TokenPath]] = (self._beam.nbest(log_probs, lengths) if self._beam is not None
+                                        else [[p] for p in greedy_paths(log_probs, lengths)])
+        out = []
+        for i, paths in enumerate(nbest):
+            lp = log_probs[i, :lengths[i]]
+            texts = [self.vocab.separator.join(w.text for w in words_of(p, lp, self.vocab, self.frame_seconds))
+                     for p in paths] if len(paths) > 1 else []
+            best = {}                                      # paths that spell the same text: the text once, its best
+            for text, path in zip(texts, paths):
+                best.setdefault(text, path.score)
+            out.append((words_of(paths[0], lp, self.vocab, self.frame_seconds),
+                        tuple(Alternative(text, score) for text, score in best.items())))
+        return out
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", options: DecodingOptions = DecodingOptions(),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")       # one file per input (whisper's set)
@@ -35,6 +35,13 @@ class Word:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One of a transcript's n best (DecodingOptions.nbest): its text and the beam search's score for it."""
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Transcript:
     """What transcribing one input gives (`load_model(...).transcribe(...)`)."""
     text: str
@@ -42,6 +49,7 @@ class Transcript:
     path: str | None = None         # the file, when the input was one
     words: tuple[Word, ...] = ()    # each with start, end (seconds) and confidence
     error: str | None = None        # why the input could not be transcribed (transcribe(..., errors="keep"))
+    alternatives: tuple[Alternative, ...] = ()   # with nbest > 1: the n best, best (.text) first
 
 
 # -- one file per transcribed input
@@ -93,10 +101,64 @@ def format_tsv(words: Iterable[Word], separator: str = " ", **cue_options) -> st
                                           for c in subtitle_cues(words, **cue_options))
 
 
+def with_digits(result: Transcript, language: str) -> Transcript:
+    """The transcript with spelled numbers written as digits ("TWENTY THREE" -> "23"), by text2num's rules for
+    `language` (en, fr, es, pt, de, it, nl, ...): for subtitles and display, never before scoring. Each number
+    becomes one word spanning the times of the words it was spelled in; other words stay as they are."""
+    from difflib import SequenceMatcher
+
+    from text_to_num import alpha2digit
+
+    words = list(result.words) or [Word(w, 0.0, 0.0, 1.0) for w in result.text.split()]
+    if not words:
+        return result
+    try:
+        out = alpha2digit(" ".join(w.text.lower() for w in words), language).split()
+    except ValueError as e:
+        raise ValueError(f"digits: text2num cannot read numbers in language {language!r} ({e})") from None
+    merged: list[Word] = []
+    for op, i1, i2, j1, j2 in SequenceMatcher(None, [w.text.lower() for w in words], out, autojunk=False).get_opcodes():
+        if op == "equal":
+            merged += words[i1:i2]
+        elif i2 > i1 and j2 > j1:          # words spelled out -> the digits, each number one word over its span
+            merged += _numbers(words[i1:i2], out[j1:j2], language)
+        else:
+            merged += words[i1:i2]
+    return replace(result, text=separator_of(result).join(w.text for w in merged),
+                   words=tuple(merged) if result.words else ())
+
+
+def _numbers(words: list[Word], digits: list[str], language: str) -> list[Word]:
+    """Spelled words -> the numbers text2num wrote for them, each a Word over the words it read (the longest run
+    that reads as it); all of them one Word where they cannot be told apart."""
+    from text_to_num import alpha2digit
+
+    def span(run: list[Word], text: str) -> Word:
+        return Word(text, run[0].start, run[-1].end, min(w.confidence for w in run))
+
+    out, i = [], 0
+    for k, number in enumerate(digits):
+        ends = [j for j in range(len(words), i, -1)
+                if alpha2digit(" ".join(w.text.lower() for w in words[i:j]), language, threshold=0).split() == [number]]
+        if not ends or (k == len(digits) - 1 and ends[0] != len(words)):
+            return [span(words, " ".join(digits))]
+        out.append(span(words[i:ends[0]], number))
+        i = ends[0]
+    return out if i == len(words) else [span(words, " ".join(digits))]
+
+
 def transcript_json(result: Transcript) -> dict:
     """A Transcript as the json form holds it: path, text, duration, words with times (to 10 ms)."""
-    return {"path": result.path, "text": result.text, "duration": round(result.duration, 3),
-            "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)} for w in result.words]}
+    out = {"path": result.path, "text": result.text, "duration": round(result.duration, 3),
+           "words": [{**asdict(w), "start": round(w.start, 2), "end": round(w.end, 2)} for w in result.words]}
+    if result.alternatives:
+        out["alternatives"] = alternatives_json(result)
+    return out
+
+
+def alternatives_json(result: Transcript) -> list[dict]:
+    """A transcript's n best as JSON holds them (ours and the server's verbose_json): text and score."""
+    return [{"text": a.text, "score": round(a.score, 3)} for a in result.alternatives]
 
 
 _RENDER = {"txt": lambda r: r.text + "\n",

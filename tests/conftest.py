@@ -100,6 +100,31 @@ def overfit_model(tmp_path_factory, five_utts):
 
 
 @pytest.fixture(scope="session")
+def stream_model(tmp_path_factory, five_utts) -> Path:
+    """A unidirectional GRU with 2 frames of lookahead trained (for real, 300 epochs) on the five AN4 utterances
+    until it transcribes them: a streaming model whose output on them means something. Trained once per run."""
+    from filelock import FileLock
+
+    from asr.cli import main as asr_main
+    from asr.model import ModelConfig
+    from asr.train import TrainConfig, train
+
+    exp = shared_dir(tmp_path_factory) / "stream_model"
+    with FileLock(str(exp) + ".lock"):
+        if not (exp / "best.pt").exists():
+            exp.mkdir()
+            manifest, stats = exp / "five.jsonl", exp / "stats.json"
+            write_manifest(manifest, five_utts)
+            asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+            train(TrainConfig(exp_dir=str(exp), train_manifest=str(manifest), dev_manifest=str(manifest),
+                              stats=str(stats), epochs=300, lr=4e-3, batch_frames=300, final_lr=0.1,
+                              spec_augment=False, threads=1, tensorboard=False,   # unpacked is exact unidirectionally
+                              model=ModelConfig(conv_channels=96, hidden=128, layers=2, dropout=0.0,
+                                                bidirectional=False, lookahead=2)))
+        return exp / "best.pt"
+
+
+@pytest.fixture(scope="session")
 def vctk_six(tmp_path_factory):
     """Six short VCTK p239 sentences (real speech, 1.5-3 s), a manifest of them and its statistics."""
     from asr.cli import main as asr_main

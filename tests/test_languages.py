@@ -291,7 +291,7 @@ def test_the_page_shows_right_to_left_text_the_right_way_round(persian, tmp_path
     import shutil
     import subprocess
 
-    from test_serve import running
+    from test_serve import page_value, running
 
     from asr.serve import Server
 
@@ -299,49 +299,19 @@ def test_the_page_shows_right_to_left_text_the_right_way_round(persian, tmp_path
     if browser is None:
         pytest.skip("chromium is not installed (make install installs it)")
     _, _, model = persian
-    check = ("(() => Object.fromEntries(['file-text', 'final', 'transcript'].map(id => {{"
+    check = ("document.getElementById('model').textContent === '…' ? null : "
+             "Object.fromEntries(['file-text', 'final', 'partial'].map(id => {{"
              "const e = document.getElementById(id); e.textContent = {text!r};"
-             "return [id, getComputedStyle(e).direction]; }})))()")
+             "return [id, getComputedStyle(e).direction]; }}))")
     with running(Server(model)) as url:
         log = tmp_path / "chromium.log"
         chrome = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
                                    f"--user-data-dir={tmp_path / 'profile'}", "about:blank"], stderr=log.open("w"))
         try:
-            persian_dirs = evaluate(chrome, log, url + "/", check.format(text="سلام دنیا"))
-            english_dirs = evaluate(chrome, log, url + "/", check.format(text="HELLO WORLD"))
+            persian_dirs = page_value(chrome, log, url + "/", check.format(text="سلام دنیا"), 30)
+            english_dirs = page_value(chrome, log, url + "/", check.format(text="HELLO WORLD"), 30)
         finally:
             chrome.kill()
             chrome.wait()
-    assert persian_dirs == {"file-text": "rtl", "final": "rtl", "transcript": "rtl"}
-    assert english_dirs == {"file-text": "ltr", "final": "ltr", "transcript": "ltr"}
-
-
-def evaluate(chrome, log: Path, url: str, expression: str, timeout: float = 30.0):
-    """The value of `expression` in a new tab of a running Chromium (DevTools protocol) once `url` has loaded."""
-    import re
-    import time
-    import urllib.request
-
-    from websockets.sync.client import connect
-
-    port, started = None, time.monotonic()
-    while port is None:
-        assert chrome.poll() is None and time.monotonic() - started < timeout, log.read_text()[-2000:]
-        port = (m := re.search(r"DevTools listening on ws://[^:/]+:(\d+)/", log.read_text())) and m.group(1)
-        time.sleep(0.1)
-    new = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?{url}", method="PUT")
-    with urllib.request.urlopen(new, timeout=10) as r:
-        target = json.loads(r.read())["webSocketDebuggerUrl"]
-    ready = "document.readyState === 'complete' && document.getElementById('model').textContent !== '…'"
-    with connect(target, max_size=None) as ws:
-        for k in range(1, 1000):
-            ws.send(json.dumps({"id": k, "method": "Runtime.evaluate",
-                                "params": {"expression": f"({ready}) ? {expression} : null", "returnByValue": True}}))
-            while (reply := json.loads(ws.recv(timeout=10))).get("id") != k:
-                pass
-            value = reply.get("result", {}).get("result", {}).get("value")
-            if value is not None:
-                return value
-            assert time.monotonic() - started < timeout, "the page did not load in time"
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
+    assert persian_dirs == {"file-text": "rtl", "final": "rtl", "partial": "rtl"}
+    assert english_dirs == {"file-text": "ltr", "final": "ltr", "partial": "ltr"}

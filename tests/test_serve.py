@@ -114,7 +114,7 @@ def test_openai_client_every_response_format(client, an4_transcriber, an4_test_u
     assert expected.text
     create = lambda **kw: client.audio.transcriptions.create(model="whisper-1", file=Path(u.audio), **kw)
     assert create().text == expected.text
-    assert create(response_format="json", language="en", prompt="letters and digits").text == expected.text
+    assert create(response_format="json", language="en").text == expected.text
     assert create(response_format="text").strip() == expected.text
     assert create(response_format="srt") == format_srt(expected.words)
     assert create(response_format="vtt") == format_vtt(expected.words)
@@ -126,6 +126,32 @@ def test_openai_client_every_response_format(client, an4_transcriber, an4_test_u
     assert verbose.segments[0].start == verbose.words[0].start
     assert create(response_format="verbose_json").words is None         # segments only, as OpenAI by default
     assert [m.id for m in client.models.list()] == ["an4-bigru"]
+
+
+def test_prompt_and_hotwords_steer_the_search_and_nbest_lists_alternatives(an4_url, client, an4_transcriber,
+                                                                           an4_test_utts):
+    """OpenAI's `prompt` becomes hotwords (its pieces between punctuation), as does our `hotwords` field; `nbest`
+    lists alternatives in verbose_json; each as transcribe() with those options gives it; bad values get 400."""
+    from asr.hotwords import prompt_hotwords
+
+    u = an4_test_utts[3]
+    prompt = "Rubout, enter; PITTSBURGH"
+    create = lambda **kw: client.audio.transcriptions.create(model="whisper-1", file=Path(u.audio), **kw)
+    steered = an4_transcriber.with_options(hotwords=tuple(prompt_hotwords(prompt)), nbest=3).transcribe(u.audio)
+    assert prompt_hotwords(prompt) == ["Rubout", "enter", "PITTSBURGH"]
+    verbose = create(response_format="verbose_json", prompt=prompt, extra_body={"nbest": 3})
+    assert verbose.text == steered.text
+    assert [a["text"] for a in verbose.model_extra["alternatives"]] == [a.text for a in steered.alternatives]
+    assert verbose.model_extra["alternatives"][0]["text"] == verbose.text
+    data = Path(u.audio).read_bytes()
+    status, body = post(an4_url, {"hotwords": "RUBOUT:2,ENTER", "response_format": "json"}, {"file": ("a.sph", data)})
+    assert status == 200 and body["text"] == an4_transcriber.with_options(
+        hotwords=("RUBOUT:2", "ENTER")).transcribe(u.audio).text
+    for fields, param in [({"nbest": "0"}, "nbest"), ({"nbest": "many"}, "nbest"),
+                          ({"hotwords": ",".join(f"W{i}" for i in range(101))}, "hotwords")]:
+        status, body = post(an4_url, fields, {"file": ("a.sph", data)})
+        assert_openai_error(status, body, 400, param)
+    assert create().text == an4_transcriber.transcribe(u.audio).text            # the server's own options after
 
 
 def test_concurrent_requests_are_batched_and_each_equals_transcribe_alone(an4_url, client, an4_transcriber,
@@ -192,7 +218,7 @@ def test_health_and_metrics(an4_url, client, an4_test_utts):
     client.audio.transcriptions.create(model="whisper-1", file=Path(an4_test_utts[0].audio))
     code, health = request(an4_url, "GET", "/health")
     assert code == 200 and health["status"] == "ok" and health["model"] == "an4-bigru"
-    assert health["streaming"] is False and health["sample_rate"] == SAMPLE_RATE
+    assert health["streaming"] == "redecode" and health["sample_rate"] == SAMPLE_RATE   # a bidirectional model
     _, text = request(an4_url, "GET", "/metrics")
     for name in ('asr_requests_total{path="/v1/audio/transcriptions",status="200"}', "asr_request_seconds_bucket",
                  "asr_audio_seconds_total", "asr_batch_size_bucket", "asr_queue_depth"):
@@ -271,8 +297,8 @@ def test_queue_cap_timeout_key_and_a_free_event_loop(an4_transcriber, an4_test_u
 
         with pytest.raises(InvalidStatus):                                 # the WebSocket wants the key too
             connect(url.replace("http", "ws") + "/v1/audio/stream")
-        with connect(url.replace("http", "ws") + "/v1/audio/stream?api_key=s3cret") as ws:
-            assert json.loads(ws.recv())["error"]["code"] == "no_streaming"
+        with connect(url.replace("http", "ws") + "/v1/audio/stream?api_key=s3cret&max_utterance=x") as ws:
+            assert "max_utterance must be a number" in json.loads(ws.recv())["error"]["message"]
         assert [m.id for m in openai.OpenAI(base_url=url + "/v1", api_key="s3cret").models.list()] == ["asr"]
 
     from asr.cli import build_parser
@@ -317,38 +343,57 @@ def uni_model(tmp_path_factory) -> Path:
     return path
 
 
-def test_websocket_streams_partials_and_the_final_transcript(uni_model, an4_test_utts, an4_url):
+def two_utterances(five_utts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two real utterances with 2 s of silence between them: (the whole, the first, the second)."""
+    first, second = five_utts[1].samples(), five_utts[2].samples()
+    return torch.cat([first, torch.zeros(2 * SAMPLE_RATE), second]), first, second
+
+
+def talk(ws, wave: torch.Tensor) -> tuple[list[dict], list[dict]]:
+    """Send `wave` in 100 ms messages (each answered by a partial, after any finals), then {"type": "end"}:
+    (the messages before the end, those after it)."""
+    before, after = [], []
+    for i in range(0, wave.shape[0], 1600):
+        ws.send(wave[i:i + 1600].numpy().astype("<f4").tobytes())
+        while (m := json.loads(ws.recv()))["type"] != "partial":
+            before.append(m)
+        before.append(m)
+    ws.send(json.dumps({"type": "end"}))
+    while (m := json.loads(ws.recv()))["type"] != "end":
+        after.append(m)
+    return before, [*after, m]
+
+
+@pytest.mark.parametrize("kind", ["frames", "redecode"])
+def test_websocket_ends_utterances_on_silence_and_gives_the_whole_at_the_end(kind, stream_model, an4_transcriber,
+                                                                              five_utts):
+    """Any model streams: a unidirectional one frame by frame (its partials those of stream()), a bidirectional
+    one re-decoded. Two utterances with a pause: the first's final comes by itself, in the pause; the second's
+    at the end, then the whole transcript."""
     from websockets.sync.client import connect
 
-    model = asr.load_model(uni_model)
-    wave = an4_test_utts[0].samples()
-    chunks = [wave[i:i + 1600] for i in range(0, wave.shape[0], 1600)]           # 100 ms each
+    model = asr.load_model(stream_model) if kind == "frames" else an4_transcriber
+    wave, first, second = two_utterances(five_utts)
     local = model.stream()
-    expected_partials = [local.feed(c).text for c in chunks]
-    expected = model.transcribe(wave)
-    assert local.finish().text == expected.text
+    expected_partials = [local.feed(wave[i:i + 1600]).text for i in range(0, wave.shape[0], 1600)]
+    whole = local.finish()
     with running(Server(model)) as url:
-        assert request(url, "GET", "/health")[1]["streaming"] is True
+        assert request(url, "GET", "/health")[1]["streaming"] == kind
         with connect(url.replace("http", "ws") + "/v1/audio/stream") as ws:
-            partials = []
-            for c in chunks:
-                ws.send(c.numpy().astype("<f4").tobytes())
-                partials.append(json.loads(ws.recv()))
-            ws.send(json.dumps({"type": "end"}))
-            final = json.loads(ws.recv())
-        assert [p["text"] for p in partials] == expected_partials
-        assert partials[-1]["seconds"] == pytest.approx(wave.shape[0] / SAMPLE_RATE, abs=1e-3)
-        assert final["type"] == "final" and final["text"] == expected.text
-        assert [w["word"] for w in final["words"]] == [w.text for w in expected.words]
-        with connect(url.replace("http", "ws") + "/v1/audio/stream?encoding=s16") as ws:   # int16 PCM too
-            ws.send((wave.numpy() * 32767).astype("<i2").tobytes())
+            before, after = talk(ws, wave)
+        with connect(url.replace("http", "ws") + "/v1/audio/stream?encoding=s16&endpoints=off") as ws:
+            ws.send((wave.numpy() * 32767).astype("<i2").tobytes())        # int16 PCM, rules off: one utterance
             assert json.loads(ws.recv())["type"] == "partial"
             ws.send("end")
-            assert json.loads(ws.recv())["type"] == "final"
-    with connect(an4_url.replace("http", "ws") + "/v1/audio/stream") as ws:       # a bidirectional model
-        refused = json.loads(ws.recv())
-    assert refused["type"] == "error" and refused["error"]["code"] == "no_streaming"
-    assert request(an4_url, "GET", "/health")[0] == 200
+            messages = [json.loads(ws.recv()), json.loads(ws.recv())]
+            assert [m["type"] for m in messages] == ["final", "end"] and messages[0]["text"] == messages[1]["text"]
+    finals = [m for m in before + after if m["type"] == "final"]
+    assert [f["text"] for f in finals] == [u.transcript.text for u in local.utterances] and len(finals) == 2
+    assert finals[0]["text"] == model.transcribe(first).text
+    assert [m for m in before if m["type"] == "final"] == finals[:1]             # the first by itself
+    assert first.shape[0] / SAMPLE_RATE <= finals[1]["start"] and finals[0]["end"] <= finals[1]["start"]
+    assert [m["text"] for m in before if m["type"] == "partial"] == expected_partials
+    assert after[-1]["text"] == whole.text and [w["word"] for w in after[-1]["words"]] == [w.text for w in whole.words]
 
 
 def test_an_onnx_export_serves_files_and_streams(uni_model, an4_test_utts, tmp_path):
@@ -364,11 +409,9 @@ def test_an_onnx_export_serves_files_and_streams(uni_model, an4_test_utts, tmp_p
     with running(Server(model, ServeOptions(model_name="uni-onnx"))) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         assert client.audio.transcriptions.create(model="whisper-1", file=Path(u.audio)).text == expected.text
-        with connect(url.replace("http", "ws") + "/v1/audio/stream") as ws:
-            ws.send(u.samples().numpy().astype("<f4").tobytes())
-            ws.recv()
-            ws.send("end")
-            assert json.loads(ws.recv())["text"] == model.transcribe(u.samples()).text
+        with connect(url.replace("http", "ws") + "/v1/audio/stream?endpoints=off") as ws:   # one utterance
+            before, after = talk(ws, u.samples())
+            assert after[-1]["text"] == model.transcribe(u.samples()).text
 
 
 def test_bench_client_keeps_its_connection_and_reconnects(an4_url, an4_test_utts):
@@ -396,23 +439,28 @@ def test_page_is_served(an4_url):
     assert code == 200 and "/v1/audio/stream" in page and "/v1/audio/transcriptions" in page
 
 
-def test_page_in_headless_chromium_transcribes_the_microphone(uni_model, an4_test_utts, tmp_path, monkeypatch):
-    """Chromium's fake capture device plays an AN4 test file into the page's microphone; the page streams it
-    over the WebSocket and shows the final transcript: transcribe() of the audio the server received (Chrome
-    resamples the file on its way, so the samples, and a random model's text, are not the file's own)."""
+@pytest.mark.parametrize("kind", ["frames", "redecode"])
+def test_page_in_headless_chromium_shows_each_utterance_as_a_line(kind, stream_model, an4_transcriber, five_utts,
+                                                                  tmp_path, monkeypatch):
+    """Chromium's fake capture device plays two real utterances with 2 s of silence between them into the
+    page's microphone; the page streams them over the WebSocket and, with no `end` until the recording stops,
+    shows each utterance as a line of its own as the server ends it, then the whole transcript: what the server
+    made of the audio it received (Chrome resamples the file on its way). For a streaming (frames) and a
+    bidirectional (redecode) model."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium is not installed (make install installs it)")
-    from asr.stream import StreamingTranscriber
+    from asr.stream import RedecodingTranscriber, StreamingTranscriber
 
     received: list[torch.Tensor] = []
-    feed = StreamingTranscriber.feed
-    monkeypatch.setattr(StreamingTranscriber, "feed", lambda self, s: (received.append(torch.as_tensor(s)),
-                                                                       feed(self, s))[1])
-    u = an4_test_utts[0]
+    cls = StreamingTranscriber if kind == "frames" else RedecodingTranscriber
+    feed = cls.feed
+    monkeypatch.setattr(cls, "feed", lambda self, s: (received.append(torch.as_tensor(s)), feed(self, s))[1])
+    wave, _, _ = two_utterances(five_utts)
     clip = tmp_path / "clip.wav"
-    sf.write(clip, u.samples().numpy(), SAMPLE_RATE, subtype="PCM_16")
-    model = asr.load_model(uni_model)
+    sf.write(clip, wave.numpy(), SAMPLE_RATE, subtype="PCM_16")
+    model = asr.load_model(stream_model) if kind == "frames" else an4_transcriber
+    seconds = wave.shape[0] / SAMPLE_RATE
     with running(Server(model)) as url:
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
                  f"--user-data-dir={tmp_path / 'profile'}", "--use-fake-ui-for-media-stream",
@@ -421,18 +469,27 @@ def test_page_in_headless_chromium_transcribes_the_microphone(uni_model, an4_tes
         log = tmp_path / "chromium.log"                  # a file, not a pipe: Chromium logs a lot and must not block
         chrome = subprocess.Popen([browser, *flags, "about:blank"], stderr=log.open("w"))
         try:
-            final = page_text(chrome, log, f"{url}/?record={u.duration + 1:.1f}", "final", u.duration + 30)
+            shown = page_value(chrome, log, f"{url}/?record={seconds + 1:.1f}",
+                               "document.body.dataset.done ? {lines: [...document.querySelectorAll('#lines > div')]"
+                               ".map(d => d.textContent), whole: document.getElementById('final').textContent, "
+                               "mode: document.getElementById('mode').textContent} : null", seconds + 40)
         finally:
             chrome.kill()
             chrome.wait()
     heard = sum(r.shape[0] for r in received) / SAMPLE_RATE
-    assert heard >= 0.8 * u.duration, f"the server received {heard:.2f} s of a {u.duration:.2f} s file"
-    assert final == model.transcribe(torch.cat(received)).text
+    assert heard >= 0.8 * seconds, f"the server received {heard:.2f} s of a {seconds:.2f} s file"
+    monkeypatch.undo()                                 # feed() unrecorded again: the same chunks, replayed here
+    local = model.stream()
+    for chunk in received:
+        local.feed(chunk)
+    whole = local.finish()
+    assert shown["lines"] == [u.transcript.text for u in local.utterances] and len(shown["lines"]) == 2
+    assert shown["whole"] == whole.text and kind[:5] in shown["mode"].replace("-", "")
 
 
-def page_text(chrome: subprocess.Popen, log: Path, url: str, element: str, timeout: float) -> str:
-    """Open `url` in a running Chromium over the DevTools protocol; wait until the page marks itself done
-    (document.body.dataset.done) and return the text of #element."""
+def page_value(chrome: subprocess.Popen, log: Path, url: str, expression: str, timeout: float):
+    """Open `url` in a running Chromium over the DevTools protocol and return the value of `expression` there
+    once it is not null (the page says when it is ready)."""
     import re
     import urllib.request
 
@@ -446,7 +503,6 @@ def page_text(chrome: subprocess.Popen, log: Path, url: str, element: str, timeo
     new = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?{url}", method="PUT")
     with urllib.request.urlopen(new, timeout=10) as r:
         target = json.loads(r.read())["webSocketDebuggerUrl"]
-    expression = f"document.body.dataset.done ? document.getElementById({element!r}).textContent : null"
     deadline = time.monotonic() + timeout
     with connect(target, max_size=None) as ws:
         for k in range(1, 100_000):
@@ -457,8 +513,8 @@ def page_text(chrome: subprocess.Popen, log: Path, url: str, element: str, timeo
             value = reply.get("result", {}).get("result", {}).get("value")
             if value is not None:
                 return value
-            assert time.monotonic() < deadline, "the page did not show a final transcript in time"
-            time.sleep(0.5)
+            assert time.monotonic() < deadline, f"the page did not give {expression[:60]}... in time"
+            time.sleep(0.3)
     raise AssertionError("unreachable")
 
 

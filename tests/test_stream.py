@@ -24,7 +24,7 @@ def test_streamed_frames_are_the_offline_frames(an4_test_utts, chunk, front_end)
     for u in an4_test_utts[:3]:
         wave = u.samples()
         offline, n = t.log_probs([wave])                            # (1, T', V)
-        stream, final_frames = t.stream(), []
+        stream, final_frames = t.stream(endpoints=None), []         # one utterance: the offline pass's
         for i in range(0, wave.shape[0], chunk):
             final_frames.append(stream.feed(wave[i:i + chunk]).frames)
         result = stream.finish()
@@ -33,33 +33,64 @@ def test_streamed_frames_are_the_offline_frames(an4_test_utts, chunk, front_end)
         assert result.text == t.transcribe(wave).text and result.duration == pytest.approx(u.duration, abs=1e-3)
 
 
-def test_streaming_needs_a_unidirectional_model(an4_model):
+def test_frame_streaming_needs_a_unidirectional_model_and_any_model_streams_by_redecoding(an4_model, an4_test_utts):
+    """A bidirectional model cannot stream frame by frame; its stream decodes the utterance so far again every
+    second, and ends as transcribe() of the whole does."""
+    model = asr.load_model(an4_model)
     with pytest.raises(ValueError, match="unidirectional"):
-        asr.load_model(an4_model).stream()
+        model.stream(mode="frames")
     with pytest.raises(ValueError, match="lookahead is for unidirectional"):
         ModelConfig(bidirectional=True, lookahead=2)
+    wave = an4_test_utts[0].samples()
+    stream, partials = model.stream(), []
+    assert stream.mode == "redecode" and _untrained().stream().mode == "frames"
+    for i in range(0, wave.shape[0], 1600):
+        partials.append(stream.feed(wave[i:i + 1600]).text)
+    assert stream.finish().text == model.transcribe(wave).text
+    assert partials[5] == "" and partials[-1]                        # a decode every second of audio, not before
 
 
 @pytest.mark.slow
-def test_a_trained_streaming_model_shows_words_soon_after_they_end(five_utts, tmp_path):
+def test_a_trained_streaming_model_shows_words_soon_after_they_end(five_utts, stream_model):
     """A unidirectional GRU with 2 frames of lookahead, trained on five AN4 utterances: streamed in 100 ms
-    chunks it transcribes them as offline, each word shown within a fraction of a second of its end."""
+    chunks it transcribes them as offline, each word shown within a fraction of a second of its end, and each
+    utterance ended by the endpoint rules once its silence has lasted long enough."""
     from asr.bench.stream import stream_latency
-    from asr.cli import main as asr_main
-    from asr.data import write_manifest
-    from asr.train import TrainConfig, train
-    manifest, stats = tmp_path / "five.jsonl", tmp_path / "stats.json"
-    write_manifest(manifest, five_utts)
-    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
-    train(TrainConfig(exp_dir=str(tmp_path), train_manifest=str(manifest), dev_manifest=str(manifest),
-                      stats=str(stats), epochs=300, lr=4e-3, batch_frames=300, final_lr=0.1, spec_augment=False,
-                      threads=1, tensorboard=False,  # unpacked is exact for a unidirectional model
-                      model=ModelConfig(conv_channels=96, hidden=128, layers=2, dropout=0.0, bidirectional=False,
-                                        lookahead=2)))
-    model = asr.load_model(tmp_path / "best.pt")
+
+    model = asr.load_model(stream_model)
     offline = [r.text for r in model.transcribe([u.audio for u in five_utts])]
-    row = stream_latency(model, five_utts, chunk_seconds=0.1)
+    row = stream_latency(model, five_utts, chunk_seconds=0.1, tail=0.0, endpoints=None)   # each as it is
     assert row["wer"] == asr.score([u.text for u in five_utts], offline).wer.rate
     assert row["wer"] <= 20 and row["words"] >= 10
     # algorithmic latency 25 + 30 + 2 x 20 ms, plus up to one 100 ms chunk; a word waits for its last frame
     assert 0.0 <= row["latency_median"] <= 0.5 and row["latency_p90"] <= 1.0, row
+    ended = stream_latency(model, five_utts, chunk_seconds=0.1)          # then 2 s of silence: the rules end each
+    assert ended["utterances"] == 5 and ended["endpoint_median"] <= 1.2 + 0.5, ended   # the 1.2 s rule, a chunk
+
+
+@pytest.mark.parametrize("mode", ["frames", "redecode"])
+def test_a_stream_ends_utterances_on_silence_by_itself(five_utts, stream_model, an4_model, mode):
+    """Two utterances with 2 s of silence between them: two finals, each as transcribe() gives it alone, the
+    first before the stream is finished; a unidirectional model frame by frame, a bidirectional one re-decoded."""
+    model = asr.load_model(stream_model if mode == "frames" else an4_model)
+    first, second = five_utts[1].samples(), five_utts[2].samples()
+    wave = torch.cat([first, torch.zeros(32000), second])
+    stream, ended = model.stream(), []
+    assert stream.mode == mode
+    for i in range(0, wave.shape[0], 1600):
+        partial = stream.feed(wave[i:i + 1600])
+        ended += [(i + 1600) / 16000 for _ in partial.finals]
+    whole = stream.finish()
+    texts = [u.transcript.text for u in stream.utterances]
+    assert len(texts) == 2 and texts[0] == model.transcribe(first).text and all(texts)
+    if mode == "redecode":                                  # each utterance decoded alone
+        assert texts[1] == model.transcribe(second).text
+    else:                                      # frame by frame: the offline pass's frames (and characters), split
+        assert "".join(texts).replace(" ", "") == model.transcribe(wave).text.replace(" ", "")
+    assert first.shape[0] / 16000 < ended[0] < (first.shape[0] + 32000) / 16000       # in the pause, by itself
+    assert stream.utterances[1].start >= first.shape[0] / 16000 - 0.1
+    assert all(stream.utterances[1].start <= w.start for w in stream.utterances[1].transcript.words)
+    assert whole.text.split() == " ".join(texts).split()
+    quiet = model.stream(endpoints=None)
+    for i in range(0, wave.shape[0], 1600):
+        assert not quiet.feed(wave[i:i + 1600]).finals                          # rules off: one utterance

@@ -217,6 +217,10 @@ def test_epoch_plan_fits_the_budget_and_follows_a_slowdown():
     unbudgeted = EpochPlan(TrainConfig(epochs=7), 4, Progress())
     assert unbudgeted.epoch_done(1.0, 1.0) is None and unbudgeted.epoch_done(1.0, 2.0) is None
     assert unbudgeted.epochs == 7
+    resumed = Progress(epoch=5, epochs=16)                    # a run planned for 16, resumed with epochs=11
+    assert EpochPlan(TrainConfig(epochs=11), 4, resumed).epochs == 11 and resumed.epochs == 11
+    budgeted = Progress(epoch=5, epochs=16)                   # with a budget the plan stays until timed again
+    assert EpochPlan(TrainConfig(epochs=500, time_budget=1000), 4, budgeted).epochs == 16
 
 
 def test_a_time_budget_sets_the_epochs_and_resume_keeps_the_plan(five_utts, tmp_path):

@@ -57,6 +57,11 @@ class Backend:
         log-probs + (N,) output lengths."""
         raise NotImplementedError
 
+    @property
+    def streams(self) -> bool:
+        """Whether it streams frame by frame (a unidirectional model); any model streams by re-decoding."""
+        return not self.config.bidirectional
+
     def stream(self) -> Stream:
         """A Stream of this network for one input that arrives in pieces (unidirectional models)."""
         raise ValueError(f"streaming needs a unidirectional model run step by step; {self.name} models do not stream")

@@ -60,23 +60,41 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm-weight", type=float)
     p.add_argument("--word-score", type=float)
     p.add_argument("--threads", type=int, help="beam-search threads (default: one per core)")
+    p.add_argument("--hotwords", help="words / phrases to favour, comma-separated, each `PHRASE` or `PHRASE:BOOST` "
+                                      "(asr.hotwords; implies beam search)")
+    p.add_argument("--hotwords-file", help="hotwords one a line, `PHRASE` or `PHRASE<tab>BOOST`, # comments")
+    p.add_argument("--nbest", type=int, help="alternatives per transcript with their scores (--format json; "
+                                             "implies beam search)")
     p.add_argument("--chunk-seconds", type=float, help="cut longer inputs at pauses, then into overlapping chunks of "
                                                         "this many seconds (asr.transcribe.ChunkingOptions)")
+    p.add_argument("--vad", choices=["auto", "on", "off"], help="decode only speech (silero-vad): auto (the default) "
+                                                                 "for inputs longer than --chunk-seconds")
 
 
 def decoding_options(args: argparse.Namespace):
-    """DecodingOptions from --decoding (a tuned JSON), then --lm-dir, then --method / weights / threads."""
+    """DecodingOptions from --decoding (a tuned JSON), then --lm-dir, then --method / weights / threads /
+    hotwords / nbest."""
     from ..decode import decoding_options as merged
 
-    return merged(getattr(args, "decoding", None), getattr(args, "lm_dir", None),
-                  **given(args, "method", "beam_size", "lm_weight", "word_score", "threads"))
+    return merged(getattr(args, "decoding", None), getattr(args, "lm_dir", None), **hotwords(args),
+                  **given(args, "method", "beam_size", "lm_weight", "word_score", "threads", "nbest"))
+
+
+def hotwords(args: argparse.Namespace) -> dict:
+    """{"hotwords": (...)} from --hotwords and --hotwords-file, where given."""
+    from ..hotwords import read_hotwords
+
+    items = [w.strip() for w in (getattr(args, "hotwords", None) or "").split(",") if w.strip()]
+    if getattr(args, "hotwords_file", None):
+        items += read_hotwords(args.hotwords_file)
+    return {"hotwords": tuple(items)} if items else {}
 
 
 def chunking_options(args: argparse.Namespace):
-    """ChunkingOptions with --chunk-seconds, where given."""
+    """ChunkingOptions with --chunk-seconds and --vad, where given."""
     from ..transcribe import ChunkingOptions
 
-    return ChunkingOptions(**given(args, "chunk_seconds"))
+    return ChunkingOptions(**given(args, "chunk_seconds", "vad"))
 
 
 def load_transcriber(args: argparse.Namespace, options=None):

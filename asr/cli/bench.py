@@ -66,7 +66,8 @@ def add_parsers(sub) -> None:
                    help="comma-separated thread counts, each timed in turn (default 1,2)")
     p.set_defaults(func=cmd_bench_decode)
 
-    p = bench.add_parser("stream", help="streaming: WER, word latency and RTF of a unidirectional model")
+    p = bench.add_parser("stream", help="streaming: WER, word and endpoint latency, RTF (any model: frame by "
+                                        "frame or re-decoded)")
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--chunk-ms", type=int, help="audio per feed() call (default: stream_latency's)")

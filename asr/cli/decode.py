@@ -38,6 +38,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="the same as --format json")
     p.add_argument("--out-dir", help="write <name>.<format> for each file here (and print path<TAB>file) instead of "
                                      "printing the transcripts")
+    p.add_argument("--digits", metavar="LANG", help="write spelled numbers as digits by text2num's rules for this "
+                                                    "language (en, fr, es, de, ...): TWENTY THREE -> 23")
     add_decoding_args(p)
     p.add_argument("audio", nargs="+")
     p.set_defaults(func=cmd_transcribe)
@@ -77,10 +79,12 @@ def cmd_tune(args) -> None:
 
 
 def cmd_transcribe(args) -> None:
-    from ..transcripts import get_writer, render
+    from ..transcripts import get_writer, render, with_digits
 
     fmt = "json" if args.json else {"text": "txt"}.get(args.format, args.format)
     results = load_transcriber(args).transcribe(args.audio, errors="keep")   # a bad file is reported, others go on
+    if args.digits:
+        results = [r if r.error else with_digits(r, args.digits) for r in results]
     write = get_writer(fmt, args.out_dir) if args.out_dir else None
     for result in results:
         if result.error:

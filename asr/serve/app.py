@@ -8,9 +8,11 @@
     client.audio.transcriptions.create(model="whisper-1", file=open("a.wav", "rb")).text
 
 Routes: `POST /v1/audio/transcriptions` (multipart `file`, `model` (any name), `response_format` json |
-text | srt | vtt | verbose_json, `timestamp_granularities[]` word / segment, `language` and `prompt`
-accepted), `GET /v1/models`, `WS /v1/audio/stream` (unidirectional models: 16 kHz PCM in, partial and
-final transcripts out), `GET /` (a page: microphone and file upload), `GET /health`, `GET /metrics`
+text | srt | vtt | verbose_json, `timestamp_granularities[]` word / segment, `language` accepted, `prompt`
+taken as hotwords: its pieces between punctuation; and two fields of our own: `hotwords` (comma-separated
+`PHRASE` or `PHRASE:BOOST`, asr.hotwords) and `nbest` (verbose_json then lists `alternatives`)),
+`GET /v1/models`, `WS /v1/audio/stream` (any model: 16 kHz PCM in, partial transcripts and each utterance's
+final out, asr/serve/stream.py), `GET /` (a page: microphone and file upload), `GET /health`, `GET /metrics`
 (Prometheus). Errors are OpenAI's JSON error objects.
 
 Requests that arrive within `batch_window` seconds of each other are decoded as one batch (at most
@@ -29,10 +31,12 @@ import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from ..hotwords import prompt_hotwords
 from ..transcribe import Transcriber
 from .batch import Batcher
 from .openai_api import RESPONSE_FORMATS, ApiError, decode_upload, render
@@ -75,6 +79,7 @@ class Server:
         self.batcher = Batcher(transcriber, options, self.metrics, in_progress=lambda: self.active)
         self.decoders = ThreadPoolExecutor(2, thread_name_prefix="asr-decode")  # uploads -> samples
         self.streams = StreamRoute(transcriber, options, self.metrics, self.batcher, self._authorize)
+        self.steered: dict = {}  # DecodingOptions -> the model with a request's hotwords / nbest (the last 8)
         self.active = 0          # transcription requests in progress: reading, decoding, queued or in the model
         self.created = int(time.time())
         self.html = (Path(__file__).parent / PAGE).read_text(encoding="utf-8")
@@ -139,7 +144,7 @@ class Server:
     async def health(self, request):
         from starlette.responses import JSONResponse
 
-        return JSONResponse({"status": "ok", "model": self.options.model_name, "streaming": self.streams.available,
+        return JSONResponse({"status": "ok", "model": self.options.model_name, "streaming": self.streams.mode,
                              "sample_rate": self.transcriber.sample_rate, "queue": self.batcher.pending,
                              "auth": bool(self.options.api_key), "threads": torch.get_num_threads(),
                              "workers": self.batcher.workers})
@@ -206,11 +211,34 @@ class Server:
         if seconds > self.options.max_audio_seconds:
             raise ApiError(413, f"the audio lasts {seconds:.1f} s; this server takes at most "
                                 f"{self.options.max_audio_seconds:g} s", param="file", code="audio_too_long")
+        transcriber = self._steered(fields)
         try:
-            result = await self.batcher.transcribe(wave)
+            result = await self.batcher.transcribe(wave, transcriber)
         except Exception as e:  # the model failed on this batch: its requests say so, the server goes on
             raise ApiError(500, f"transcription failed: {type(e).__name__}: {e}", kind="server_error") from None
         return result, fmt, "word" in granularities, fields.get("language")
+
+    def _steered(self, fields) -> Transcriber | None:
+        """The model with this request's hotwords (`prompt`, `hotwords`) and `nbest`, or None for the server's
+        own options. The last few are kept: a beam search with its LM takes a while to build."""
+        items = prompt_hotwords(fields.get("prompt") or "")
+        for value in fields.getlist("hotwords"):
+            items += [w.strip() for w in str(value).split(",") if w.strip()]
+        most, nbest = self.options.max_hotwords, fields.get("nbest") or "1"
+        if len(items) > most or any(len(w) > 200 for w in items):
+            raise ApiError(400, f"at most {most} hotwords of at most 200 characters each", param="hotwords")
+        if not str(nbest).isdigit() or not 1 <= int(nbest) <= self.options.max_nbest:
+            raise ApiError(400, f"nbest must be a whole number from 1 to {self.options.max_nbest}, not {nbest!r}",
+                           param="nbest")
+        if not items and int(nbest) == 1:
+            return None
+        base = self.transcriber.options
+        options = replace(base, hotwords=(*base.hotwords, *items), nbest=max(base.nbest, int(nbest)))
+        if options not in self.steered:
+            while len(self.steered) >= 8:
+                self.steered.pop(next(iter(self.steered)))
+            self.steered[options] = Transcriber(self.transcriber.backend, options, self.transcriber.chunking)
+        return self.steered[options]
 
     async def _upload(self, request):
         """The form's fields, and the bytes and name of its `file` (within the cap)."""

@@ -53,13 +53,14 @@ class Batcher:
         """fn(*args) in the model thread (streams share it with the batches)."""
         return await asyncio.get_running_loop().run_in_executor(self.model_threads, fn, *args)
 
-    async def transcribe(self, wave: torch.Tensor) -> Transcript:
-        """(S,) samples -> their Transcript, decoded with whatever else arrives meanwhile."""
+    async def transcribe(self, wave: torch.Tensor, transcriber: Transcriber | None = None) -> Transcript:
+        """(S,) samples -> their Transcript, decoded with whatever else arrives meanwhile; `transcriber`: the
+        same model with this request's own options (hotwords, nbest), batched with the requests that share them."""
         future = asyncio.get_running_loop().create_future()
         self.pending += 1
         self.metrics.queue.set(self.pending)
         future.add_done_callback(self._done)
-        self.queue.put_nowait((wave, future))
+        self.queue.put_nowait((wave, transcriber or self.transcriber, future))
         return await future
 
     def _done(self, _future) -> None:
@@ -80,20 +81,22 @@ class Batcher:
 
     async def _decode(self, batch: list) -> None:
         try:
-            batch = [(w, f) for w, f in batch if not f.done()]       # timed out or gone while queued
+            batch = [(w, t, f) for w, t, f in batch if not f.done()]       # timed out or gone while queued
             if not batch:
                 return
             self.metrics.batch.observe(len(batch))
-            try:
-                results = await self.run_model(self.transcriber.transcribe, [w for w, _ in batch])
-            except Exception as e:  # a model failure answers this batch's requests, the server goes on
-                for _, f in batch:
+            for transcriber in dict.fromkeys(t for _, t, _ in batch):     # requests with the same options together
+                part = [(w, f) for w, t, f in batch if t is transcriber]
+                try:
+                    results = await self.run_model(transcriber.transcribe, [w for w, _ in part])
+                except Exception as e:  # a model failure answers this batch's requests, the server goes on
+                    for _, f in part:
+                        if not f.done():
+                            f.set_exception(e)
+                    continue
+                for (_, f), r in zip(part, results):
                     if not f.done():
-                        f.set_exception(e)
-                return
-            for (_, f), r in zip(batch, results):
-                if not f.done():
-                    f.set_result(r)
+                        f.set_result(r)
         finally:
             self.free.release()
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..audio import AudioError, load_audio_bytes
-from ..transcripts import Transcript, cue_text, separator_of, subtitle_cues
+from ..transcripts import Transcript, alternatives_json, cue_text, separator_of, subtitle_cues
 from ..transcripts import render as render_transcript
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -95,4 +95,6 @@ def render(result: Transcript, fmt: str, words: bool, language: str | None):
     if words:
         body["words"] = [{"word": w.text, "start": round_seconds(w.start), "end": round_seconds(w.end),
                           "confidence": round(w.confidence, 4)} for w in result.words]
+    if result.alternatives:                               # nbest > 1: ours, beside OpenAI's fields
+        body["alternatives"] = alternatives_json(result)
     return body, "application/json"

@@ -43,6 +43,8 @@ class ServeOptions:
     max_queue: int = 64                      # transcription requests in progress at once; more get 503
     max_upload_bytes: int = 25 * 1024 ** 2   # OpenAI's cap: 25 MB (413 above)
     max_audio_seconds: float = 600.0         # longer uploads or streams get 413
+    max_hotwords: int = 100                  # a request's `prompt` pieces and `hotwords` together (else 400)
+    max_nbest: int = 10                      # the most alternatives a request may ask for (else 400)
     request_timeout: float = 120.0           # seconds from a request's start to its answer (504), a stream's silence
     max_streams: int = 8                     # WebSocket streams at once
 

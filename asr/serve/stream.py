@@ -1,6 +1,10 @@
-"""The server's streaming route, `WS /v1/audio/stream` (asr.serve mounts it): a unidirectional model's
-`stream()` behind a WebSocket, 16 kHz PCM in, partial and final transcripts out, its steps run in the
-server's model thread between batches."""
+"""The server's streaming route, `WS /v1/audio/stream` (asr.serve mounts it): a model's `stream()` behind a
+WebSocket (any model: a unidirectional one frame by frame, a bidirectional one re-decoded every second),
+16 kHz PCM in; the utterance so far as partials, each utterance the endpoint rules end as a final, and the
+whole transcript at the end, out. Its steps run in the server's model threads between batches.
+
+Query parameters: `encoding` (f32 | s16), `api_key`, and the endpoint rules (asr.stream.EndpointRules):
+`silence_after_text`, `silence_without_text`, `max_utterance` (seconds), `endpoints=off` for one utterance."""
 from __future__ import annotations
 
 import asyncio
@@ -20,20 +24,15 @@ class StreamRoute:
     def __init__(self, transcriber, options, metrics, batcher, authorize):
         self.transcriber, self.options, self.metrics = transcriber, options, metrics
         self.batcher, self.authorize = batcher, authorize
-        self.available = self._can_stream()
+        self.mode = transcriber.stream(endpoints=None).mode    # frames (unidirectional) or redecode
         self.open = 0                      # streams now open
-
-    def _can_stream(self) -> bool:
-        try:
-            self.transcriber.stream()
-            return True
-        except ValueError:
-            return False
 
     async def serve(self, ws):
         """16 kHz PCM chunks in (binary messages: float32, or int16 with ?encoding=s16), a JSON partial
-        ({"type": "partial", "text", "seconds"}) out for each; the text message {"type": "end"} (or "end")
-        gets the final transcript ({"type": "final", "text", "duration", "words"}) and closes."""
+        ({"type": "partial", "text", "seconds"}: the utterance so far) out for each, and a final for each
+        utterance the endpoint rules end ({"type": "final", "text", "start", "end", "words"}); the text message
+        {"type": "end"} (or "end") gets the last utterance's final, then the whole transcript ({"type": "end",
+        "text", "duration", "words"}) and the close."""
         try:
             self.authorize(ws.headers, ws.query_params)
         except ApiError as e:
@@ -45,24 +44,25 @@ class StreamRoute:
         except KeyError:
             return await _refuse(ws, ApiError(400, f"encoding must be one of {', '.join(PCM_ENCODINGS)}",
                                               param="encoding"))
-        if not self.available:
-            return await _refuse(ws, ApiError(400, "this model cannot stream (it is bidirectional); POST the "
-                                                   "file to /v1/audio/transcriptions", code="no_streaming"))
+        try:
+            rules = _rules(ws.query_params)
+        except ValueError as e:
+            return await _refuse(ws, ApiError(400, str(e), param="endpoints"))
         if self.open >= self.options.max_streams:
             return await _refuse(ws, ApiError(503, "too many streams open", code="streams_full",
                                               kind="server_error"), code=1013)
         self.open += 1
         self.metrics.streams.set(self.open)
         try:
-            await self._stream(ws, np.dtype(dtype))
+            await self._stream(ws, np.dtype(dtype), rules)
         finally:
             self.open -= 1
             self.metrics.streams.set(self.open)
 
-    async def _stream(self, ws, dtype: np.dtype) -> None:
+    async def _stream(self, ws, dtype: np.dtype, rules) -> None:
         from starlette.websockets import WebSocketDisconnect
 
-        stream = self.transcriber.stream()
+        stream = self.transcriber.stream(endpoints=rules)
         seconds = 0.0
         scale = 1.0 if dtype.kind == "f" else 1 / 32768
         try:
@@ -86,16 +86,50 @@ class StreamRoute:
                                                                f"{self.options.max_audio_seconds:g} s",
                                                           code="audio_too_long"), code=1009)
                     partial = await self.batcher.run_model(stream.feed, torch.from_numpy(chunk))
+                    for final in partial.finals:
+                        await ws.send_json(_final(final))
                     await ws.send_json({"type": "partial", "text": partial.text, "seconds": round_seconds(seconds)})
                 elif _is_end(message.get("text")):
-                    final = await self.batcher.run_model(stream.finish)
-                    self.metrics.audio.inc(final.duration)
-                    await ws.send_json({"type": "final", "text": final.text, "duration": round_seconds(final.duration),
-                                        "words": render(final, "verbose_json", True, None)[0]["words"]})
+                    told = len(stream.utterances)
+                    whole = await self.batcher.run_model(stream.finish)
+                    for final in stream.utterances[told:]:
+                        await ws.send_json(_final(final))
+                    self.metrics.audio.inc(whole.duration)
+                    await ws.send_json({"type": "end", "text": whole.text, "duration": round_seconds(whole.duration),
+                                        "words": _words(whole)})
                     await ws.close()
                     return
         except WebSocketDisconnect:
             return
+
+
+def _words(transcript) -> list[dict]:
+    return render(transcript, "verbose_json", True, None)[0]["words"]
+
+
+def _final(final) -> dict:
+    """An utterance the stream ended, as its message."""
+    return {"type": "final", "text": final.transcript.text, "start": round_seconds(final.start),
+            "end": round_seconds(final.end), "words": _words(final.transcript)}
+
+
+def _rules(query):
+    """The endpoint rules a stream asked for in its query (?silence_after_text=1.5 ...), else the defaults;
+    ?endpoints=off: none (one utterance, ended by the client's end)."""
+    from dataclasses import fields, replace
+
+    from ..stream import EndpointRules
+
+    if query.get("endpoints", "on") == "off":
+        return None
+    changes = {}
+    for f in fields(EndpointRules):
+        if f.name in query:
+            try:
+                changes[f.name] = float(query[f.name])
+            except ValueError:
+                raise ValueError(f"{f.name} must be a number of seconds, not {query[f.name]!r}") from None
+    return replace(EndpointRules(), **changes)
 
 
 async def _refuse(ws, e: ApiError, code: int = 1003) -> None:
