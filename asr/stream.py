@@ -146,16 +146,18 @@ class StreamingTranscriber(_Endpoints):
 
 class RedecodingTranscriber(_Endpoints):
     """Streaming with a bidirectional model (mode "redecode"): the utterance so far decoded again, offline,
-    every `every` seconds of new audio; its endpoints found in that decode."""
+    every `every` seconds of new audio; its endpoint looked for every CHECK seconds (by the VAD, see `ended`),
+    and the utterance decoded once more when it ends."""
 
     mode = "redecode"
+    CHECK = 0.25                             # seconds of audio between endpoint checks
 
     def __init__(self, transcriber, endpoints: EndpointRules | None = EndpointRules(), every: float = 1.0):
         super().__init__(transcriber, endpoints)
         self.every = every
         self.audio = torch.zeros(0)          # (S,) the utterance in progress
         self.begin = 0                       # ... starts at this sample of the stream
-        self.samples = self.decoded = 0      # received; the utterance's samples at its last decode
+        self.samples = self.decoded = self.checked = 0   # received; the utterance's samples at its last decode, check
         self.current = torch.zeros(0, len(transcriber.vocab))   # (T', V) that decode's frames
 
     @torch.no_grad()
@@ -163,17 +165,20 @@ class RedecodingTranscriber(_Endpoints):
         samples = torch.as_tensor(samples, dtype=torch.float32).flatten()
         self.samples += samples.shape[0]
         self.audio = torch.cat([self.audio, samples])
-        finals = ()
-        if self.audio.shape[0] - self.decoded >= self.every * self.t.sample_rate:
+        finals, rate = (), self.t.sample_rate
+        if self.audio.shape[0] - self.decoded >= self.every * rate:
             self._decode()
+        if self.audio.shape[0] - self.checked >= self.CHECK * rate:
+            self.checked = self.audio.shape[0]
             if self.ended(self.current):
-                final = self.final(self.current, self.begin / self.t.sample_rate)
+                if self.decoded < self.audio.shape[0]:
+                    self._decode()
+                final = self.final(self.current, self.begin / rate)
                 finals = (final,) if final.transcript.text else ()
                 self.utterances += finals
-                self.begin, self.audio, self.decoded = self.samples, self.audio[:0], 0
+                self.begin, self.audio, self.decoded, self.checked = self.samples, self.audio[:0], 0, 0
                 self.current = self.current[:0]
-        return Partial(self.text(self.current), self.samples / self.t.sample_rate,
-                       self.current.shape[0], finals)
+        return Partial(self.text(self.current), self.samples / rate, self.current.shape[0], finals)
 
     @torch.no_grad()
     def finish(self) -> Transcript:
@@ -189,16 +194,20 @@ class RedecodingTranscriber(_Endpoints):
     def ended(self, log_probs: torch.Tensor) -> bool:
         """Whether the rules end the utterance now. A bidirectional model's last character often comes at
         the utterance's last frame however much silence follows (it has seen the end), so silence is measured
-        on the audio by the VAD (asr.vad), in a window as long as the longest rule."""
+        on the audio by the VAD (asr.vad), in a window just longer than the rule that applies."""
         from .vad import speech_spans
 
         if self.rules is None or not self.audio.shape[0]:
             return False
-        rate = self.t.sample_rate
-        window = self.audio[-int((max(self.rules.silence_after_text, self.rules.silence_without_text) + 0.5) * rate):]
+        rate, has_text = self.t.sample_rate, bool(self.text(log_probs))
+        length = self.audio.shape[0] / rate
+        rule = self.rules.silence_after_text if has_text else self.rules.silence_without_text
+        if length >= self.rules.max_utterance:
+            return True
+        window = self.audio[-int((rule + 0.3) * rate):]                  # enough to tell whether the rule is met
         spans = speech_spans(window, rate)
         trailing = (window.shape[0] - (spans[-1][1] if spans else 0)) / rate
-        return self.rules.ends(bool(self.text(log_probs)), trailing, self.audio.shape[0] / rate)
+        return self.rules.ends(has_text, trailing, length)
 
     def _decode(self) -> None:
         log_probs, lengths = self.t.log_probs([self.audio])          # (1, T', V), (1,)
