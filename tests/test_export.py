@@ -137,9 +137,11 @@ def test_exported_unidirectional_models_stream_their_offline_frames(cell, front_
             torch.testing.assert_close(stream.log_probs, offline[0, :n[0]], atol=1e-4, rtol=1e-4)
 
 
-def test_a_bidirectional_export_refuses_to_stream(an4_exports):
+def test_a_bidirectional_export_streams_by_redecoding_only(an4_exports):
+    model = asr.load_model(an4_exports / "model.onnx")
     with pytest.raises(ValueError, match="unidirectional"):
-        asr.load_model(an4_exports / "model.onnx").stream()
+        model.stream(mode="frames")
+    assert model.stream().mode == "redecode"
 
 
 def test_sherpa_onnx_export_needs_fbank_features(an4_model, tmp_path):
