@@ -223,13 +223,11 @@ class Transcriber:
         out = []
         for i, paths in enumerate(nbest):
             lp = log_probs[i, :lengths[i]]
-            texts = [self.vocab.separator.join(w.text for w in words_of(p, lp, self.vocab, self.frame_seconds))
-                     for p in paths] if len(paths) > 1 else []
+            words = [words_of(p, lp, self.vocab, self.frame_seconds) for p in paths]     # each path's, once
             best = {}                                      # paths that spell the same text: the text once, its best
-            for text, path in zip(texts, paths):
-                best.setdefault(text, path.score)
-            out.append((words_of(paths[0], lp, self.vocab, self.frame_seconds),
-                        tuple(Alternative(text, score) for text, score in best.items())))
+            for ws, path in zip(words, paths) if len(paths) > 1 else ():
+                best.setdefault(self.vocab.separator.join(w.text for w in ws), path.score)
+            out.append((words[0], tuple(Alternative(text, score) for text, score in best.items())))
         return out
 
 
