@@ -65,6 +65,7 @@ class TrainConfig:
     save_every: int = 0               # also write last.pt every N steps (0: at epoch ends only)
     save_epochs: int = 1              # write last.pt every N epochs (and after the last one)
     keep_epochs: int = 0              # also keep the last N epochs' weights as epoch_<k>.pt (for asr average)
+    select_by: str = "auto"           # what chooses best.pt: wer | cer | auto (cer where characters are the words)
     resume: bool = False              # continue from exp_dir/last.pt, mid-epoch if it was saved there
     init_from: str = ""               # start from this checkpoint's weights (asr.finetune), not from zero
     init_config: str = "check"        # ... check: the config's model and features must be the checkpoint's;
@@ -92,6 +93,8 @@ class TrainConfig:
                              f"{self.batch_pool}")
         if self.tokens not in ("chars", "bpe"):
             raise ValueError(f"tokens must be 'chars' or 'bpe', not {self.tokens!r}")
+        if self.select_by not in ("auto", "wer", "cer"):
+            raise ValueError(f"select_by must be auto, wer or cer, not {self.select_by!r}")
 
 
 class ConfigError(ValueError):

@@ -7,6 +7,7 @@ The config schema is asr.config.TrainConfig; the state a resumed run restores is
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import signal
@@ -42,7 +43,9 @@ def evaluate(transcriber, utts, unit: str = "word") -> dict:
 
 
 def selected_by(cfg: TrainConfig) -> str:
-    """What best.pt is chosen by: dev WER, or dev CER where characters are the words."""
+    """What best.pt is chosen by: cfg.select_by, where `auto` is dev WER, or dev CER where characters are the words."""
+    if cfg.select_by != "auto":
+        return cfg.select_by
     return "cer" if cfg.text.word_unit == "char" else "wer"
 
 
@@ -156,7 +159,8 @@ def build_loader(cfg: TrainConfig, utts, vocab: Vocabulary, d: Dist, device: tor
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train per `cfg`; writes best.pt (lowest dev WER), last.pt and train_log.jsonl to cfg.exp_dir.
+    """Train per `cfg`; writes best.pt (lowest dev WER, or what cfg.select_by names), last.pt and train_log.jsonl
+    to cfg.exp_dir.
 
     Under torchrun each process trains a DistributedDataParallel replica on its share of every
     epoch's batches; only rank 0 evaluates on dev and writes files.
@@ -245,6 +249,10 @@ def train(cfg: TrainConfig) -> dict:
     if d.main:
         key = selected_by(cfg)
         say(f"best dev %{key.upper()} {progress.best[key]:.2f} at epoch {progress.best['epoch']}: {exp / 'best.pt'}")
+    # DDP's reducer and the loader's iterator go before the process group they use: left to the interpreter's
+    # exit, gloo could abort a rank after a finished run ("terminate called without an active exception")
+    replica = step = after_step = batches = loader = None
+    gc.collect()
     barrier(d)
     shutdown(d)
     return progress.best

@@ -245,3 +245,21 @@ def test_a_time_budget_sets_the_epochs_and_resume_keeps_the_plan(five_utts, tmp_
     assert last["position"]["epochs"] == planned
     asr_main([*run, "resume=true"])                                           # done: the plan holds, nothing more
     assert len((exp / "train_log.jsonl").read_text().splitlines()) == planned
+
+
+@pytest.mark.parametrize("select_by", ["wer", "cer"])
+def test_best_checkpoint_is_the_epoch_the_chosen_dev_score_ranks_first(five_utts, tmp_path, select_by):
+    from asr.cli import main as asr_main
+    from asr.data import write_manifest
+    manifest, stats, exp = tmp_path / "five.jsonl", tmp_path / "stats.json", tmp_path / "exp"
+    write_manifest(manifest, five_utts)
+    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+    asr_main(["train", f"exp_dir={exp}", f"train_manifest={manifest}", f"dev_manifest={manifest}", f"stats={stats}",
+              "epochs=8", "batch_frames=500", "threads=1", f"select_by={select_by}", "model.hidden=32",
+              "model.conv_channels=32", "model.layers=1"])
+    log = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    score = [r[f"dev_{select_by}"] for r in log]
+    assert len(set(score)) > 1                                   # the epochs differ, so the choice means something
+    assert torch.load(exp / "best.pt", weights_only=True)["epoch"] == 1 + score.index(min(score))
+    with pytest.raises(ValueError, match="select_by must be auto, wer or cer, not 'loss'"):
+        TrainConfig(select_by="loss")
