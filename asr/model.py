@@ -19,6 +19,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .rnn import run as run_rnn
+from .rnn import supports as rnn_supports
+
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 FRONT_ENDS = ("conv1d", "conv2d")
 
@@ -129,6 +132,9 @@ class AcousticModel(nn.Module):
             with torch.no_grad():
                 self.lookahead.weight.zero_()[:, 0, 0] = 1.0
         self.output = nn.Linear(cfg.hidden * (2 if cfg.bidirectional else 1), cfg.vocab_size)
+        # The recurrent stack through asr.rnn (the same maths in fewer operations) wherever it applies; False runs
+        # the nn module itself (benchmarks compare the two)
+        self.fast_rnn = True
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.cfg.output_frames(lengths)
@@ -159,6 +165,10 @@ class AcousticModel(nn.Module):
         zeros is appended and the stack run on packed sequences of max(t, 1), the state kept where t is 0."""
         t = torch.as_tensor(x.shape[1])
         h = self.initial_rnn_state(x.shape[0], x.device) if h is None else h
+        if self.fast_rnn and rnn_supports(self.rnn, x):
+            if x.shape[1] == 0:
+                return x.new_zeros(x.shape[0], 0, self.output.in_features), h
+            return run_rnn(self.rnn, x, h)
         x = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[2])], 1)         # (N, t + 1, C)
         lengths = torch.clamp(t, min=1).expand(x.shape[0]).cpu()
         y, h_new = self.rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), h)
@@ -210,7 +220,9 @@ class AcousticModel(nn.Module):
         """
         cfg = self.cfg
         x, mask, pending1, pending2 = self._front(x, state, final, out_lengths)  # (N, t2, C), (N, 1, t2) or None
-        if pack and out_lengths is not None:
+        if out_lengths is not None and self.fast_rnn and rnn_supports(self.rnn, x):
+            y, rnn_state = run_rnn(self.rnn, x, state.rnn, out_lengths if pack else None)
+        elif pack and out_lengths is not None:
             packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
             y, rnn_state = self.rnn(packed, state.rnn)
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # (N, t2, H*dirs)

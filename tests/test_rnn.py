@@ -1,0 +1,76 @@
+"""asr.rnn against torch.nn: the same outputs, final states and gradients (inputs, initial states, every weight)
+for each cell, one and two directions, one and two layers, padded and packed (unequal lengths)."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr import rnn as fast
+from asr.model import AcousticModel, ModelConfig
+
+
+def _nn(module, x, h0, lengths):
+    if lengths is None:
+        return module(x, h0)
+    y, h = module(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), h0)
+    return pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])[0], h
+
+
+def _results(run, module, x, h0, lengths):
+    """Outputs, final states and every gradient of a loss that weighs each of them differently."""
+    module.zero_grad()
+    x = x.detach().requires_grad_()
+    h0 = tuple(h.detach().requires_grad_() for h in h0)
+    y, h = run(module, x, h0 if len(h0) == 2 else h0[0], lengths)
+    h = h if isinstance(h, tuple) else (h,)
+    loss = (y * torch.arange(y.numel()).view_as(y).sin()).sum() + sum((a * a.cos()).sum() for a in h)
+    loss.backward()
+    return [y, *h, x.grad, *(a.grad for a in h0), *(p.grad for p in module.parameters())]
+
+
+@pytest.mark.parametrize("cell,bidirectional,layers,packed",
+                         list(itertools.product([nn.GRU, nn.LSTM, nn.RNN], [True, False], [1, 2], [False, True])))
+def test_same_outputs_states_and_gradients_as_torch_nn(cell, bidirectional, layers, packed):
+    torch.manual_seed(layers)
+    module = cell(7, 5, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+    x = torch.randn(4, 9, 7)
+    states = layers * (2 if bidirectional else 1)
+    h0 = tuple(torch.randn(states, 4, 5) for _ in range(2 if cell is nn.LSTM else 1))
+    lengths = torch.tensor([9, 3, 6, 1]) if packed else None
+    ours = _results(fast.run, module, x, h0, lengths)
+    theirs = _results(_nn, module, x, h0, lengths)
+    assert len(ours) == len(theirs) and all(g is not None for g in ours)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
+    if packed:                                     # the packed semantics, not the padded ones
+        assert not torch.allclose(theirs[0], _results(_nn, module, x, h0, None)[0])
+
+
+def test_the_model_trains_and_decodes_the_same_through_either_stack():
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(n_features=20, conv_channels=16, hidden=16, layers=2, front_end="conv2d",
+                                      conv2d_channels=4, dropout=0.0))
+    x, lengths = torch.randn(3, 60, 20), torch.tensor([60, 41, 13])
+    results = []
+    for use_fast in (True, False):
+        model.fast_rnn = use_fast
+        model.zero_grad()
+        for pack in (False, True):
+            log_probs, _ = model(x, lengths, pack=pack)
+            log_probs[:, :4].sum().backward()
+        results.append([log_probs.detach()] + [p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_where_it_does_not_apply_the_module_runs():
+    x = torch.randn(1, 5, 7)
+    assert fast.supports(nn.GRU(7, 5, batch_first=True), x)
+    assert not fast.supports(nn.GRU(7, 5, batch_first=True, bias=False), x)
+    assert not fast.supports(nn.RNN(7, 5, nonlinearity="relu"), x)
+    assert not fast.supports(nn.LSTM(7, 5, proj_size=3), x)
+    assert not fast.supports(nn.GRU(7, 5), x.double())
+    quantized = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.GRU(7, 5)), {nn.GRU}, dtype=torch.qint8)[0]
+    assert not fast.supports(quantized, x)
