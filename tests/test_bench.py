@@ -39,6 +39,12 @@ def test_bench_train_prints_and_writes_both_throughputs(tmp_path, an4_dir, capsy
         assert re.search(rf"^\s+{r['batch_size']}\s+{r['max_frames']}\s+{r['model_only']:.0f}\s+{r['pipeline']:.0f}\s+"
                          rf"{r['ratio']:.2f}", printed, re.M)
     assert "fastest pipeline: batch" in printed and "device cpu" in printed
+    for r in rows:                               # the same steps with torch.nn's stack, and the stack alone
+        assert r["model_only_torch_nn"] > 0
+        stack = r["stack"]
+        assert stack["train"] and stack["frames"] > 0 and stack["asr.rnn_gflops"] > 0 and stack["torch.nn_gflops"] > 0
+        assert f"batch {r['batch_size']}: recurrent stack, forward + backward (training), 1 thread(s)" in printed
+        assert f"{r['model_only'] / r['model_only_torch_nn']:.2f}x" in printed
     assert list(tmp_path.glob("tmp*")) == []                            # scratch audio removed
     # the rows name their model and device, so asr bench plan predicts from them alone
     assert rows[0]["model"]["hidden"] == 32 and rows[0]["device"] == "cpu" and rows[0]["parameters"] > 0
@@ -60,15 +66,22 @@ def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model,
               str(tmp_path / "lm"), "--thread-counts", "1,2", "--out", str(tmp_path / "rtf.json")])
     printed = capsys.readouterr().out
     rows = {(r["mode"], r["threads"]): r for r in json.loads((tmp_path / "rtf.json").read_text())}
-    modes = {"greedy, checkpoint", "greedy, ONNX", "greedy, ONNX int8", "greedy, TorchScript",
-             "LM beam, checkpoint", "LM beam, ONNX"}                 # no sherpa-onnx: a log-mel model
+    modes = {"greedy, checkpoint", "greedy, checkpoint, torch.nn stack", "greedy, ONNX", "greedy, ONNX int8",
+             "greedy, TorchScript", "LM beam, checkpoint", "LM beam, ONNX"}  # no sherpa-onnx: a log-mel model
+    stacks = {t: rows.pop(("recurrent stack", t)) for t in (1, 2)}
     assert set(rows) == {(m, t) for m in modes for t in (1, 2)}
+    for t, r in stacks.items():                  # asr.rnn and torch.nn on the same inputs, beside an sgemm
+        assert r["frames"] > 100 and r["gflop"] > 0 and r["peak_gflops"] > 0 and not r["train"]
+        assert r["speedup"] == pytest.approx(r["torch.nn_seconds"] / r["asr.rnn_seconds"])
+        assert f"recurrent stack, forward (decoding), {t} thread(s), {r['frames']} frames" in printed
+        assert f"asr.rnn / torch.nn: {r['speedup']:.2f}x" in printed
     for r in rows.values():
         assert 0 < r["rtf"] < 1 and 0 <= r["wer"] <= 100 and r["search_x_realtime"] > 1
         assert re.search(rf"^{re.escape(r['mode'])}\s+{r['threads']}\s", printed, re.M)
     for t in (1, 2):
         assert rows[("greedy, ONNX", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
         assert rows[("greedy, TorchScript", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
+        assert rows[("greedy, checkpoint, torch.nn stack", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
     assert "12 utterances" in printed and "threads 1, 2" in printed
 
 

@@ -6,4 +6,5 @@
     stream.py   `asr bench stream`: a streaming model's WER, word latency and RTF
     serve.py    `asr bench serve`: `asr serve` under concurrent clients, batched against one request at a time
     peer.py     `asr bench peer`: ours beside CMU pocketsphinx's English model on the same test sets
+    rnn.py      the recurrent stack alone, asr.rnn against torch.nn, beside one large sgemm (train and decode)
 """

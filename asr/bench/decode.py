@@ -4,7 +4,9 @@
 
 `bench_decode_matrix` exports the checkpoint (ONNX fp32 and int8, TorchScript, and sherpa-onnx for an fbank
 model), loads each on its backend, greedy and (with an LM) beam search, and times transcribing the manifest's
-files at each thread count: RTF, times real time, the search alone, WER.
+files at each thread count: RTF, times real time, the search alone, WER. The checkpoint also runs with torch.nn's
+recurrent stack (asr.rnn off: the speed before it), and the stack alone is timed both ways against one large
+sgemm on the same threads (asr.bench.rnn).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 
 from ..audio import SAMPLE_RATE, load_audio
 from ..data import Utterance
+from .rnn import bench_stack, format_stack
 
 
 class SherpaTranscriber:
@@ -99,7 +102,9 @@ def bench_decode_matrix(model: str | Path, utts: list[Utterance], thread_counts:
         for threads in thread_counts:
             torch.set_num_threads(threads)          # ONNX sessions take torch's thread count when loaded
             load = lambda path, options: load_model(path, options=options, chunking=chunking)
-            models = {"greedy, checkpoint": load(model, greedy),
+            before = load(model, greedy)
+            before.backend.model.fast_rnn = False
+            models = {"greedy, checkpoint": load(model, greedy), "greedy, checkpoint, torch.nn stack": before,
                       **{f"greedy, {name}": load(path, greedy) for name, path in files.items()}}
             if sherpa is not None:
                 models["greedy, sherpa-onnx"] = SherpaTranscriber(sherpa, threads)
@@ -108,4 +113,18 @@ def bench_decode_matrix(model: str | Path, utts: list[Utterance], thread_counts:
                 models.update({f"{label}, checkpoint": load(model, options),
                                f"{label}, ONNX": load(files["ONNX"], options)})
             rows += bench_decode(models, utts, threads, log=log)
+            rows.append(decode_stack(models["greedy, checkpoint"].backend, utts, threads))
+            log(format_stack(rows[-1]))
     return rows
+
+
+@torch.no_grad()
+def decode_stack(backend, utts: list[Utterance], threads: int) -> dict:
+    """asr.rnn against torch.nn on the recurrent-stack inputs of `utts`, one file at a time as transcribe() runs."""
+    batches = []
+    for u in utts:
+        wave = load_audio(u.input, backend.features.sample_rate)
+        feats, frames = backend.extractor(wave[None], torch.tensor([wave.shape[0]]))
+        x, lengths, _ = backend.model.front_end(feats, frames)
+        batches.append((x, lengths))
+    return {"mode": "recurrent stack", **bench_stack(backend.model.rnn, batches, False, threads)}

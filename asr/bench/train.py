@@ -8,7 +8,9 @@ For each batch size, in one process, on the same model and the same batches:
   pipeline    the same step fed from audio files on disk: DataLoader workers read and pad,
               pinned memory, non-blocking copies.
 It prints audio-seconds per second for each, their ratio (1.0: the GPU never waits for data) and
-peak memory. Long utterances (10-15 s by default) are built by concatenating AN4 train
+peak memory. On a CPU, model-only is also timed with the recurrent stack run by torch.nn (asr.model's
+`fast_rnn` off: the speed before asr.rnn), and the stack alone is timed both ways against one large sgemm
+(asr.bench.rnn). Long utterances (10-15 s by default) are built by concatenating AN4 train
 utterances with short silences, written as WAV files to a scratch folder.
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..model import AcousticModel, count_parameters
 from ..step import Stepper
 from ..text import Vocabulary
 from .plan import model_row_fields
+from .rnn import bench_stack
 
 GAP_SECONDS = 0.3  # silence between concatenated utterances
 
@@ -123,11 +126,29 @@ def bench_batch_size(cfg: TrainConfig, utts: list[Utterance], batch_size: int, s
     peak = (torch.cuda.max_memory_allocated(device) - sum(b.pcm.nbytes for b in resident) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     model_only = max(model_only, _timed(step, resident, warmup))
+    torch_nn, stack = None, None
+    if device.type == "cpu":                       # the same steps with torch.nn's recurrent stack, then the stack
+        model.fast_rnn = False
+        torch_nn = _timed(step, resident, warmup)
+        model.fast_rnn = True
+        stack = bench_stack(model.rnn, stack_inputs(model, extractor, resident[warmup:]), True, torch.get_num_threads())
     del resident
     frames = max(len(g) * max(utts[i].duration for i in g) for g in groups) * cfg.features.frames_per_second
     return {"batch_size": batch_size, "max_frames": int(frames), "model_only": model_only, "pipeline": pipeline,
             "ratio": pipeline / model_only, "peak_gib": peak / 2 ** 30,
-            "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS"}
+            "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS",
+            "model_only_torch_nn": torch_nn, "stack": stack}
+
+
+@torch.no_grad()
+def stack_inputs(model: AcousticModel, extractor: FeatureExtractor, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """What the recurrent stack receives in training on these batches: (N, T', C) front-end outputs, (N,) lengths."""
+    out = []
+    for b in batches:
+        feats, frames = extractor(b.waves, b.lengths)
+        x, lengths, _ = model.front_end(feats, frames)
+        out.append((x, lengths))
+    return out
 
 
 def bench_train(cfg: TrainConfig, sources: list[Utterance], batch_sizes: list[int], steps: int = 5, warmup: int = 2,
@@ -160,19 +181,27 @@ def bench_train(cfg: TrainConfig, sources: list[Utterance], batch_sizes: list[in
     return rows
 
 
-HEADER = f"{'batch':>6} {'frames':>8} {'model-only':>11} {'pipeline':>10} {'ratio':>6} {'peak GiB':>9}   (audio-s/s)"
+HEADER = (f"{'batch':>6} {'frames':>8} {'model-only':>11} {'pipeline':>10} {'ratio':>6} {'peak GiB':>9} "
+          f"{'torch.nn':>9} {'speed-up':>9}   (audio-s/s)")
 
 
 def format_row(r: dict) -> str:
+    nn_ = (f"{r['model_only_torch_nn']:>9.0f} {r['model_only'] / r['model_only_torch_nn']:>8.2f}x"
+           if r.get("model_only_torch_nn") else f"{'-':>9} {'-':>9}")
     return (f"{r['batch_size']:>6} {r['max_frames']:>8} {r['model_only']:>11.0f} {r['pipeline']:>10.0f} "
-            f"{r['ratio']:>6.2f} {r['peak_gib']:>9.2f}")
+            f"{r['ratio']:>6.2f} {r['peak_gib']:>9.2f} {nn_}")
 
 
 def format_table(rows: list[dict]) -> str:
+    from .rnn import format_stack
+
     best = max(rows, key=lambda r: r["pipeline"])
     lines = [HEADER, *map(format_row, rows),
              f"fastest pipeline: batch {best['batch_size']}, {best['pipeline']:.0f} audio-s/s, "
              f"{best['ratio']:.2f} of model-only; peak memory is {rows[0]['peak_kind']}"]
+    if rows[0].get("model_only_torch_nn"):
+        lines.append("torch.nn: model-only with the recurrent stack run by torch.nn (asr.rnn off), the same steps")
+    lines += [f"batch {r['batch_size']}: {format_stack(r['stack'])}" for r in rows if r.get("stack")]
     return "\n".join(lines)
 
 

@@ -136,6 +136,7 @@ def cmd_bench_plan(args) -> None:
 
 def cmd_bench_decode(args) -> None:
     from ..bench.decode import DECODE_HEADER, bench_decode_matrix, format_decode_row
+    from ..bench.rnn import format_stack
     from ..data import read_manifest
 
     utts = read_manifest(args.manifest)[:args.limit or None]
@@ -143,7 +144,8 @@ def cmd_bench_decode(args) -> None:
           f"{', '.join(map(str, args.thread_counts))} (torch, onnxruntime and beam search alike)")
     rows = bench_decode_matrix(args.model, utts, args.thread_counts, decoding_options(args), chunking_options(args),
                                log=lambda line: None)
-    print("\n".join([DECODE_HEADER, *map(format_decode_row, rows)]))
+    print("\n".join([DECODE_HEADER, *(format_decode_row(r) for r in rows if r["mode"] != "recurrent stack")]))
+    print("\n".join(format_stack(r) for r in rows if r["mode"] == "recurrent stack"))
     _write(args.out, rows)
 
 

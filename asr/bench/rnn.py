@@ -1,0 +1,97 @@
+"""The recurrent stack's speed against the machine's: asr.rnn and torch.nn on the same inputs, in one run, beside
+one large matrix product timed on the same threads (the most this CPU does per second). `asr bench train` and
+`asr bench decode` print these rows.
+
+FLOPs are the stack's matrix products, counted once per output frame (multiply and add: 2 each): for every layer
+and direction, gates x hidden x (input + hidden) multiply-adds; training counts the backward pass as twice the
+forward (the gradients of the inputs and of the weights). The elementwise gate maths is left out of the count,
+so the figure is what the products would reach if nothing else took time.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from ..rnn import run
+
+GATES = {nn.GRU: 3, nn.LSTM: 4, nn.RNN: 1}
+PEAK_SIZE = 2048  # the timed sgemm: 2048^3 (17 GFLOP), long enough to reach the clock, short enough to repeat
+
+
+def matmul_peak(threads: int, size: int = PEAK_SIZE, repeats: int = 3) -> float:
+    """GFLOP/s of the best of `repeats` float32 (size x size) @ (size x size) products on `threads` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
+
+
+def stack_flops(rnn: nn.RNNBase, frames: int, train: bool) -> float:
+    """Multiply-add FLOPs of `rnn`'s matrix products over `frames` frames (x3 with the backward pass)."""
+    gates, dirs, h = GATES[type(rnn)], 2 if rnn.bidirectional else 1, rnn.hidden_size
+    per_frame = sum(2 * gates * h * ((rnn.input_size if layer == 0 else h * dirs) + h) * dirs
+                    for layer in range(rnn.num_layers))
+    return per_frame * frames * (3 if train else 1)
+
+
+def _time(fn, repeats: int) -> float:
+    fn()                                                               # warm-up: allocations
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]], train: bool, threads: int,
+                repeats: int = 3) -> dict:
+    """asr.rnn and torch.nn over `batches` of (N, T, C) stack inputs and (N,) lengths (packed semantics when
+    decoding; padded, as training runs, with the backward pass when `train`): seconds, GFLOP/s and the speed-up,
+    with the sgemm peak of the same threads."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.set_num_threads(threads)
+    rnn.train(train)
+
+    def ours():
+        for x, n in batches:
+            y, _ = run(rnn, x.requires_grad_(train), None, None if train else n)
+            if train:
+                y.sum().backward()
+
+    def theirs():
+        for x, n in batches:
+            if train:
+                y, _ = rnn(x.requires_grad_())
+                y.sum().backward()
+            else:
+                rnn(pack_padded_sequence(x, n, batch_first=True, enforce_sorted=False))
+
+    with torch.set_grad_enabled(train):
+        seconds = {"asr.rnn": _time(ours, repeats), "torch.nn": _time(theirs, repeats)}
+    frames = sum(int(x.shape[0] * x.shape[1]) if train else int(n.sum()) for x, n in batches)
+    flops = stack_flops(rnn, frames, train)
+    peak = matmul_peak(threads)
+    return {"threads": threads, "train": train, "frames": frames, "gflop": flops / 1e9, "peak_gflops": peak,
+            **{f"{k}_seconds": v for k, v in seconds.items()},
+            **{f"{k}_gflops": flops / v / 1e9 for k, v in seconds.items()},
+            "speedup": seconds["torch.nn"] / seconds["asr.rnn"]}
+
+
+def format_stack(r: dict) -> str:
+    """One line per implementation and the ratios."""
+    what = "forward + backward (training)" if r["train"] else "forward (decoding)"
+    return "\n".join(
+        [f"recurrent stack, {what}, {r['threads']} thread(s), {r['frames']} frames, {r['gflop']:.2f} GFLOP of "
+         f"products; sgemm {PEAK_SIZE}^3 on the same threads: {r['peak_gflops']:.0f} GFLOP/s"]
+        + [f"  {name:<9} {r[f'{name}_seconds']:8.3f} s {r[f'{name}_gflops']:7.1f} GFLOP/s "
+           f"({r[f'{name}_gflops'] / r['peak_gflops']:.0%} of sgemm)" for name in ("torch.nn", "asr.rnn")]
+        + [f"  asr.rnn / torch.nn: {r['speedup']:.2f}x"])
