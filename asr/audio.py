@@ -23,6 +23,22 @@ class AudioError(ValueError):
     """Raised when an audio file cannot be used; the message names the file and the reason."""
 
 
+class AudioTooLong(AudioError):
+    """Raised when audio passes a caller's duration limit: by its header's own length (nothing decoded), or
+    while decoding (stopped there, so memory stays bounded by the limit, not by the file)."""
+
+    def __init__(self, source, limit: float, seconds: float | None):
+        self.limit, self.seconds = limit, seconds         # seconds: the declared length, or None (more than limit)
+        lasts = f"{seconds:.1f} s" if seconds is not None else f"more than {limit:g} s"
+        super().__init__(f"{source}: lasts {lasts}; at most {limit:g} s are taken")
+
+
+BLOCK_SECONDS = 30.0        # audio decoded at a time when a duration limit applies
+UNKNOWN_FRAMES = 2 ** 40    # libsndfile's frame count for a stream of unknown length is huge; not a length
+DECLARED_MARGIN = 1.25      # a container's declared duration refuses before decoding only when this far past the
+#                             limit: some are estimates (MP3 from its bitrate); nearer, the decoded audio decides
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     frames: int          # samples per channel
@@ -50,33 +66,68 @@ def audio_info(path: str | Path) -> AudioInfo:
     return AudioInfo(samples.shape[0], sr, samples.shape[1], container)
 
 
-def read_audio(path: str | Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
+def read_audio(path: str | Path, start: float | None = None, end: float | None = None,
+               max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Read a file as it is stored: (samples, channels) float32 in [-1, 1], and its sample rate.
 
     `start` / `end` (seconds) read only that span (a segment of a longer recording). soundfile reads
     what it can; PyAV (FFmpeg) the rest; when neither can, the AudioError names the file and both reasons.
+    `max_seconds`: AudioTooLong once the audio passes it, from the header's length or while decoding.
     """
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     try:
-        with sf.SoundFile(str(path)) as f:
-            sr = f.samplerate
-            first, last = _span(path, f.frames, sr, start, end)
-            if first:
-                f.seek(first)
-            samples = f.read(last - first, dtype="float32", always_2d=True)  # (S, C)
+        samples, sr = _read_soundfile(str(path), path, start, end, max_seconds)
     except AudioError:
         raise
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        samples, sr, _ = _decode_av(path, start, end, e)
+        samples, sr, _ = _decode_av(path, start, end, e, max_seconds)
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: contains no samples")
     return samples, sr
 
 
-def _decode_av(path: Path, start: float | None, end: float | None, soundfile_error: Exception):
-    """(samples (S, C) float32, rate, container name) of the first audio stream, decoded by FFmpeg (PyAV)."""
+def _read_soundfile(source, name, start: float | None, end: float | None,
+                    max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """(samples (S, C) float32, rate) through soundfile from a path or a file object; with `max_seconds`, refused
+    from the header's length when it says more, else read in blocks and stopped once past it."""
+    with sf.SoundFile(source) as f:
+        sr = f.samplerate
+        first, last = _span(name, f.frames, sr, start, end)
+        if max_seconds is None:
+            if first:
+                f.seek(first)
+            return f.read(last - first, dtype="float32", always_2d=True), sr            # (S, C)
+        limit, block = int(max_seconds * sr), max(1, int(BLOCK_SECONDS * sr))
+        if f.frames < UNKNOWN_FRAMES and last - first > limit:
+            raise AudioTooLong(name, max_seconds, (last - first) / sr)
+        if f.frames >= UNKNOWN_FRAMES and f.seekable():     # its length unknown: counted first, a block at a time,
+            f.seek(first)                                   # so a refusal never holds more than one block
+            counted = 0
+            while counted <= limit and (n := f.read(block, dtype="float32", always_2d=True).shape[0]):
+                counted += n
+            if counted > limit:
+                raise AudioTooLong(name, max_seconds, None)
+        f.seek(first)
+        blocks, held = [], 0
+        while held < last - first:
+            part = f.read(min(block, last - first - held), dtype="float32", always_2d=True)
+            if part.shape[0] == 0:
+                break
+            held += part.shape[0]
+            if held > limit:
+                raise AudioTooLong(name, max_seconds, None)
+            blocks.append(part)
+    channels = blocks[0].shape[1] if blocks else 1
+    return (np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)), sr
+
+
+def _decode_av(path: Path, start: float | None, end: float | None, soundfile_error: Exception,
+               max_seconds: float | None = None):
+    """(samples (S, C) float32, rate, container name) of the first audio stream, decoded by FFmpeg (PyAV).
+    `max_seconds`: refused from the container's declared duration when it says more, else stopped once the
+    decoded audio passes it."""
     def fail(reason: str):
         return AudioError(f"{path}: cannot decode audio (soundfile: {soundfile_error}; FFmpeg: {reason})")
 
@@ -89,11 +140,19 @@ def _decode_av(path: Path, start: float | None, end: float | None, soundfile_err
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise fail("no audio stream in it")
+            limit = max_seconds if start is None and end is None else None      # a span is checked once cut
+            if limit is not None:
+                declared = _declared_seconds(container, stream)           # an estimate for some (MP3 by bitrate)
+                if declared is not None and declared > DECLARED_MARGIN * limit:
+                    raise AudioTooLong(path, limit, declared)
             resampler = av.AudioResampler(format="fltp")            # float planar, its own rate and layout
-            parts = []
+            parts, held = [], 0
             for packet in container.demux(stream):
                 for frame in packet.decode():
                     parts += [f.to_ndarray() for f in resampler.resample(frame)]   # each (C, n)
+                    held += frame.samples
+                    if limit is not None and frame.sample_rate and held > limit * frame.sample_rate:
+                        raise AudioTooLong(path, max_seconds, None)
             parts += [f.to_ndarray() for f in resampler.resample(None)]
             sr, name = stream.codec_context.sample_rate, container.format.name
     except AudioError:
@@ -104,7 +163,18 @@ def _decode_av(path: Path, start: float | None, end: float | None, soundfile_err
         raise fail("no samples decoded")
     samples = np.ascontiguousarray(np.concatenate(parts, axis=1).T, dtype=np.float32)   # (S, C)
     first, last = _span(path, samples.shape[0], sr, start, end)
+    if max_seconds is not None and last - first > max_seconds * sr:
+        raise AudioTooLong(path, max_seconds, (last - first) / sr)
     return samples[first:last], sr, name
+
+
+def _declared_seconds(container, stream) -> float | None:
+    """The audio stream's length as the container declares it (None where it does not say)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000                  # microseconds (av.time_base)
+    return None
 
 
 def _span(path: Path, frames: int, sr: int, start: float | None, end: float | None) -> tuple[int, int]:
@@ -153,14 +223,14 @@ def add_noise(waves: torch.Tensor, lengths: torch.Tensor, snr_db: tuple[float, f
 
 
 def load_audio(audio: AudioInput, sr: int = SAMPLE_RATE, start: float | None = None,
-               end: float | None = None) -> torch.Tensor:
+               end: float | None = None, max_seconds: float | None = None) -> torch.Tensor:
     """Return (S,) float32 mono samples at `sr` (of a path: only `start`-`end` seconds, when given).
 
     A path is read with soundfile, downmixed by averaging channels and resampled; an array or
-    tensor is taken to be mono (S,) samples already at `sr`.
+    tensor is taken to be mono (S,) samples already at `sr`. `max_seconds`: see read_audio.
     """
     if isinstance(audio, (str, Path)):
-        samples, file_sr = read_audio(audio, start, end)
+        samples, file_sr = read_audio(audio, start, end, max_seconds)
         return _mono_at(samples, file_sr, sr, audio)
     wave = torch.as_tensor(audio, dtype=torch.float32)
     if wave.dim() != 1:
@@ -168,20 +238,26 @@ def load_audio(audio: AudioInput, sr: int = SAMPLE_RATE, start: float | None = N
     return wave
 
 
-def load_audio_bytes(data: bytes, sr: int = SAMPLE_RATE, name: str = "the audio", suffix: str = "") -> torch.Tensor:
+def load_audio_bytes(data: bytes, sr: int = SAMPLE_RATE, name: str = "the audio", suffix: str = "",
+                     max_seconds: float | None = None) -> torch.Tensor:
     """An encoded file held in memory (an upload, say) -> (S,) float32 mono samples at `sr`.
 
     soundfile's formats are read from the bytes themselves; anything else goes to FFmpeg through a
     temporary file of its own (`suffix`, e.g. ".m4a", is its hint). AudioError messages call it `name`.
+    `max_seconds`: AudioTooLong as soon as the audio is known to pass it (see read_audio).
     """
     try:
-        samples, file_sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)   # (S, C)
+        samples, file_sr = _read_soundfile(io.BytesIO(data), name, None, None, max_seconds)   # (S, C)
+    except AudioTooLong:
+        raise
     except Exception:  # not a soundfile format: FFmpeg, which reads paths
         with tempfile.NamedTemporaryFile(suffix=suffix, prefix="asr-audio-") as f:
             f.write(data)
             f.flush()
             try:
-                return load_audio(f.name, sr)
+                return load_audio(f.name, sr, max_seconds=max_seconds)
+            except AudioTooLong as e:
+                raise AudioTooLong(name, e.limit, e.seconds) from None
             except AudioError as e:
                 raise AudioError(str(e).replace(f.name, name)) from None
     if samples.shape[0] == 0:

@@ -1,3 +1,5 @@
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +191,41 @@ def test_a_video_without_audio_is_refused_by_name(tmp_path, an4_test_utts):
             audio=False)
     with pytest.raises(AudioError, match=r"silent.mp4: cannot decode audio .*FFmpeg: no audio stream"):
         load_audio(tmp_path / "silent.mp4")
+
+
+def silent_flac(hours: float, declared: bool = True) -> bytes:
+    """`hours` of 16 kHz silence as FLAC (about 1 MB for 6 hours); `declared=False` zeroes STREAMINFO's total
+    sample count, which FLAC allows ("unknown", as a streaming encoder writes it): only decoding tells its length."""
+    out = io.BytesIO()
+    block = np.zeros(SAMPLE_RATE * 600, np.int16)
+    with sf.SoundFile(out, "w", SAMPLE_RATE, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(round(hours * 6)):
+            f.write(block)
+    data = bytearray(out.getvalue())
+    if not declared:                     # "fLaC", a 4-byte block header, then STREAMINFO: 36 bits at its byte 13.5
+        data[21] &= 0xF0
+        data[22:26] = bytes(4)
+    return bytes(data)
+
+
+def test_audio_past_a_limit_is_refused_from_its_header_or_as_soon_as_decoding_passes_it(ffmpeg_files, tmp_path):
+    from asr.audio import AudioTooLong, load_audio_bytes
+
+    declared, unknown = silent_flac(6), silent_flac(6, declared=False)
+    assert len(declared) < 2 * 1024 ** 2 and sf.info(io.BytesIO(unknown)).frames > 10 ** 15
+    with pytest.raises(AudioTooLong, match=r"^an upload: lasts 21600\.0 s; at most 600 s are taken$") as e:
+        load_audio_bytes(declared, name="an upload", max_seconds=600)
+    assert e.value.seconds == 21600.0
+    with pytest.raises(AudioTooLong, match=r"^an upload: lasts more than 600 s; at most 600 s are taken$") as e:
+        load_audio_bytes(unknown, name="an upload", max_seconds=600)
+    assert e.value.seconds is None and e.value.limit == 600
+    path = tmp_path / "six_hours.flac"
+    path.write_bytes(unknown)
+    with pytest.raises(AudioTooLong, match=rf"^{re.escape(str(path))}: lasts more than 60 s"):
+        load_audio(path, max_seconds=60)
+    d, wave = ffmpeg_files                                # FFmpeg's formats: the container's length, or the decoding
+    for name in ("browser.webm", "phone.m4a"):
+        with pytest.raises(AudioTooLong, match="at most 1 s are taken"):
+            load_audio(d / name, max_seconds=1.0)
+        assert torch.equal(load_audio(d / name, max_seconds=60), load_audio(d / name))
+    assert torch.equal(load_audio_bytes(silent_flac(1 / 6), max_seconds=600), torch.zeros(SAMPLE_RATE * 600))

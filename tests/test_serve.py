@@ -537,3 +537,43 @@ def test_bench_serve_runs_asr_serve_under_load(an4_model, an4_test_utts, tmp_pat
         assert r["requests"] > 0 and r["errors"] == 0 and r["audio_per_second"] > 0
         assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] and r["server_peak_mb"] > 0
     assert rows[0]["mean_batch"] == 1.0
+
+
+def test_an_upload_past_the_duration_limit_is_refused_within_bounded_memory(an4_transcriber, an4_test_utts):
+    """Six hours of silence in 1 MB of FLAC: refused 413 from its header without decoding, or (its length left
+    unknown, as a streaming encoder writes it) as soon as decoding passes the limit; four at once too. The
+    server's resident memory, sampled throughout, rises by a bounded amount, not by six hours of samples
+    (1.4 GB as float32)."""
+    from test_audio import silent_flac
+
+    declared, unknown = silent_flac(6), silent_flac(6, declared=False)
+    good = wav_bytes(an4_test_utts[0].samples())
+    page = 4096
+    rss = lambda: int(Path("/proc/self/statm").read_text().split()[1]) * page
+    with running(Server(an4_transcriber, ServeOptions(max_audio_seconds=600.0))) as url:
+        assert post(url, {}, {"file": ("a.wav", good)})[0] == 200          # warm: the model and the decoders
+        start, peak, done = rss(), [0], threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss())
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        t0 = time.perf_counter()
+        code, body = post(url, {}, {"file": ("silence.flac", declared)})
+        declared_seconds = time.perf_counter() - t0
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: post(url, {}, {"file": ("silence.flac", unknown)}), range(4)))
+        done.set()
+        watcher.join()
+        assert_openai_error(code, body, 413, "file")
+        assert body["error"]["message"] == "the audio lasts 21600.0 s; this server takes at most 600 s"
+        for code, body in answers:
+            assert_openai_error(code, body, 413, "file")
+            assert body["error"]["message"] == "the audio lasts more than 600 s; this server takes at most 600 s"
+        rise = (peak[0] - start) / 2 ** 20
+        assert rise < 100, f"the server's memory rose by {rise:.0f} MB"
+        assert declared_seconds < 2.0                                       # nothing decoded
+        assert post(url, {}, {"file": ("a.wav", good)})[0] == 200          # and it goes on

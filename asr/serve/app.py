@@ -206,7 +206,8 @@ class Server:
                            param="stream")
         granularities = fields.getlist("timestamp_granularities[]") + fields.getlist("timestamp_granularities")
         wave = await asyncio.get_running_loop().run_in_executor(self.decoders, decode_upload, data, filename,
-                                                                self.transcriber.sample_rate)   # (S,)
+                                                                self.transcriber.sample_rate,
+                                                                self.options.max_audio_seconds)   # (S,)
         seconds = wave.shape[0] / self.transcriber.sample_rate
         if seconds > self.options.max_audio_seconds:
             raise ApiError(413, f"the audio lasts {seconds:.1f} s; this server takes at most "

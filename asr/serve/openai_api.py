@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import AudioError, load_audio_bytes
+from ..audio import AudioError, AudioTooLong, load_audio_bytes
 from ..transcripts import Transcript, alternatives_json, cue_text, separator_of, subtitle_cues
 from ..transcripts import render as render_transcript
 
@@ -48,17 +48,22 @@ def check_wav(data: bytes) -> None:
     raise ApiError(400, "truncated WAV: no data chunk", param="file", code="invalid_audio")
 
 
-def decode_upload(data: bytes, filename: str, sample_rate: int) -> torch.Tensor:
+def decode_upload(data: bytes, filename: str, sample_rate: int, max_seconds: float | None = None) -> torch.Tensor:
     """Upload bytes -> (S,) samples at `sample_rate`, from the bytes themselves (soundfile's formats) or a
     temporary file of their own (FFmpeg's), never a path the request names; the file name lends only a
-    sanitised suffix, a hint for FFmpeg."""
+    sanitised suffix, a hint for FFmpeg. Audio past `max_seconds` is refused (413) from its header's length or
+    as soon as decoding passes it, so what one upload holds in memory is bounded by the limit, not the file."""
     if not data:
         raise ApiError(400, "the uploaded file is empty", param="file", code="invalid_audio")
     check_wav(data)
     suffix = Path(filename or "").suffix
     suffix = suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
     try:
-        return load_audio_bytes(data, sample_rate, "the uploaded file", suffix)    # (S,)
+        return load_audio_bytes(data, sample_rate, "the uploaded file", suffix, max_seconds)    # (S,)
+    except AudioTooLong as e:
+        lasts = f"lasts {e.seconds:.1f} s" if e.seconds is not None else f"lasts more than {e.limit:g} s"
+        raise ApiError(413, f"the audio {lasts}; this server takes at most {e.limit:g} s", param="file",
+                       code="audio_too_long") from None
     except AudioError as e:
         raise ApiError(400, f"could not decode audio: {e}", param="file", code="invalid_audio") from None
 
