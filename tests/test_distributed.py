@@ -57,8 +57,14 @@ def test_replica_check_catches_one_differing_element(tmp_path):
     for p in procs:
         p.join()
     assert results[0] == results[1] == "rank 1's parameters differ from rank 0's (first: weight_hh_l1)"
-    model = torch.nn.GRU(4, 3)
-    assert parameter_fingerprint(model) == parameter_fingerprint(model)
+    torch.manual_seed(1)
+    a = torch.nn.GRU(4, 3)
+    torch.manual_seed(1)
+    b = torch.nn.GRU(4, 3)
+    assert parameter_fingerprint(a) == parameter_fingerprint(b)              # two replicas built alike agree
+    with torch.no_grad():
+        b.weight_hh_l0.view(-1)[[3, 4]] = b.weight_hh_l0.view(-1)[[4, 3]]   # two elements swapped: same sum
+    assert parameter_fingerprint(a) != parameter_fingerprint(b)
 
 
 def test_torchrun_two_gloo_ranks_read_their_own_shards_each_utterance_once(tmp_path, an4_test_utts):

@@ -150,3 +150,32 @@ def test_every_way_of_starting_the_command_line_is_the_same_parser():
         helps[" ".join(way)] = run.stdout.split("\n", 1)[1]          # after the usage line's program name
     assert len(set(helps.values())) == 1, helps
     assert "key=value" in helps["-m asr.train"] and "--config" in helps["-m asr.train"]
+
+
+def test_under_ci_a_skipped_test_fails_the_run_unless_marked(tmp_path):
+    """tests/ci_skips.py, on a throwaway suite: a skip is fine locally, fails under CI=true, and a test marked
+    skip_ok_in_ci may skip there."""
+    import os
+
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["ci_skips"]\n')
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n\n"
+        "def test_runs():\n    assert True\n\n"
+        "def test_skips():\n    pytest.skip('a tool is missing')\n")
+    (tmp_path / "test_y.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.skip_ok_in_ci\ndef test_may_skip():\n    pytest.skip('optional here')\n")
+
+    def run(ci: str | None, *files: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")}
+        env.update(PYTHONPATH=str(ROOT / "tests"), **({"CI": ci} if ci else {}))
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
+                               "ignore::pytest.PytestUnknownMarkWarning", *files], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    assert run(None, "test_x.py").returncode == 0
+    failed = run("true", "test_x.py")
+    assert failed.returncode == 1, failed.stdout
+    assert "CI=true: 1 test(s) skipped without skip_ok_in_ci, which fails the run: test_x.py::test_skips" \
+        in failed.stdout
+    assert run("true", "test_y.py").returncode == 0

@@ -146,13 +146,15 @@ def test_training_from_shards_resumes_mid_epoch_as_if_never_stopped(sharded, tmp
     # the interrupted run streams from one DataLoader worker process: the same batches either way
     proc = subprocess.Popen(_train(tmp_path, folder, tmp_path / "run", "num_workers=1"), stdout=subprocess.PIPE,
                             text=True)
+    said = []
     for line in proc.stdout:
-        if "batches per epoch" in line:
-            assert f"{n} train / 4 dev utterances, {per_epoch} batches per epoch" in line
+        said.append(line)
         if line.startswith(f"step {stop_at} "):
             proc.send_signal(signal.SIGTERM)
             break
     proc.communicate(timeout=120)
+    assert any(f"{n} train / 4 dev utterances, {per_epoch} batches per epoch" in line for line in said), said
+    assert said[-1].startswith(f"step {stop_at} "), said[-5:]              # stopped where it was asked to
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["position"]
     assert saved["epoch"] == 2 and 0 < saved["batch"] < per_epoch
     resumed = subprocess.run(_train(tmp_path, folder, tmp_path / "run", "num_workers=1", "resume=true"),
