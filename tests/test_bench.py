@@ -101,3 +101,26 @@ def test_bench_peer_puts_pocketsphinx_beside_ours_on_the_same_test_set(an4_model
     said = [r.text for r in Pocketsphinx().transcribe([u.audio for u in an4_test_utts[:5]])]
     assert all(said) and all(t == t.lower() for t in said)      # real words, in its own lower case
     assert "pocketsphinx 5" in capsys.readouterr().out
+
+
+def test_bench_soak_mixed_traffic_gets_only_the_expected_answers_and_memory_stays_flat(an4_model, an4_test_utts,
+                                                                                     tmp_path, capsys):
+    """`asr bench soak` in short form: a real `asr serve` under good and bad uploads, streams, wrong and missing
+    keys and clients hanging up. Every answer is the one its kind expects (no 5xx), the server answers after,
+    and its memory after the first window (warm-up) stays within a few tens of MB to the end."""
+    from asr.bench.soak import EXPECTED
+    from asr.data import write_manifest
+
+    write_manifest(tmp_path / "m.jsonl", an4_test_utts[:8])
+    asr_main(["bench", "soak", "--model", str(an4_model), "--manifest", str(tmp_path / "m.jsonl"),
+              "--minutes", "0.5", "--clients", "4", "--windows", "3", "--out", str(tmp_path / "soak.json")])
+    r = json.loads((tmp_path / "soak.json").read_text())
+    assert r["alive"] and r["unexpected"] == 0 and r["server_errors"] == 0 and r["requests"] >= 30
+    assert r["tracebacks"] == 0, r["log_tail"]
+    answered = {kind: {int(s) for s in statuses} for kind, statuses in r["by_kind"].items() if statuses}
+    assert {"good", "stream", "wrong_key", "not_audio", "hang_up"} <= set(answered)
+    assert all(answered[k] <= EXPECTED[k] for k in answered)
+    assert [w["window"] for w in r["windows"]] == [1, 2, 3] and all(w["requests"] for w in r["windows"])
+    assert r["rss_end_mb"] - r["rss_after_warmup_mb"] < 60, r
+    printed = capsys.readouterr().out
+    assert f"{r['requests']} requests, 0 unexpected, 0 5xx" in printed and "answering after, 0 tracebacks" in printed

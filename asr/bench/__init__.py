@@ -5,6 +5,7 @@
     decode.py   `asr bench decode`: real-time factor of the checkpoint and every export, greedy and LM beam
     stream.py   `asr bench stream`: a streaming model's WER, word latency and RTF
     serve.py    `asr bench serve`: `asr serve` under concurrent clients, batched against one request at a time
+    soak.py     `asr bench soak`: `asr serve` under sustained mixed traffic; statuses, latency and memory over time
     peer.py     `asr bench peer`: ours beside CMU pocketsphinx's English model on the same test sets
     rnn.py      the recurrent stack alone, asr.rnn against torch.nn, beside one large sgemm (train and decode)
 """

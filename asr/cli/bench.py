@@ -5,6 +5,7 @@
     asr bench decode --model M --manifest T        RTF of every backend and export, greedy and LM beam
     asr bench stream --model M --manifest T        streaming WER, word latency and RTF
     asr bench serve --model M --manifest T         the server under N concurrent clients: latency, throughput
+    asr bench soak --model M --manifest T ...      the server under sustained mixed traffic: statuses, latency, RSS
     asr bench peer --model M --manifest T ...      ours beside pocketsphinx's English model: %WER, %CER, RTF
 """
 from __future__ import annotations
@@ -95,6 +96,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_bench_serve)
 
+    p = bench.add_parser("soak", help="asr serve under sustained mixed traffic (good and bad uploads, streams, "
+                                      "keys right and wrong, clients hanging up): statuses, latency and memory "
+                                      "over time")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True, help="the utterances good requests carry")
+    p.add_argument("--minutes", type=float, default=30.0, help="how long (default: %(default)s)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default: %(default)s)")
+    p.add_argument("--windows", type=int, default=10, help="rows: the run in this many equal parts "
+                                                           "(default: %(default)s)")
+    p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--out", help="also write the result as JSON here")
+    p.set_defaults(func=cmd_bench_soak)
+
     p = bench.add_parser("peer", help="ours beside CMU pocketsphinx's general English model on the same test sets: "
                                       "%%WER, %%CER, real-time factor")
     add_model_args(p)
@@ -159,6 +173,19 @@ def cmd_bench_stream(args) -> None:
     row = stream_latency(load_model(args.model), utts, **chunk)
     print(format_latency(row, len(utts)))
     _write(args.out, row)
+
+
+def cmd_bench_soak(args) -> None:
+    from ..bench.soak import soak
+    from ..data import read_manifest
+
+    utts = read_manifest(args.manifest)[:args.limit or None]
+    result = soak(args.model, [u.audio for u in utts], args.minutes, args.clients, args.windows)
+    _write(args.out, result)
+    if result["log_tail"]:
+        print(result["log_tail"])
+    if result["unexpected"] or result["server_errors"] or not result["alive"] or result["tracebacks"]:
+        raise SystemExit("asr bench soak: the server answered unexpectedly (see the rows above)")
 
 
 def cmd_bench_serve(args) -> None:

@@ -176,6 +176,7 @@ class Server:
     # -- transcriptions
 
     async def transcriptions(self, request):
+        from starlette.requests import ClientDisconnect
         from starlette.responses import JSONResponse, Response
 
         self._authorize(request.headers)
@@ -189,6 +190,8 @@ class Server:
         except asyncio.TimeoutError:
             raise ApiError(504, f"the request took longer than {self.options.request_timeout:g} s",
                            code="timeout", kind="server_error") from None
+        except ClientDisconnect:          # hung up before its upload arrived: nobody to answer (nginx's 499)
+            return Response(status_code=499)
         finally:
             self.active -= 1
         self.metrics.audio.inc(result.duration)
