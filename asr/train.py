@@ -210,7 +210,7 @@ def train(cfg: TrainConfig) -> dict:
         say(f"resuming from {exp / 'last.pt'} at step {progress.step} "
             f"(epoch {progress.epoch}, batch {progress.batch})")
     plan.follow(progress)
-    log = (exp / "train_log.jsonl").open("a") if d.main else None
+    log = open_log(exp / "train_log.jsonl", progress.epoch) if d.main else None
     board = tensorboard(exp) if d.main and cfg.tensorboard else None
     after_step = AfterStep(cfg, state, step, board, say)
     try:
@@ -305,6 +305,20 @@ def end_of_epoch(cfg: TrainConfig, state: TrainingState, transcriber: Transcribe
     if cfg.keep_epochs:
         state.save_model(f"epoch_{epoch}.pt", epoch=epoch)
         (state.exp / f"epoch_{epoch - cfg.keep_epochs}.pt").unlink(missing_ok=True)
+
+
+def open_log(path: Path, first_epoch: int):
+    """train_log.jsonl to append to, holding only the epochs before `first_epoch` (the one this run trains next):
+    a run started again from zero, or resumed from a last.pt older than the log (killed between the two
+    writes), logs each epoch once."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) < first_epoch]
+        if len(kept) != len(lines):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(path)
+    return path.open("a")
 
 
 def tensorboard(exp: Path):

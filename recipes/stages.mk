@@ -36,6 +36,8 @@ CALLER_DIR ?= $(CURDIR)
 INIT_MODEL = $(if $(filter /%,$(INIT)),$(INIT),$(if $(or $(findstring /,$(INIT)),$(wildcard $(CALLER_DIR)/$(INIT))),\
                $(abspath $(CALLER_DIR)/$(INIT)),$(INIT)))
 TRAIN_INIT = $(if $(INIT),init_from=$(strip $(INIT_MODEL)) init_config=checkpoint $(INIT_EXTRA))
+# a train stage that did not finish (killed, stopped) goes on from its last.pt when run again, exactly
+TRAIN_RESUME = $(if $(wildcard $(EXP)/last.pt),resume=true)
 .PHONY: all record $(STAGES) $(TEST_SETS:%=decode-%) $(TEST_SETS:%=score-%)
 
 # a stage's number: its place in STAGES (what STAGE / STOP_STAGE count)
@@ -69,7 +71,8 @@ stats:
 train:
 	$(call stage,$(call n,train) train: $(CONFIG) -> $(EXP),$(EXP)/.train.done,\
 	  $(ASR) train --config $(CONFIG) exp_dir=$(EXP) $(TRAIN_DATA) \
-	    dev_manifest=$(DATA)/dev.jsonl stats=$(EXP)/stats.json $(TRAIN_INIT) $(EXTRA) 2>&1 | tee $(EXP)/train.log; \
+	    dev_manifest=$(DATA)/dev.jsonl stats=$(EXP)/stats.json $(TRAIN_INIT) $(TRAIN_RESUME) $(EXTRA) 2>&1 \
+	    | tee -a $(EXP)/train.log; \
 	  test $${PIPESTATUS[0]} -eq 0)
 
 lm: $(LM_DEPS)

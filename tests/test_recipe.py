@@ -1,4 +1,5 @@
 """The AN4 recipe end to end, through its Makefile, on a small real subset (CPU, about a minute)."""
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -172,3 +173,34 @@ def test_report_renders_in_headless_chromium(small_run, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20_000
+
+
+def test_a_recipe_killed_and_run_again_scores_as_if_never_stopped(small_run, tmp_path):
+    """SIGKILL to the whole recipe a few seconds into training, then again as decoding starts; each time `make
+    all` is run again. Finished stages are skipped, the train stage goes on from its last.pt, a half-done stage
+    is done again, and the scores are the uninterrupted run's (small_run: the same data and settings)."""
+    import os
+    import signal
+    import time
+
+    _, args, uninterrupted = small_run
+    args = [f"DATA={tmp_path}", *args[1:]]
+    scores = lambda out: re.findall(r"^%[WC]ER .*$", out, re.M)
+    for trigger, delay in (("stage 3 train", 4.0), ("stage 6 decode", 0.5)):
+        proc = subprocess.Popen(["make", "-C", str(ROOT / "recipes" / "an4"), "all", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        said = []
+        for line in proc.stdout:
+            said.append(line)
+            if line.startswith(trigger):
+                time.sleep(delay)
+                break
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert not scores("".join(said)), "".join(said)                     # killed before it finished
+    final = _make("all", *args)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "stage 1 prepare: " in final.stdout and "done, skipping" in final.stdout
+    assert scores(final.stdout) == scores(uninterrupted) and len(scores(final.stdout)) == 4
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "exp" / "small" / "train_log.jsonl").open()]
+    assert epochs == [1, 2]                                                # each epoch logged once

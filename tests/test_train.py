@@ -140,8 +140,9 @@ out["split"] = {"split": step.oom_split, "skipped": step.oom_skipped, "loss": lo
 items = [AudioDataset(utts, Vocabulary())[i] for i in range(16)]
 joined = (torch.cat([w for w, _, _ in items]), torch.cat([t for _, t, _ in items]),
           replace(utts[0], duration=sum(u.duration for u in utts)))
+joined = collate([joined])
 resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + (4 << 20), hard))   # room for error messages only
-loss = step(collate([joined]))
+loss = step(joined)
 resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 out["skip"] = {"split": step.oom_split, "skipped": step.oom_skipped, "loss": loss.item()}
 print(json.dumps(out))
