@@ -220,7 +220,11 @@ class AcousticModel(nn.Module):
         """
         cfg = self.cfg
         x, mask, pending1, pending2 = self._front(x, state, final, out_lengths)  # (N, t2, C), (N, 1, t2) or None
-        if out_lengths is not None and self.fast_rnn and rnn_supports(self.rnn, x):
+        # asr.rnn where it is faster: padded batches (training) and inputs of one length (a file, a stream); a
+        # packed batch of unequal lengths runs torch.nn's packed kernel, which shrinks the batch as inputs end
+        # (asr.rnn computes it exactly, but over every padded step: slower on AN4's 0.7-6 s files)
+        equal = out_lengths is not None and (not pack or bool((out_lengths == out_lengths[0]).all()))
+        if equal and self.fast_rnn and rnn_supports(self.rnn, x):
             y, rnn_state = run_rnn(self.rnn, x, state.rnn, out_lengths if pack else None)
         elif pack and out_lengths is not None:
             packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)

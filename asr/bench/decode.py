@@ -39,6 +39,9 @@ class SherpaTranscriber:
         return [Transcript(t, w.shape[0] / SAMPLE_RATE) for t, w in zip(texts, waves)]
 
 
+WARMUP = 32     # files transcribed untimed first by each transcriber: fewer left the first row 1.3-1.6x slow
+
+
 def bench_decode(transcribers: dict, utts: list[Utterance], threads: int, log=print) -> list[dict]:
     """Real-time factor of transcribing `utts` (files to words) with each named transcriber, and its WER.
 
@@ -51,7 +54,7 @@ def bench_decode(transcribers: dict, utts: list[Utterance], threads: int, log=pr
     audio = sum(u.duration for u in utts)
     rows = []
     for name, t in transcribers.items():
-        t.transcribe(paths[:4])                                        # warm-up: allocations, decoder set-up
+        t.transcribe(paths[:WARMUP])                   # warm-up: allocations, decoder set-up (a first pass is slower)
         start = time.perf_counter()
         hyps = [r.text for r in t.transcribe(paths)]
         wall = time.perf_counter() - start
