@@ -170,7 +170,8 @@ KEYS = ["epochs", "lr", "batch_frames", "speed_perturb", "noise_snr", "time_budg
         "select_by", "freeze", "model.hidden", "model.cell", "model.layers", "model.time_stride", "model.conv_kernel",
         "model.front_end", "model.dropout", "features.kind", "features.n_mels", "text.case", "text.charset",
         "augment.time_masks", "nonsense", "model.nonsense", "model", ""]
-VALUES = st.one_of(st.integers(-10 ** 6, 10 ** 6).map(str), st.floats(allow_nan=True).map(str),
+# floats without subnormals: training in the same worker flushes them to zero (asr.train), which hypothesis refuses
+VALUES = st.one_of(st.integers(-10 ** 6, 10 ** 6).map(str), st.floats(allow_subnormal=False).map(str),
                    st.text(max_size=16), st.sampled_from(["[]", "[1, 2", "{a: 1}", "null", "true", "[0.9, x]", "-",
                                                           "1e999", "gru", "lstm", "conv2d", "'", "\"", ":"]))
 
