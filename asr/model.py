@@ -101,8 +101,9 @@ class AcousticModel(nn.Module):
     Output frames past an utterance's length are computed from padding and must be ignored. With
     `pack=True` (the default) the recurrent stack runs on packed sequences, so padding never reaches
     a valid frame and a batch gives each utterance exactly what it gets alone. `pack=False` lets the
-    backward direction start in the padding: inexact, but on CPU its backward pass is 2.3x faster,
-    and length-bucketed training batches carry only a few padded frames.
+    backward direction start in the padding: inexact, but torch.nn's packed backward pass is 2.3x slower on a
+    CPU, and length-bucketed training batches carry only a few padded frames. (asr.rnn, which trains on CPU,
+    packs a GRU's batch with no extra work per step: `pack_sequences: true` is exact there; not yet timed.)
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -220,11 +221,13 @@ class AcousticModel(nn.Module):
         """
         cfg = self.cfg
         x, mask, pending1, pending2 = self._front(x, state, final, out_lengths)  # (N, t2, C), (N, 1, t2) or None
-        # asr.rnn where it is faster: padded batches (training) and inputs of one length (a file, a stream); a
-        # packed batch of unequal lengths runs torch.nn's packed kernel, which shrinks the batch as inputs end
-        # (asr.rnn computes it exactly, but over every padded step: slower on AN4's 0.7-6 s files)
-        equal = out_lengths is not None and (not pack or bool((out_lengths == out_lengths[0]).all()))
-        if equal and self.fast_rnn and rnn_supports(self.rnn, x):
+        # asr.rnn where it is faster: training (padded or packed: its backward pass is the gain) and inputs of one
+        # length (a file, a stream); inference on a packed batch of unequal lengths runs torch.nn's packed kernel,
+        # which shrinks the batch as inputs end (asr.rnn computes it exactly, but over every padded step: slower
+        # on AN4's 0.7-6 s files)
+        fits = out_lengths is not None and (not pack or torch.is_grad_enabled()
+                                            or bool((out_lengths == out_lengths[0]).all()))
+        if fits and self.fast_rnn and rnn_supports(self.rnn, x):
             y, rnn_state = run_rnn(self.rnn, x, state.rnn, out_lengths if pack else None)
         elif pack and out_lengths is not None:
             packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
