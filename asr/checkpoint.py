@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .config import selection_metric
 from .distributed import Dist, gather_objects
 from .features import FeatureConfig, FeatureExtractor
 from .model import AcousticModel, ModelConfig
@@ -165,7 +166,8 @@ class TrainingState:
 
 
 def epoch_checkpoints(exp: str | Path, last: int = 0, best: int = 0) -> list[Path]:
-    """The exp dir's epoch_<k>.pt files: the `last` N epochs, or the `best` N by dev WER (train_log.jsonl)."""
+    """The exp dir's epoch_<k>.pt files: the `last` N epochs, or the `best` N by the dev score that chose the
+    run's best.pt (dev WER, or what its config.json's select_by names; train_log.jsonl)."""
     exp = Path(exp)
     kept = {int(p.stem.split("_")[1]): p for p in exp.glob("epoch_*.pt")}
     if not kept:
@@ -173,8 +175,10 @@ def epoch_checkpoints(exp: str | Path, last: int = 0, best: int = 0) -> list[Pat
     if last:
         epochs = sorted(kept)[-last:]
     else:
-        wer = {r["epoch"]: r["dev_wer"] for r in map(json.loads, (exp / "train_log.jsonl").open()) if "dev_wer" in r}
-        epochs = sorted((e for e in kept if e in wer), key=lambda e: (wer[e], -e))[:best]
+        run = json.loads((exp / "config.json").read_text()) if (exp / "config.json").exists() else {}
+        key = "dev_" + selection_metric(run.get("select_by", "auto"), run.get("text", {}).get("word_unit", "word"))
+        score = {r["epoch"]: r[key] for r in map(json.loads, (exp / "train_log.jsonl").open()) if key in r}
+        epochs = sorted((e for e in kept if e in score), key=lambda e: (score[e], -e))[:best]
     n = last or best
     if len(epochs) < n:
         raise ValueError(f"{exp}: asked for {n} checkpoints, only {len(epochs)} kept ({sorted(kept)})")

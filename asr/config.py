@@ -25,6 +25,14 @@ from .text import TextConfig
 T = TypeVar("T")
 
 
+def selection_metric(select_by: str, word_unit: str) -> str:
+    """The dev score that picks a run's best epoch: `select_by` (wer | cer), where `auto` is WER, or CER where
+    characters are the words (TextConfig.word_unit "char")."""
+    if select_by != "auto":
+        return select_by
+    return "cer" if word_unit == "char" else "wer"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     exp_dir: str = "data/an4/exp/default"

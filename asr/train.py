@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from .backends.checkpoint import CheckpointBackend
 from .checkpoint import TrainingState
-from .config import TrainConfig
+from .config import TrainConfig, selection_metric
 from .data import AudioDataset, FrameBudgetSampler, collate, read_manifest, with_alphabet
 from .distributed import Dist, all_sum, barrier, check_replicas_in_sync, init_distributed, pick_device, shutdown
 from .features import FeatureExtractor, load_stats
@@ -43,10 +43,8 @@ def evaluate(transcriber, utts, unit: str = "word") -> dict:
 
 
 def selected_by(cfg: TrainConfig) -> str:
-    """What best.pt is chosen by: cfg.select_by, where `auto` is dev WER, or dev CER where characters are the words."""
-    if cfg.select_by != "auto":
-        return cfg.select_by
-    return "cer" if cfg.text.word_unit == "char" else "wer"
+    """What best.pt is chosen by (asr.config.selection_metric)."""
+    return selection_metric(cfg.select_by, cfg.text.word_unit)
 
 
 def read_targets(cfg: TrainConfig, manifest: str) -> list:

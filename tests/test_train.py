@@ -264,3 +264,23 @@ def test_best_checkpoint_is_the_epoch_the_chosen_dev_score_ranks_first(five_utts
     assert torch.load(exp / "best.pt", weights_only=True)["epoch"] == 1 + score.index(min(score))
     with pytest.raises(ValueError, match="select_by must be auto, wer or cer, not 'loss'"):
         TrainConfig(select_by="loss")
+
+
+def test_averaging_the_best_epochs_ranks_them_by_the_runs_select_by(tmp_path):
+    """`asr average --best N` takes the epochs the run's own selection ranks first: its config.json's select_by
+    (or CER where characters are the words), not always dev WER."""
+    from asr.checkpoint import epoch_checkpoints
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    scores = {1: (90.0, 40.0), 2: (80.0, 45.0), 3: (85.0, 30.0), 4: (70.0, 50.0)}    # epoch: (dev WER, dev CER)
+    (exp / "train_log.jsonl").write_text("".join(json.dumps({"epoch": e, "dev_wer": w, "dev_cer": c}) + "\n"
+                                                 for e, (w, c) in scores.items()))
+    for e in scores:
+        (exp / f"epoch_{e}.pt").touch()
+    picked = lambda: [p.name for p in epoch_checkpoints(exp, best=2)]
+    assert picked() == ["epoch_2.pt", "epoch_4.pt"]                               # no config.json: dev WER
+    for config, expected in (({"select_by": "cer"}, ["epoch_1.pt", "epoch_3.pt"]),
+                             ({"select_by": "auto", "text": {"word_unit": "char"}}, ["epoch_1.pt", "epoch_3.pt"]),
+                             ({"select_by": "wer", "text": {"word_unit": "char"}}, ["epoch_2.pt", "epoch_4.pt"])):
+        (exp / "config.json").write_text(json.dumps(config))
+        assert picked() == expected, config
