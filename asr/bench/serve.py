@@ -164,22 +164,30 @@ class Client:
 
     def __init__(self, port: int, keepalive: bool = True):
         self.port, self.keepalive, self.conn = port, keepalive, None
+        self.retried = 0          # requests sent again after their kept-alive connection failed
 
     def post(self, body: bytes, headers: dict) -> int:
-        """The HTTP status (0 when the connection or the reply failed)."""
-        try:
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-            self.conn.request("POST", "/v1/audio/transcriptions", body,
-                              headers if self.keepalive else {**headers, "Connection": "close"})
-            reply = self.conn.getresponse()
-            reply.read()
-            if not self.keepalive or reply.will_close:
+        """The HTTP status (0 when the connection or the reply failed). A kept-alive connection the server has
+        closed meanwhile (idle past its keep-alive timeout) fails before any reply: tried once more on a new
+        connection, as HTTP clients do (httpx, urllib3)."""
+        for attempt in (0, 1):
+            reused = self.conn is not None
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+                self.conn.request("POST", "/v1/audio/transcriptions", body,
+                                  headers if self.keepalive else {**headers, "Connection": "close"})
+                reply = self.conn.getresponse()
+                reply.read()
+                if not self.keepalive or reply.will_close:
+                    self.close()
+                return reply.status
+            except (OSError, http.client.HTTPException):   # refused, reset, or a reply that is not HTTP
                 self.close()
-            return reply.status
-        except (OSError, http.client.HTTPException):   # refused, reset, or a reply that is not HTTP
-            self.close()
-            return 0
+                if not reused or attempt:
+                    return 0
+                self.retried += 1
+        return 0
 
     def close(self) -> None:
         if self.conn is not None:

@@ -157,6 +157,7 @@ def soak(model: str | Path, files: list[str | Path], minutes: float = 30.0, clie
     start = time.monotonic()
     deadline = start + seconds
     memory: list[tuple[float, float]] = []
+    retried = [0]
 
     def client(k: int):
         rng, me = random.Random(seed * 1000 + k), Client(server.port)
@@ -168,6 +169,8 @@ def soak(model: str | Path, files: list[str | Path], minutes: float = 30.0, clie
             with lock:
                 records.append((t0 - start, kind, status, time.monotonic() - t0))
         me.close()
+        with lock:
+            retried[0] += me.retried
 
     def watch():
         while time.monotonic() < deadline + 1:
@@ -191,7 +194,7 @@ def soak(model: str | Path, files: list[str | Path], minutes: float = 30.0, clie
         server.stop()
     result = summarise(records, memory, seconds, windows)
     result.update(clients=clients, minutes=minutes, alive=alive, threads=server.health["threads"],
-                  workers=server.health["workers"], tracebacks=server_log.count("Traceback"),
+                  workers=server.health["workers"], tracebacks=server_log.count("Traceback"), retried=retried[0],
                   log_tail=server_log[-3000:] if "Traceback" in server_log else "")
     log(format_soak(result))
     return result
@@ -236,5 +239,6 @@ def format_soak(r: dict) -> str:
                  f"{r['rss_start_mb']:.0f} MB at start, {r['rss_after_warmup_mb']:.0f} MB after the first window, "
                  f"{r['rss_end_mb']:.0f} MB at the end (peak {r['rss_peak_mb']:.0f}); "
                  f"server {'answering' if r.get('alive') else 'NOT answering'} after, "
-                 f"{r.get('tracebacks', 0)} tracebacks in its log")
+                 f"{r.get('tracebacks', 0)} tracebacks in its log; {r.get('retried', 0)} requests sent again on a "
+                 f"new connection after their kept-alive one failed")
     return "\n".join(lines)
