@@ -416,8 +416,9 @@ def test_an_onnx_export_serves_files_and_streams(uni_model, an4_test_utts, tmp_p
 
 
 def test_bench_client_keeps_its_connection_and_reconnects(an4_url, an4_test_utts):
-    """`asr bench serve`'s client: one connection for many requests, as HTTP clients keep them; a new one after
-    the server closes it or, with keepalive=False, for every request."""
+    """`asr bench serve`'s client: one connection for many requests, as HTTP clients keep them; a request whose
+    kept-alive connection fails before any reply is sent once more on a new one (counted); with keepalive=False,
+    a new connection for every request; a server that is not there is a 0."""
     from asr.bench.serve import Client, _form
 
     port = int(an4_url.rsplit(":", 1)[1])
@@ -427,12 +428,16 @@ def test_bench_client_keeps_its_connection_and_reconnects(an4_url, an4_test_utts
     conn = kept.conn
     assert kept.post(body, headers) == 200 and kept.conn is conn                  # the same connection
     conn.sock.close()                                                               # the connection drops
-    assert kept.post(body, headers) == 0 and kept.conn is None                      # counted, then reconnects
-    assert kept.post(body, headers) == 200 and kept.conn is not conn
+    assert kept.post(body, headers) == 200 and kept.conn is not conn and kept.retried == 1   # sent again
+    assert kept.post(body, headers) == 200 and kept.retried == 1
     once = Client(port, keepalive=False)
     assert once.post(body, headers) == 200 and once.conn is None
     assert once.post(b"not a form", headers) == 400 and once.conn is None
     kept.close()
+    from asr.bench.serve import _free_port
+
+    nobody = Client(_free_port())
+    assert nobody.post(body, headers) == 0 and nobody.conn is None and nobody.retried == 0   # refused, no retry
 
 
 def test_page_is_served(an4_url):
