@@ -104,7 +104,7 @@ class BenchedServer:
 
     def row(self, keepalive: bool) -> dict:
         lat = sorted(self.latencies)
-        pick = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0
+        pick = lambda q: quantile_ms(lat, q)
         return {"server": self.label, "max_batch": self.max_batch, "workers": self.workers, "threads": self.threads,
                 "clients": self.clients, "keepalive": keepalive, "requests": len(lat) + self.errors,
                 "errors": self.errors, "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
@@ -112,11 +112,23 @@ class BenchedServer:
                 "mean_batch": _mean_batch(self.port), "server_peak_mb": self.peak_mb}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM (the server's graceful shutdown), then SIGKILL after 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def quantile_ms(sorted_seconds: list[float], q: float) -> float:
+    """The q-quantile of sorted latencies in seconds, in milliseconds (0 for none)."""
+    if not sorted_seconds:
+        return 0.0
+    return 1000 * sorted_seconds[min(len(sorted_seconds) - 1, int(q * len(sorted_seconds)))]
 
 
 def _load(port: int, uploads, clients: int, seconds: float, keepalive: bool):

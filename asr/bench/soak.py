@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .serve import Client, _form, _free_port, _resident_mb, _wait_healthy
+from .serve import Client, _form, _free_port, _resident_mb, _wait_healthy, quantile_ms, stop_process
 
 EXPECTED = {"good": {200}, "stream": {200}, "wrong_key": {401}, "no_key": {401}, "not_audio": {400},
             "truncated": {400}, "too_long": {413}, "too_big": {413}, "hang_up": {0}}   # 0: no answer
@@ -97,11 +97,7 @@ class SoakServer:
         return _resident_mb(self.process.pid)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
         self.log.close()
 
 
@@ -210,7 +206,7 @@ def summarise(records, memory, seconds: float, windows: int) -> dict:
         rows.append({"window": w + 1, "until_s": round((w + 1) * width), "requests": len(part),
                      "by_status": dict(sorted(Counter(r[2] for r in part).items())),
                      "unexpected": sum(r[2] not in EXPECTED[r[1]] for r in part),
-                     "p50_ms": _quantile_ms(good, 0.5), "p99_ms": _quantile_ms(good, 0.99),
+                     "p50_ms": quantile_ms(good, 0.5), "p99_ms": quantile_ms(good, 0.99),
                      "rss_mb": rss[-1] if rss else 0.0})
     by_kind = {k: dict(sorted(Counter(r[2] for r in records if r[1] == k).items())) for k in EXPECTED}
     return {"windows": rows, "by_kind": by_kind, "requests": len(records),
@@ -218,12 +214,6 @@ def summarise(records, memory, seconds: float, windows: int) -> dict:
             "rss_start_mb": memory[0][1] if memory else 0.0,
             "rss_after_warmup_mb": rows[0]["rss_mb"], "rss_end_mb": memory[-1][1] if memory else 0.0,
             "rss_peak_mb": max((m for _, m in memory), default=0.0)}
-
-
-def _quantile_ms(sorted_seconds: list[float], q: float) -> float:
-    if not sorted_seconds:
-        return 0.0
-    return 1000 * sorted_seconds[min(len(sorted_seconds) - 1, int(q * len(sorted_seconds)))]
 
 
 def format_soak(r: dict) -> str:
