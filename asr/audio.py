@@ -168,6 +168,106 @@ def _decode_av(path: Path, start: float | None, end: float | None, soundfile_err
     return samples[first:last], sr, name
 
 
+@dataclass(frozen=True)
+class AudioWindow:
+    start: int              # its first sample's place in the whole file (samples at the requested rate)
+    wave: torch.Tensor      # (S,) float32 mono
+    last: bool              # nothing of the file follows it
+
+
+WINDOW_MARGIN = 0.05        # seconds of the file's own samples resampled on each side of a window, then dropped: the
+#                             resampling filter's reach (~20 samples), so windows join exactly as one pass would
+
+
+def audio_windows(path: str | Path, sr: int = SAMPLE_RATE, seconds: float = 300.0):
+    """A file as consecutive windows of about `seconds` of (S,) float32 mono at `sr` (AudioWindow), decoded a
+    block at a time: a file of any length is read holding one window and one block, never all of it.
+    Joined, the windows are load_audio(path, sr) (resampled with a margin on each side that is then dropped)."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    rate, blocks = _mono_blocks(path)
+    g = gcd(rate, sr)
+    unit = rate // g                            # own samples per resampling period (sr // g samples out)
+    size = max(1, round(seconds * rate / unit)) * unit
+    margin = -(-int(WINDOW_MARGIN * rate) // unit) * unit if rate != sr else 0
+
+    def out(samples: np.ndarray, left: int, n: int | None) -> torch.Tensor:
+        """Resampled (left context, window[, right context]) -> the window's own samples."""
+        if not np.isfinite(samples).all():
+            raise AudioError(f"{path}: non-finite samples (NaN or infinity)")
+        wave = resample(torch.from_numpy(samples), rate, sr)[left // unit * (sr // g):]
+        return (wave if n is None else wave[:n // unit * (sr // g)]).contiguous()
+
+    held, first = np.zeros(0, np.float32), 0      # own samples from `first` on
+    emitted, done = 0, 0                          # own samples already in windows, and theirs at `sr`
+    for block in blocks:
+        held = np.concatenate([held, block])
+        while first + held.shape[0] > emitted + size + margin:    # (more than a window: one always follows)
+            left = emitted - first
+            wave = out(held[:left + size + margin], left, size)
+            yield AudioWindow(done, wave, False)
+            done, emitted = done + wave.shape[0], emitted + size
+            keep = emitted - margin - first                 # the next window's left context onwards
+            held, first = held[keep:], first + keep
+    if first + held.shape[0] == 0:
+        raise AudioError(f"{path}: contains no samples")
+    yield AudioWindow(done, out(held, emitted - first, None), True)
+
+
+def _mono_blocks(path: Path, seconds: float = BLOCK_SECONDS):
+    """(the file's rate, an iterator of (n,) float32 mono blocks at that rate): soundfile, else FFmpeg (PyAV)."""
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        return _av_mono_blocks(path, e)
+
+    def blocks():
+        with f:
+            while True:
+                try:
+                    part = f.read(max(1, int(seconds * f.samplerate)), dtype="float32", always_2d=True)   # (n, C)
+                except Exception as e:
+                    raise AudioError(f"{path}: cannot read past {f.tell() / f.samplerate:.1f} s: {e}") from e
+                if part.shape[0] == 0:
+                    return
+                yield part[:, 0].copy() if part.shape[1] == 1 else part.mean(axis=1)
+    return f.samplerate, blocks()
+
+
+def _av_mono_blocks(path: Path, soundfile_error: Exception):
+    def fail(reason: str):
+        return AudioError(f"{path}: cannot decode audio (soundfile: {soundfile_error}; FFmpeg: {reason})")
+
+    try:
+        import av
+    except ImportError:
+        raise fail("PyAV is not installed (pip install av)") from soundfile_error
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        rate = stream.codec_context.sample_rate if stream is not None else None
+    except Exception as e:  # av.error.* (InvalidDataError...), ValueError, OSError
+        raise fail(f"{type(e).__name__}: {e}") from e
+    if stream is None or not rate:
+        container.close()
+        raise fail("no audio stream in it" if stream is None else "no sample rate")
+
+    def blocks():
+        resampler = av.AudioResampler(format="fltp")               # float planar, its own rate and layout
+        with container:
+            try:
+                for packet in container.demux(stream):
+                    for frame in packet.decode():
+                        for f in resampler.resample(frame):
+                            yield f.to_ndarray().mean(axis=0, dtype=np.float32)   # (C, n) -> (n,)
+                for f in resampler.resample(None):
+                    yield f.to_ndarray().mean(axis=0, dtype=np.float32)
+            except Exception as e:
+                raise fail(f"{type(e).__name__}: {e}") from e
+    return rate, blocks()
+
+
 def _declared_seconds(container, stream) -> float | None:
     """The audio stream's length as the container declares it (None where it does not say)."""
     if stream.duration is not None and stream.time_base is not None:

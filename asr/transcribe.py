@@ -6,10 +6,13 @@ start / end times (seconds) and confidences. Inputs longer than `ChunkingOptions
 are first cut at their pauses (a model trained on
 single utterances decodes each stretch of speech best alone); a stretch still longer is cut
 into overlapping chunks whose central frames are kept and joined, so it is decoded as one
-sequence of frames (nothing duplicated or dropped at the seams).
+sequence of frames (nothing duplicated or dropped at the seams). A file longer than
+`ChunkingOptions.window_seconds` is read a window at a time and each window cut so, the speech at
+a window's end waiting for the next: an hour-long file holds one window, not the hour.
 """
 from __future__ import annotations
 
+import itertools
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .audio import AudioError, AudioInput, load_audio, split_at_pauses
+from .audio import AudioError, AudioInput, audio_windows, load_audio, split_at_pauses
 from .backends import Backend, load_backend
 from .data import length_batches, pad_waves
 from .decode import BeamSearch, DecodingOptions, TokenPath, greedy_paths, words_of
@@ -39,11 +42,16 @@ class ChunkingOptions:
     #                                 whose non-speech is then not decoded at all (else energy pauses cut them)
     vad_min_gap: float = 2.0        # with vad: non-speech this long (seconds) is left out; shorter pauses cut in their
     #                                 middle, as without (recipes/an4/RESULTS.md, "Steering at run time")
+    window_seconds: float = 300.0   # a file longer than this is read and decoded a window at a time (cut at its
+    #                                 pauses as above), so an hour-long file holds one window, not the hour
 
     def __post_init__(self):
         if self.chunk_seconds <= 2 * self.chunk_overlap:
             raise ValueError(f"chunk_seconds ({self.chunk_seconds}) must exceed twice chunk_overlap "
                              f"({self.chunk_overlap})")
+        if self.window_seconds < self.chunk_seconds:
+            raise ValueError(f"window_seconds ({self.window_seconds}) must be at least chunk_seconds "
+                             f"({self.chunk_seconds})")
         if self.vad not in VAD_MODES:
             raise ValueError(f"vad must be one of {', '.join(VAD_MODES)}, not {self.vad!r}")
 
@@ -107,26 +115,62 @@ class Transcriber:
 
     def _transcribe_many(self, inputs: list[AudioInput], errors: str = "raise") -> list[Transcript]:
         loaded: dict[int, torch.Tensor | str] = {}
+        done: dict[int, Transcript] = {}
         for i, a in enumerate(inputs):
             try:
-                loaded[i] = load_audio(a, self.sample_rate)
+                if isinstance(a, (str, Path)):                  # a file: whole when short, else window by window
+                    windows = audio_windows(a, self.sample_rate, self.chunking.window_seconds)
+                    first = next(windows)
+                    if first.last:
+                        loaded[i] = first.wave
+                    else:
+                        done[i] = self._transcribe_windows(a, itertools.chain([first], windows))
+                else:
+                    loaded[i] = load_audio(a, self.sample_rate)
             except AudioError as e:
                 if errors == "raise":
                     raise
                 loaded[i] = str(e)
-        ok = [i for i in range(len(inputs)) if not isinstance(loaded[i], str)]
-        done = dict(zip(ok, self._decode_inputs([inputs[i] for i in ok], [loaded[i] for i in ok])))
+        ok = [i for i in loaded if not isinstance(loaded[i], str)]
+        done.update(zip(ok, self._decode_inputs([inputs[i] for i in ok], [loaded[i] for i in ok])))
         name = lambda a: str(a) if isinstance(a, (str, Path)) else None
         return [done[i] if i in done else Transcript("", 0.0, name(a), (), loaded[i]) for i, a in enumerate(inputs)]
 
-    def _decode_inputs(self, inputs: list[AudioInput], waves: list[torch.Tensor]) -> list[Transcript]:
-        pieces, owner, offset = self._segments(waves)
+    def _transcribe_windows(self, source: str | Path, windows) -> Transcript:
+        """A long file from its consecutive windows (asr.audio.audio_windows), holding one at a time. Each is cut as
+        one input is (_spans); its last stretch of speech, which may go on in the next window, waits for it."""
+        carry, words, total = torch.zeros(0), [], 0
+        most = int(self.chunking.window_seconds * self.sample_rate) // 2   # the most carried into the next window
+        context = int(self.chunking.vad_min_gap * self.sample_rate)
+        for w in windows:
+            wave = torch.cat([carry, w.wave])                              # (S,) samples from w.start - len(carry)
+            base, total = w.start - carry.shape[0], w.start + w.wave.shape[0]
+            spans, carry = self._spans(wave, long=True), wave[:0]
+            if not w.last:                     # the last stretch waits, with the pause before it (VAD hears the onset)
+                a, b = spans[-1] if spans else (wave.shape[0], wave.shape[0])
+                a = max(a - context, spans[-2][1] if len(spans) > 1 else 0)
+                keep = a if wave.shape[0] - a <= most else b if wave.shape[0] - b <= most else wave.shape[0]
+                carry, spans = wave[keep:], [(x, min(y, keep)) for x, y in spans if x < keep]
+            pieces = [wave[a:b] for a, b in spans]
+            for (a, _), (ws, _) in zip(spans, self._decode_pieces(pieces)):
+                shift = (base + a) / self.sample_rate
+                words += [replace(x, start=x.start + shift, end=x.end + shift) for x in ws]
+        return Transcript(self.vocab.separator.join(x.text for x in words), total / self.sample_rate, str(source),
+                          tuple(words))
+
+    def _decode_pieces(self, pieces: list[torch.Tensor]) -> list[tuple[list[Word], tuple[Alternative, ...]]]:
+        """(S_k,) pieces -> each one's words and alternatives, decoded in length-sorted batches."""
         results: list[tuple] = [([], ()) for _ in pieces]
         groups = self._groups(pieces)
         for group in tqdm(groups, desc="decoding", unit="batch", leave=False,
                           disable=len(groups) < 4 or not sys.stderr.isatty()):
             for i, decoded in zip(group, self.decode_waves([pieces[i] for i in group])):
                 results[i] = decoded
+        return results
+
+    def _decode_inputs(self, inputs: list[AudioInput], waves: list[torch.Tensor]) -> list[Transcript]:
+        pieces, owner, offset = self._segments(waves)
+        results = self._decode_pieces(pieces)
         words: list[list[Word]] = [[] for _ in waves]
         alternatives: list[tuple] = [() for _ in waves]
         for k, (ws, alts) in enumerate(results):                           # segments back into their inputs
@@ -144,21 +188,22 @@ class Transcriber:
         start sample."""
         pieces, owner, offset = [], [], []
         for i, wave in enumerate(waves):
-            long = wave.shape[0] > self.chunking.chunk_seconds * self.sample_rate
-            if self.chunking.vad == "on" or (self.chunking.vad == "auto" and long):
-                regions = speech_regions(wave, self.sample_rate, self.chunking.vad_min_gap,
-                                         VadOptions(min_silence=self.chunking.min_pause))
-                spans = [(a + x, a + y) for a, b in regions
-                         for x, y in split_at_pauses(wave[a:b], self.sample_rate, self.chunking.min_pause)]
-            elif long:
-                spans = split_at_pauses(wave, self.sample_rate, self.chunking.min_pause)
-            else:
-                spans = [(0, wave.shape[0])]
-            for a, b in spans:
+            for a, b in self._spans(wave, wave.shape[0] > self.chunking.chunk_seconds * self.sample_rate):
                 pieces.append(wave[a:b])
                 owner.append(i)
                 offset.append(a)
         return pieces, owner, offset
+
+    def _spans(self, wave: torch.Tensor, long: bool) -> list[tuple[int, int]]:
+        """The (start, end) sample spans of one (S,) input to decode, each alone (see _segments)."""
+        if self.chunking.vad == "on" or (self.chunking.vad == "auto" and long):
+            regions = speech_regions(wave, self.sample_rate, self.chunking.vad_min_gap,
+                                     VadOptions(min_silence=self.chunking.min_pause))
+            return [(a + x, a + y) for a, b in regions
+                    for x, y in split_at_pauses(wave[a:b], self.sample_rate, self.chunking.min_pause)]
+        if long:
+            return split_at_pauses(wave, self.sample_rate, self.chunking.min_pause)
+        return [(0, wave.shape[0])]
 
     def _groups(self, waves: list[torch.Tensor]) -> list[list[int]]:
         if not self.backend.batches:

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr.audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, read_audio
+from asr.audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, read_audio, resample
 
 
 def test_reads_nist_sphere_at_16k(an4_test_utts):
@@ -156,6 +156,35 @@ def test_what_only_ffmpeg_decodes_is_read_through_pyav(ffmpeg_files, name):
     assert similarity > (0.5 if name.endswith(".amr") else 0.95), similarity     # AMR: 8 kHz narrowband speech
     part, _ = read_audio(d / name, start=0.5, end=1.5)     # a segment of it
     assert part.shape[0] == rate
+
+
+def test_windows_of_a_file_join_into_one_read_of_it(ffmpeg_files, an4_test_utts, fsdd_dir, tmp_path):
+    """audio_windows reads a file a window at a time (a 44.1 kHz stereo FLAC, an 8 kHz WAV, SPHERE, and webm / m4a
+    through FFmpeg): each window starts where the one before ended, only the last says so, the windows joined
+    are load_audio's samples (resampling included, within float rounding), and an empty file is refused."""
+    from asr.audio import audio_windows
+
+    d, _ = ffmpeg_files
+    speech = torch.cat([load_audio(u.audio) for u in an4_test_utts[:6]])                 # ~20 s
+    stereo = tmp_path / "stereo.flac"
+    x = resample(speech, SAMPLE_RATE, 44100).numpy()
+    sf.write(stereo, np.stack([x, 0.5 * x], axis=1), 44100, subtype="PCM_24")
+    digits = next(iter(sorted(fsdd_dir.rglob("*.wav"))))                                   # 8 kHz
+    for path in (stereo, digits, Path(an4_test_utts[0].audio), d / "browser.webm", d / "phone.m4a"):
+        whole = load_audio(path)
+        for seconds in (0.37, 2.0, 1000.0):
+            windows = list(audio_windows(path, seconds=seconds))
+            assert [w.last for w in windows] == [False] * (len(windows) - 1) + [True], (path, seconds)
+            assert [w.start for w in windows] == [sum(v.wave.shape[0] for v in windows[:i])
+                                                  for i in range(len(windows))]
+            assert all(abs(w.wave.shape[0] - seconds * SAMPLE_RATE) <= 1 for w in windows[:-1])
+            joined = torch.cat([w.wave for w in windows])
+            assert joined.shape == whole.shape and torch.allclose(joined, whole, atol=1e-6), (path, seconds)
+        assert len(list(audio_windows(path, seconds=0.37))) > 1 or whole.shape[0] < 0.37 * SAMPLE_RATE
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros((0, 1), np.float32), SAMPLE_RATE)
+    with pytest.raises(AudioError, match="empty.wav: contains no samples"):
+        list(audio_windows(empty))
 
 
 def test_audio_held_in_memory_reads_as_its_file_does(ffmpeg_files, an4_test_utts, tmp_path):

@@ -118,3 +118,52 @@ def test_overlapping_chunks_join_into_the_frames_of_one_pass(an4_model, an4_test
     joined = score([ref], greedy_decode(chunked, m, model.vocab)).wer
     assert abs(joined.rate - whole.rate) <= 1.5, (whole, joined)
     assert joined.ins <= whole.ins + 1 and joined.dels <= whole.dels + 1, (whole, joined)
+
+
+LONG_FILE_PROBE = """
+import json, resource, sys
+import asr
+model = asr.load_model(sys.argv[1]).with_options(window_seconds=60.0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = model.transcribe(sys.argv[2])
+grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+whole = model.with_options(window_seconds=1e6).transcribe(sys.argv[2])       # after: read at once, decoded the same
+print(json.dumps({"grew_mb": grew, "duration": t.duration, "words": [[w.text, w.start, w.end] for w in t.words],
+                  "whole": [[w.text, w.start, w.end] for w in whole.words]}))
+"""
+
+
+def test_a_long_file_is_transcribed_a_window_at_a_time(an4_model, an4_test_utts, tmp_path):
+    """12 minutes of 48 kHz stereo FLAC (553 MB as float samples, 660 kB on disk: silence with three AN4 test
+    utterances in it, one across a window's edge) through transcribe() in 60 s windows: the process grows by far
+    less than the file's samples, the words are those of the file read whole, at
+    the same times within 0.1 s (the pieces start a few samples apart: VAD's 32 ms steps fall elsewhere, and a
+    letter's one peaked frame may move), and each utterance's
+    words are found at its place."""
+    import numpy as np
+
+    rate, minutes = 48000, 12
+    utts = an4_test_utts[:3]
+    places = [100, 359.5, 700]                     # seconds; the second across the edge at 360 s
+    waves = [load_audio(u.audio, rate).numpy() for u in utts]
+    path = tmp_path / "meeting.flac"
+    with sf.SoundFile(path, "w", rate, 2, format="FLAC") as f:   # written a block at a time
+        for s in range(0, minutes * 60, 10):
+            block = np.zeros((10 * rate, 2), np.float32)
+            for p, w in zip(places, waves):
+                a, b = max(int(p * rate), s * rate), min(int(p * rate) + len(w), (s + 10) * rate)
+                if a < b:
+                    block[a - s * rate:b - s * rate] = w[a - int(p * rate):b - int(p * rate), None]
+            f.write(block)
+    out = subprocess.run([sys.executable, "-c", LONG_FILE_PROBE, str(an4_model), str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["duration"] == minutes * 60
+    assert result["grew_mb"] < 300, result["grew_mb"]        # the whole file read at once: > 700 MB
+    assert [x for x, _, _ in result["words"]] == [x for x, _, _ in result["whole"]]
+    assert all(abs(a - b) < 0.1 for (_, *x), (_, *y) in zip(result["words"], result["whole"]) for a, b in zip(x, y))
+    for p, w, u in zip(places, waves, utts):
+        inside = [x for x, start, end in result["words"] if p - 0.2 <= start and end <= p + len(w) / rate + 0.2]
+        assert len(inside) >= len(u.text.split()) - 1, (p, inside, u.text)
+    assert len(result["words"]) <= sum(len(u.text.split()) for u in utts) + 2
