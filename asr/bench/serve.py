@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -176,12 +177,17 @@ class Client:
 
     def __init__(self, port: int, keepalive: bool = True):
         self.port, self.keepalive, self.conn = port, keepalive, None
+        self.stale = 0            # kept-alive connections the server had closed (idle past its keep-alive timeout)
         self.retried = 0          # requests sent again after their kept-alive connection failed
 
     def post(self, body: bytes, headers: dict) -> int:
         """The HTTP status (0 when the connection or the reply failed). A kept-alive connection the server has
-        closed meanwhile (idle past its keep-alive timeout) fails before any reply: tried once more on a new
-        connection, as HTTP clients do (httpx, urllib3)."""
+        closed meanwhile (uvicorn closes one idle for 5 s) is seen to be closed before it is used and replaced,
+        as httpx's pool does; one that fails before any reply all the same (closed as the request went out) is
+        tried once more on a new connection, as urllib3 does. Both are counted."""
+        if self.conn is not None and self.conn.sock is not None and _closed_by_peer(self.conn.sock):
+            self.stale += 1
+            self.close()
         for attempt in (0, 1):
             reused = self.conn is not None
             try:
@@ -205,6 +211,20 @@ class Client:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection has been closed (or reset) by the server: it reads as ready, with
+    nothing or an error to read (httpcore's test before it reuses a pooled connection)."""
+    if sock.fileno() < 0:                  # closed here, not by the server: the request fails and is sent again
+        return False
+    ready, _, _ = select.select([sock], [], [], 0)
+    if not ready:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _free_port() -> int:

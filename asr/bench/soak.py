@@ -153,7 +153,7 @@ def soak(model: str | Path, files: list[str | Path], minutes: float = 30.0, clie
     start = time.monotonic()
     deadline = start + seconds
     memory: list[tuple[float, float]] = []
-    retried = [0]
+    retried, stale = [0], [0]
 
     def client(k: int):
         rng, me = random.Random(seed * 1000 + k), Client(server.port)
@@ -167,6 +167,7 @@ def soak(model: str | Path, files: list[str | Path], minutes: float = 30.0, clie
         me.close()
         with lock:
             retried[0] += me.retried
+            stale[0] += me.stale
 
     def watch():
         while time.monotonic() < deadline + 1:
@@ -191,6 +192,7 @@ def soak(model: str | Path, files: list[str | Path], minutes: float = 30.0, clie
     result = summarise(records, memory, seconds, windows)
     result.update(clients=clients, minutes=minutes, alive=alive, threads=server.health["threads"],
                   workers=server.health["workers"], tracebacks=server_log.count("Traceback"), retried=retried[0],
+                  stale=stale[0],
                   log_tail=server_log[-3000:] if "Traceback" in server_log else "")
     log(format_soak(result))
     return result
@@ -229,6 +231,7 @@ def format_soak(r: dict) -> str:
                  f"{r['rss_start_mb']:.0f} MB at start, {r['rss_after_warmup_mb']:.0f} MB after the first window, "
                  f"{r['rss_end_mb']:.0f} MB at the end (peak {r['rss_peak_mb']:.0f}); "
                  f"server {'answering' if r.get('alive') else 'NOT answering'} after, "
-                 f"{r.get('tracebacks', 0)} tracebacks in its log; {r.get('retried', 0)} requests sent again on a "
-                 f"new connection after their kept-alive one failed")
+                 f"{r.get('tracebacks', 0)} tracebacks in its log; {r.get('stale', 0)} kept-alive connections found "
+                 f"closed by the server before use (idle past its keep-alive timeout) and replaced, "
+                 f"{r.get('retried', 0)} requests sent again after their kept-alive connection failed")
     return "\n".join(lines)
