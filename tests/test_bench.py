@@ -75,8 +75,8 @@ def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model,
         assert r["speedup"] == pytest.approx(r["torch.nn_seconds"] / r["asr.rnn_seconds"])
         assert f"recurrent stack, forward (decoding), {t} thread(s), {r['frames']} frames" in printed
         assert f"asr.rnn / torch.nn: {r['speedup']:.2f}x" in printed
-    for r in rows.values():
-        assert 0 < r["rtf"] < 1 and 0 <= r["wer"] <= 100 and r["search_x_realtime"] > 1
+    for r in rows.values():                      # the fixture scores 12.94 on all of AN4 test, 3.88 with an LM
+        assert 0 < r["rtf"] < 1 and r["wer"] < (10 if "LM" in r["mode"] else 20) and r["search_x_realtime"] > 1
         assert re.search(rf"^{re.escape(r['mode'])}\s+{r['threads']}\s", printed, re.M)
     for t in (1, 2):
         assert rows[("greedy, ONNX", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
