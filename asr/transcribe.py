@@ -42,18 +42,20 @@ class ChunkingOptions:
     #                                 whose non-speech is then not decoded at all (else energy pauses cut them)
     vad_min_gap: float = 2.0        # with vad: non-speech this long (seconds) is left out; shorter pauses cut in their
     #                                 middle, as without (recipes/an4/RESULTS.md, "Steering at run time")
-    window_seconds: float = 300.0   # a file longer than this is read and decoded a window at a time (cut at its
-    #                                 pauses as above), so an hour-long file holds one window, not the hour
+    window_seconds: float = 300.0   # a file longer than this (and chunk_seconds) is read and decoded a window at a
+    #                                 time (cut at its pauses as above), so an hour-long file holds one window
 
     def __post_init__(self):
         if self.chunk_seconds <= 2 * self.chunk_overlap:
             raise ValueError(f"chunk_seconds ({self.chunk_seconds}) must exceed twice chunk_overlap "
                              f"({self.chunk_overlap})")
-        if self.window_seconds < self.chunk_seconds:
-            raise ValueError(f"window_seconds ({self.window_seconds}) must be at least chunk_seconds "
-                             f"({self.chunk_seconds})")
         if self.vad not in VAD_MODES:
             raise ValueError(f"vad must be one of {', '.join(VAD_MODES)}, not {self.vad!r}")
+
+    @property
+    def window(self) -> float:
+        """Seconds of a long file read at a time: window_seconds, never less than chunk_seconds."""
+        return max(self.window_seconds, self.chunk_seconds)
 
 
 class Transcriber:
@@ -119,7 +121,7 @@ class Transcriber:
         for i, a in enumerate(inputs):
             try:
                 if isinstance(a, (str, Path)):                  # a file: whole when short, else window by window
-                    windows = audio_windows(a, self.sample_rate, self.chunking.window_seconds)
+                    windows = audio_windows(a, self.sample_rate, self.chunking.window)
                     first = next(windows)
                     if first.last:
                         loaded[i] = first.wave
@@ -140,7 +142,7 @@ class Transcriber:
         """A long file from its consecutive windows (asr.audio.audio_windows), holding one at a time. Each is cut as
         one input is (_spans); its last stretch of speech, which may go on in the next window, waits for it."""
         carry, words, total = torch.zeros(0), [], 0
-        most = int(self.chunking.window_seconds * self.sample_rate) // 2   # the most carried into the next window
+        most = int(self.chunking.window * self.sample_rate) // 2   # the most carried into the next window
         context = int(self.chunking.vad_min_gap * self.sample_rate)
         for w in windows:
             wave = torch.cat([carry, w.wave])                              # (S,) samples from w.start - len(carry)
