@@ -128,32 +128,20 @@ def _decode_av(path: Path, start: float | None, end: float | None, soundfile_err
     """(samples (S, C) float32, rate, container name) of the first audio stream, decoded by FFmpeg (PyAV).
     `max_seconds`: refused from the container's declared duration when it says more, else stopped once the
     decoded audio passes it."""
-    def fail(reason: str):
-        return AudioError(f"{path}: cannot decode audio (soundfile: {soundfile_error}; FFmpeg: {reason})")
-
+    container, stream, fail = _av_open(path, soundfile_error)
     try:
-        import av
-    except ImportError:
-        raise fail("PyAV is not installed (pip install av)") from soundfile_error
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            stream = next((s for s in container.streams if s.type == "audio"), None)
-            if stream is None:
-                raise fail("no audio stream in it")
+        with container:
             limit = max_seconds if start is None and end is None else None      # a span is checked once cut
             if limit is not None:
                 declared = _declared_seconds(container, stream)           # an estimate for some (MP3 by bitrate)
                 if declared is not None and declared > DECLARED_MARGIN * limit:
                     raise AudioTooLong(path, limit, declared)
-            resampler = av.AudioResampler(format="fltp")            # float planar, its own rate and layout
             parts, held = [], 0
-            for packet in container.demux(stream):
-                for frame in packet.decode():
-                    parts += [f.to_ndarray() for f in resampler.resample(frame)]   # each (C, n)
-                    held += frame.samples
-                    if limit is not None and frame.sample_rate and held > limit * frame.sample_rate:
-                        raise AudioTooLong(path, max_seconds, None)
-            parts += [f.to_ndarray() for f in resampler.resample(None)]
+            for part, rate in _av_frames(container, stream):              # each (C, n)
+                parts.append(part)
+                held += part.shape[1]
+                if limit is not None and rate and held > limit * rate:
+                    raise AudioTooLong(path, max_seconds, None)
             sr, name = stream.codec_context.sample_rate, container.format.name
     except AudioError:
         raise
@@ -166,6 +154,38 @@ def _decode_av(path: Path, start: float | None, end: float | None, soundfile_err
     if max_seconds is not None and last - first > max_seconds * sr:
         raise AudioTooLong(path, max_seconds, (last - first) / sr)
     return samples[first:last], sr, name
+
+
+def _av_open(path: Path, soundfile_error: Exception):
+    """(container, its first audio stream, fail) through PyAV (FFmpeg); `fail(reason)` is the AudioError that
+    names the file and both readers' reasons, raised here when the file does not open or has no audio."""
+    def fail(reason: str):
+        return AudioError(f"{path}: cannot decode audio (soundfile: {soundfile_error}; FFmpeg: {reason})")
+
+    try:
+        import av
+    except ImportError:
+        raise fail("PyAV is not installed (pip install av)") from soundfile_error
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except Exception as e:  # av.error.* (InvalidDataError...), ValueError, OSError
+        raise fail(f"{type(e).__name__}: {e}") from e
+    stream = next((s for s in container.streams if s.type == "audio"), None)
+    if stream is None:
+        container.close()
+        raise fail("no audio stream in it")
+    return container, stream, fail
+
+
+def _av_frames(container, stream):
+    """The stream decoded: ((C, n) float32 at its own rate and layout, that rate) a frame at a time."""
+    import av
+
+    resampler = av.AudioResampler(format="fltp")            # float planar, its own rate and layout
+    for packet in container.demux(stream):
+        for frame in packet.decode():
+            yield from ((f.to_ndarray(), frame.sample_rate) for f in resampler.resample(frame))
+    yield from ((f.to_ndarray(), f.sample_rate) for f in resampler.resample(None))
 
 
 @dataclass(frozen=True)
@@ -236,34 +256,18 @@ def _mono_blocks(path: Path, seconds: float = BLOCK_SECONDS):
 
 
 def _av_mono_blocks(path: Path, soundfile_error: Exception):
-    def fail(reason: str):
-        return AudioError(f"{path}: cannot decode audio (soundfile: {soundfile_error}; FFmpeg: {reason})")
-
-    try:
-        import av
-    except ImportError:
-        raise fail("PyAV is not installed (pip install av)") from soundfile_error
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-        stream = next((s for s in container.streams if s.type == "audio"), None)
-        rate = stream.codec_context.sample_rate if stream is not None else None
-    except Exception as e:  # av.error.* (InvalidDataError...), ValueError, OSError
-        raise fail(f"{type(e).__name__}: {e}") from e
-    if stream is None or not rate:
+    container, stream, fail = _av_open(path, soundfile_error)
+    rate = stream.codec_context.sample_rate
+    if not rate:
         container.close()
-        raise fail("no audio stream in it" if stream is None else "no sample rate")
+        raise fail("no sample rate")
 
     def blocks():
-        resampler = av.AudioResampler(format="fltp")               # float planar, its own rate and layout
         with container:
             try:
-                for packet in container.demux(stream):
-                    for frame in packet.decode():
-                        for f in resampler.resample(frame):
-                            yield f.to_ndarray().mean(axis=0, dtype=np.float32)   # (C, n) -> (n,)
-                for f in resampler.resample(None):
-                    yield f.to_ndarray().mean(axis=0, dtype=np.float32)
-            except Exception as e:
+                for part, _ in _av_frames(container, stream):
+                    yield part.mean(axis=0, dtype=np.float32)                 # (C, n) -> (n,)
+            except Exception as e:  # av.error.* (InvalidDataError...), ValueError, OSError
                 raise fail(f"{type(e).__name__}: {e}") from e
     return rate, blocks()
 
