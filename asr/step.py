@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
-from .audio import add_noise, change_speed
+from .augment import add_noise, change_speed
 from .checkpoint import Progress
 from .data import Batch
 from .features import FeatureExtractor, SpecAugmentConfig, spec_augment

@@ -58,7 +58,7 @@ def test_non_audio_bytes_error_names_file(tmp_path):
 
 
 def test_change_speed_scales_length_and_pitch(an4_test_utts):
-    from asr.audio import change_speed, load_audio
+    from asr.augment import change_speed
     from asr.data import pad_waves
 
     t = torch.arange(16000) / 16000
@@ -77,7 +77,7 @@ def test_change_speed_scales_length_and_pitch(an4_test_utts):
 
 
 def test_add_noise_hits_the_snr_asked_for_reproducibly_and_keeps_padding_silent(an4_test_utts):
-    from asr.audio import add_noise
+    from asr.augment import add_noise
     from asr.data import pad_waves
     waves, lengths = pad_waves([u.samples() for u in an4_test_utts[:4]])          # (4, S), real speech
     noisy = add_noise(waves, lengths, (10.0, 10.0), torch.Generator().manual_seed(0))
