@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .rnn import dropout as rnn_dropout
 from .rnn import run as run_rnn
 from .rnn import supports as rnn_supports
 
@@ -243,7 +244,7 @@ class AcousticModel(nn.Module):
                 y = y * mask.transpose(1, 2)                               # padding must not leak back in time
             y, pending3 = conv_step(self.lookahead, state.lookahead, y.transpose(1, 2), cfg.lookahead, final)
             y = y.transpose(1, 2)                                          # (N, t3, H)
-        logits = self.output(self.dropout(y))                              # (N, t', V)
+        logits = self.output(rnn_dropout(y, self.dropout.p, self.training))   # (N, t', V)
         return logits.float().log_softmax(-1), ModelState(pending1, pending2, rnn_state, pending3)
 
 

@@ -24,11 +24,55 @@ does not apply (`supports`: another device or dtype, tracing for export, a quant
 """
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+_LOOP_SOURCE = Path(__file__).with_name("rnn_loop.cpp")
+_loop_lock = threading.Lock()
+_loop_state: dict = {}                  # "ops": torch.ops.asr_rnn_loop once built, None where it cannot be
+
+
+def compiled_loop(enable: bool | None = None):
+    """The GRU's compiled time loop (asr/rnn_loop.cpp: each direction and range of rows its own whole loop on its
+    own thread, the gates one vectorised pass), built with torch's C++ extension tools on first use (about 12 s,
+    `make install` does it once; cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and
+    loaded; None where it cannot be (no compiler, a CPU without AVX2, ASR_RNN_LOOP=0), and the Python loop runs.
+    `enable` switches it on or off for this process (benchmarks time both)."""
+    if enable is not None:
+        _loop_state["off"] = not enable
+    if _loop_state.get("off", os.environ.get("ASR_RNN_LOOP", "1") == "0"):
+        return None
+    if "ops" not in _loop_state:
+        with _loop_lock:
+            if "ops" not in _loop_state:
+                _loop_state["ops"] = _build_loop()
+    return _loop_state["ops"]
+
+
+def _build_loop():
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    try:
+        import ninja  # torch's builder runs `ninja`: put it on PATH
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)   # "no CUDA runtime": not needed here
+        from torch.utils.cpp_extension import load
+        load(name="asr_rnn_loop", sources=[str(_LOOP_SOURCE)], is_python_module=False,
+             extra_cflags=["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"])
+        return torch.ops.asr_rnn_loop
+    except Exception as e:                                              # noqa: BLE001 - any failure: the Python loop
+        warnings.warn(f"asr.rnn: the compiled GRU loop ({_LOOP_SOURCE.name}) could not be built, so the Python "
+                      f"loop runs (the same maths, slower): {e}", stacklevel=3)
+        return None
 
 
 def supports(rnn: nn.Module, x: torch.Tensor) -> bool:
@@ -59,7 +103,7 @@ def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
     order, mask = _order(lengths, t, n, dirs)
     for layer in range(rnn.num_layers):
         if layer and rnn.dropout and rnn.training:
-            y = F.dropout(y, rnn.dropout, True)
+            y = dropout(y, rnn.dropout)
         weights = [torch.stack([getattr(rnn, f"{kind}_l{layer}{sfx}") for sfx in ("", "_reverse")[:dirs]])
                    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]   # (D, gH, C) ... (D, gH)
         sl = slice(layer * dirs, (layer + 1) * dirs)
@@ -75,22 +119,38 @@ def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
 
 
 def _order(lengths: torch.Tensor | None, t: int, n: int, dirs: int):
-    """The backward direction's time order and the validity mask: (T, N) indices that reverse each sequence
-    within its length (None: reverse the whole padded axis) and (T, 1, N, 1) True where a step is real (None:
-    every step is)."""
+    """The backward direction's time order and the validity mask: the (T * N,) rows of a (T * N, ...) view that
+    reverse each sequence within its length (None: reverse the whole padded axis) and (T, 1, N, 1) True where a
+    step is real (None: every step is)."""
     if lengths is None or bool((lengths == t).all()):
         return None, None
     lengths = lengths.to(torch.long).cpu()
     steps = torch.arange(t)[:, None]                                      # (T, 1)
-    order = torch.where(steps < lengths, lengths - 1 - steps, steps) if dirs == 2 else None   # (T, N)
+    order = None
+    if dirs == 2:
+        order = (torch.where(steps < lengths, lengths - 1 - steps, steps) * n + torch.arange(n)).view(-1)
     return order, (steps < lengths)[:, None, :, None]
 
 
 def _reorder(a: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """(T, N, ...) in the backward direction's time order (its own inverse)."""
+    """(T, N, ...) in the backward direction's time order (its own inverse): whole rows taken by index (a gather
+    of every element costs 5x more)."""
     if order is None:
         return a.flip(0)
-    return a.gather(0, order.view(*order.shape, *([1] * (a.dim() - 2))).expand_as(a))
+    return a.reshape(order.shape[0], -1).index_select(0, order).view(a.shape)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """F.dropout's maths (each element zeroed with probability p, the others scaled by 1 / (1 - p)) with the mask
+    drawn 16 bits an element out of 64-bit draws: on CPU torch's per-element Bernoulli draws cost 4x this (8 ms
+    against 2 for a (16, 120, 320) batch, more than the products around them). p is rounded to 1/32768."""
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu" or p >= 1:
+        return F.dropout(x, p, True)
+    bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:x.numel()]
+    keep = bits.bitwise_and_(0x7FFF).lt_(round((1 - p) * 32768))        # 1 with probability 1 - p, 15 bits each
+    return x * keep.view(x.shape).to(x.dtype).mul_(1 / (1 - p))
 
 
 def _project(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, order):
@@ -114,14 +174,16 @@ def _outputs(hs: torch.Tensor, order, mask) -> torch.Tensor:
     return torch.cat([hs[:, 0], _reorder(hs[:, 1], order)], -1)
 
 
-def _output_grads(dy: torch.Tensor | None, shape, order, mask) -> torch.Tensor:
-    """(T, N, D * H) output gradients -> (T, D, N, H), each direction in its own order, zero past a length."""
+def _output_grads(dy: torch.Tensor | None, shape, order, mask, stack: int = 1) -> torch.Tensor:
+    """(T, N, D * H) output gradients -> (T, D, N, H) (`stack` 0: (D, T, N, H)), each direction in its own order,
+    zero past a length."""
+    t, d, n, h = shape
     if dy is None:
-        return torch.zeros(shape)
-    h = shape[-1]
-    parts = [dy[..., :h]] + ([_reorder(dy[..., h:], order)] if shape[1] == 2 else [])
-    g = torch.stack(parts, 1)
-    return g * mask if mask is not None else g
+        return torch.zeros((d, t, n, h) if stack == 0 else shape)
+    parts = [dy[..., :h]] + ([_reorder(dy[..., h:], order)] if d == 2 else [])
+    if mask is not None:
+        parts = [p * mask[:, 0] for p in parts]                         # (T, N, H) each
+    return torch.stack(parts, stack)
 
 
 def _input_grads(dg: torch.Tensor, xs: list[torch.Tensor], w_ih: torch.Tensor, order):
@@ -162,6 +224,13 @@ class _GRULayer(torch.autograd.Function):
         if mask is not None:                                            # past a length: z = 1, h' = h exactly
             g[..., h:2 * h].masked_fill_(~mask.transpose(0, 1), float("inf"))
         w_hh_t = w_hh.transpose(1, 2).contiguous()                       # (D, H, 3H)
+        ctx.order, ctx.mask = order, mask
+        if (ops := compiled_loop()) is not None:
+            hs, ghn, rz, nn_ = ops.gru_forward(g, w_hh_t, b_hh[:, 2 * h:].contiguous(), h0.contiguous())
+            ctx.save_for_backward(w_ih, w_hh, hs, ghn, rz, nn_, *xs)   # direction-major: (D, T + 1, N, H) ...
+            ctx.ops = ops
+            return _outputs(hs[:, 1:].transpose(0, 1), order, mask), hs[:, t].clone()
+        ctx.ops = None
         b_hn = b_hh[:, None, 2 * h:]                                     # (D, 1, H): inside r * (.)
         hs = x.new_empty(t + 1, d, n, h)                                # hs[t]: the state before step t
         hs[0] = h0
@@ -177,18 +246,25 @@ class _GRULayer(torch.autograd.Function):
             gh_n[s].add_(b_hn)
             torch.addcmul(g_n[s], r_[s], gh_n[s], out=n_[s]).tanh_()
             torch.lerp(n_[s], hs_[s], z_[s], out=hs_[s + 1])
-        ctx.save_for_backward(w_ih, w_hh, hs, gh, rz, nn_, *xs)
-        ctx.order, ctx.mask = order, mask
+        ctx.save_for_backward(w_ih, w_hh, hs, gh[..., 2 * h:], rz, nn_, *xs)
         return _outputs(hs[1:], order, mask), hs[t].clone()
 
     @staticmethod
     def backward(ctx, dy, dh_n):
-        w_ih, w_hh, hs, gh, rz, n, *xs = ctx.saved_tensors
+        w_ih, w_hh, hs, ghn, rz, n, *xs = ctx.saved_tensors
+        if ctx.ops is not None:                                         # direction-major: (D, T, N, .)
+            d, t, b, h = n.shape
+            dys = _output_grads(dy, (t, d, b, h), ctx.order, ctx.mask, stack=0)   # (D, T, N, H)
+            dh_n = hs.new_zeros(d, b, h) if dh_n is None else dh_n.contiguous()
+            dgi, dgh, dh0 = ctx.ops.gru_backward(dys, dh_n, w_hh.detach().contiguous(), hs, ghn, rz, n)
+            dx, dw_ih, db_ih = _input_grads(dgi.transpose(0, 1), xs, w_ih, ctx.order)
+            dw_hh = torch.bmm(dgh.view(d, t * b, 3 * h).transpose(1, 2), hs[:, :-1].reshape(d, t * b, h))
+            return dx, dh0, None, None, dw_ih, dw_hh, db_ih, dgh.sum((1, 2))
         t, d, b, h = n.shape
         r, z = rz[..., :h], rz[..., h:]
         # what each step's gradients are multiplied by, computed for all steps at once
         a = (1 - z) * (1 - n * n)                                       # dn_pre / dh'
-        cb = torch.cat([gh[..., 2 * h:] * r * (1 - r), (hs[:-1] - n) * z * (1 - z)], -1)  # dr_pre/dn_pre, dz_pre/dh'
+        cb = torch.cat([ghn * r * (1 - r), (hs[:-1] - n) * z * (1 - z)], -1)  # dr_pre/dn_pre, dz_pre/dh'
         dys = _steps(_output_grads(dy, n.shape, ctx.order, ctx.mask))   # (T, D, N, H)
         work = hs.new_empty(t + 1, d, b, 2 * h)                         # per step [dn_pre | dh'] (dh': the state's)
         work[t, ..., h:] = 0 if dh_n is None else dh_n

@@ -1,6 +1,8 @@
 """asr.rnn against torch.nn: the same outputs, final states and gradients (inputs, initial states, every weight)
-for each cell, one and two directions, one and two layers, padded and packed (unequal lengths)."""
+for each cell, one and two directions, one and two layers, padded and packed (unequal lengths), the GRU through
+both its compiled loop (asr/rnn_loop.cpp) and its Python loop."""
 import itertools
+import shutil
 
 import pytest
 import torch
@@ -30,10 +32,35 @@ def _results(run, module, x, h0, lengths):
     return [y, *h, x.grad, *(a.grad for a in h0), *(p.grad for p in module.parameters())]
 
 
-@pytest.mark.parametrize("cell,bidirectional,layers,packed",
-                         list(itertools.product([nn.GRU, nn.LSTM, nn.RNN], [True, False], [1, 2], [False, True])))
-def test_same_outputs_states_and_gradients_as_torch_nn(cell, bidirectional, layers, packed):
+@pytest.fixture
+def use_loop():
+    """Sets the GRU's time loop, compiled (asr/rnn_loop.cpp) or Python, for one test; restored after."""
+    def use(which):
+        if which == "compiled" and fast.compiled_loop() is None:
+            pytest.fail("the compiled loop did not build (see test_the_compiled_loop_builds_here)")
+        fast.compiled_loop(which == "compiled")
+    yield use
+    fast.compiled_loop(True)
+
+
+def test_the_compiled_loop_builds_here():
+    """On an x86 CPU with AVX2 and a C++ compiler (every machine this suite runs on) the GRU's loop is compiled:
+    were it not, asr.rnn would quietly run its slower Python loop."""
+    assert torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") and shutil.which("c++")
+    assert fast.compiled_loop() is not None
+
+
+@pytest.mark.parametrize("cell,bidirectional,layers,packed,threads,loop",
+                         [(c, b, la, p, 2, "python") for c, b, la, p in itertools.product(
+                             [nn.GRU, nn.LSTM, nn.RNN], [True, False], [1, 2], [False, True])]
+                         + [(nn.GRU, b, la, p, t, "compiled") for b, la, p, t in itertools.product(
+                             [True, False], [1, 2], [False, True], [1, 2])])
+def test_same_outputs_states_and_gradients_as_torch_nn(cell, bidirectional, layers, packed, threads, loop, use_loop):
+    """(With two threads a unidirectional GRU's compiled loop splits the batch's rows between them; with one, a
+    bidirectional one runs its directions in turn.)"""
+    use_loop(loop)
     torch.manual_seed(layers)
+    torch.set_num_threads(threads)
     module = cell(7, 5, num_layers=layers, batch_first=True, bidirectional=bidirectional)
     x = torch.randn(4, 9, 7)
     states = layers * (2 if bidirectional else 1)
@@ -74,3 +101,21 @@ def test_where_it_does_not_apply_the_module_runs():
     assert not fast.supports(nn.GRU(7, 5), x.double())
     quantized = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.GRU(7, 5)), {nn.GRU}, dtype=torch.qint8)[0]
     assert not fast.supports(quantized, x)
+
+
+def test_dropout_zeroes_a_p_share_and_scales_the_rest():
+    torch.manual_seed(0)
+    x = torch.rand(64, 100, 160) + 0.5                                  # no zeros of its own
+    for p in (0.1, 0.2, 0.5):
+        y = fast.dropout(x.requires_grad_(), p)
+        kept = y != 0
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.003        # 1 M elements: 3 sigma is about 0.0015
+        torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+        y.sum().backward()
+        torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+        x.grad = None
+    assert fast.dropout(x, 0.0) is x and fast.dropout(x, 0.3, training=False) is x
+    torch.manual_seed(1)
+    a = fast.dropout(x, 0.2)
+    torch.manual_seed(1)
+    assert torch.equal(a, fast.dropout(x, 0.2))                         # seeded: a resumed run draws the same masks

@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 
-from ..rnn import run
+from ..rnn import compiled_loop, run
 
 GATES = {nn.GRU: 3, nn.LSTM: 4, nn.RNN: 1}
 PEAK_SIZE = 2048  # the timed sgemm: 2048^3 (17 GFLOP), long enough to reach the clock, short enough to repeat
@@ -75,12 +75,20 @@ def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]
             else:
                 rnn(pack_padded_sequence(x, n, batch_first=True, enforce_sorted=False))
 
+    compiled = compiled_loop() is not None
     with torch.set_grad_enabled(train):
         seconds = {"asr.rnn": _time(ours, repeats), "torch.nn": _time(theirs, repeats)}
+        if compiled:                                                    # and asr.rnn with its Python loop
+            compiled_loop(False)
+            try:
+                seconds["python loop"] = _time(ours, repeats)
+            finally:
+                compiled_loop(True)
     frames = sum(int(x.shape[0] * x.shape[1]) if train else int(n.sum()) for x, n in batches)
     flops = stack_flops(rnn, frames, train)
     peak = matmul_peak(threads)
     return {"threads": threads, "train": train, "frames": frames, "gflop": flops / 1e9, "peak_gflops": peak,
+            "compiled": compiled and isinstance(rnn, nn.GRU),
             **{f"{k}_seconds": v for k, v in seconds.items()},
             **{f"{k}_gflops": flops / v / 1e9 for k, v in seconds.items()},
             "speedup": seconds["torch.nn"] / seconds["asr.rnn"]}
@@ -92,6 +100,9 @@ def format_stack(r: dict) -> str:
     return "\n".join(
         [f"recurrent stack, {what}, {r['threads']} thread(s), {r['frames']} frames, {r['gflop']:.2f} GFLOP of "
          f"products; sgemm {PEAK_SIZE}^3 on the same threads: {r['peak_gflops']:.0f} GFLOP/s"]
-        + [f"  {name:<9} {r[f'{name}_seconds']:8.3f} s {r[f'{name}_gflops']:7.1f} GFLOP/s "
-           f"({r[f'{name}_gflops'] / r['peak_gflops']:.0%} of sgemm)" for name in ("torch.nn", "asr.rnn")]
-        + [f"  asr.rnn / torch.nn: {r['speedup']:.2f}x"])
+        + [f"  {name:<11} {r[f'{name}_seconds']:8.3f} s {r[f'{name}_gflops']:7.1f} GFLOP/s "
+           f"({r[f'{name}_gflops'] / r['peak_gflops']:.0%} of sgemm)"
+           for name in ("torch.nn", "python loop", "asr.rnn") if f"{name}_seconds" in r]
+        + [f"  asr.rnn / torch.nn: {r['speedup']:.2f}x"
+           + (" (asr.rnn: the compiled loop, asr/rnn_loop.cpp; python loop: the same without it)"
+              if r.get("compiled") else " (asr.rnn's Python loop: the compiled one does not apply or is not built)")])

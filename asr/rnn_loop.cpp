@@ -1,0 +1,169 @@
+// The GRU layer's time loop, compiled (asr/rnn.py builds and loads it; see its docstring).
+//
+// asr.rnn computes everything that spans all time steps in Python (input projections, time reversal, the
+// weights' gradients as one product each); what is left is the loop over steps, where each step is one small
+// matrix product and the gate arithmetic. Here that loop runs without Python and without a per-step
+// synchronisation: the work splits into units (a direction and a range of batch rows), each unit runs its own
+// whole loop on its own thread (rows of a GRU never meet), and each step's gates are one vectorised pass over
+// the row (SLEEF's exp and tanh, ATen's own). Same maths as torch.nn.GRU:
+//   r, z = sigmoid(Wi x + bi + Wh h + bh), n = tanh(Wi_n x + bi_n + r * (Wh_n h + bh_n)), h' = (1 - z) n + z h
+// Past a sequence's end asr.rnn sets z's input to +inf, so z = 1, h' = h exactly and every gradient there is 0.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t W = Vec::size();
+
+struct Unit {
+  int64_t d, r0, r1;  // a direction and its rows [r0, r1)
+};
+
+// Enough units for every thread: one per direction, each direction's rows split further when threads are left.
+std::vector<Unit> units(int64_t dirs, int64_t rows) {
+  int64_t threads = at::get_num_threads();
+  int64_t per = std::max<int64_t>(1, std::min<int64_t>(rows, (threads + dirs - 1) / dirs));
+  std::vector<Unit> out;
+  for (int64_t d = 0; d < dirs; ++d)
+    for (int64_t c = 0; c < per; ++c) {
+      int64_t r0 = rows * c / per, r1 = rows * (c + 1) / per;
+      if (r1 > r0) out.push_back({d, r0, r1});
+    }
+  return out;
+}
+
+template <typename F>
+void each_unit(const std::vector<Unit>& us, const F& f) {
+  at::parallel_for(0, static_cast<int64_t>(us.size()), 1, [&](int64_t b, int64_t e) {
+    at::NoGradGuard no_grad;  // a worker thread starts with autograd on; nothing here is recorded
+    for (int64_t i = b; i < e; ++i) f(us[i]);
+  });
+}
+
+inline Vec sigmoid(const Vec& x) { return (Vec(1.f) + x.neg().exp()).reciprocal(); }
+
+inline Vec load(const float* p, int64_t n) { return n == W ? Vec::loadu(p) : Vec::loadu(p, n); }
+inline void store(const Vec& v, float* p, int64_t n) { n == W ? v.store(p) : v.store(p, n); }
+
+void check(const at::Tensor& t, const char* name, int64_t dim) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == dim,
+              "asr rnn_loop: ", name, " must be a contiguous float32 CPU tensor of ", dim, " dimensions");
+}
+
+// Every tensor is direction-major, so that each direction's steps are one contiguous (T * N, .) matrix for the
+// products asr.rnn does over all steps at once. g (D, T, N, 3H): input projections, r and z with both biases, n
+// with b_ih; w_hh_t (D, H, 3H); b_hn (D, H); h0 (D, N, H) -> hs (D, T + 1, N, H) (hs[:, t]: the state before
+// step t), ghn (D, T, N, H): Wh_n h + bh_n, rz (D, T, N, 2H) and n (D, T, N, H) after their nonlinearities.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
+    const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& b_hn, const at::Tensor& h0) {
+  check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(b_hn, "b_hn", 2), check(h0, "h0", 3);
+  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
+  TORCH_CHECK(g.size(3) == 3 * H && w_hh_t.size(2) == 3 * H && h0.size(0) == D && h0.size(1) == N,
+              "asr rnn_loop: gru_forward shapes disagree");
+  auto hs = at::empty({D, T + 1, N, H}, g.options());
+  auto ghn = at::empty({D, T, N, H}, g.options());
+  auto rz = at::empty({D, T, N, 2 * H}, g.options());
+  auto nn = at::empty({D, T, N, H}, g.options());
+  hs.select(1, 0).copy_(h0);
+  const float *gp = g.data_ptr<float>(), *bp = b_hn.data_ptr<float>();
+  float *hp = hs.data_ptr<float>(), *ghnp = ghn.data_ptr<float>(), *rzp = rz.data_ptr<float>(),
+        *np = nn.data_ptr<float>();
+  each_unit(units(D, N), [&](const Unit& u) {
+    const int64_t rows = u.r1 - u.r0;
+    auto gh = at::empty({rows, 3 * H}, g.options());  // Wh h of this step, this unit's rows
+    auto w = w_hh_t[u.d];
+    const float* ghp = gh.data_ptr<float>();
+    for (int64_t s = 0; s < T; ++s) {
+      at::mm_out(gh, hs[u.d][s].narrow(0, u.r0, rows), w);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
+        const float* gi = gp + at_s * 3 * H;
+        const float* hi = ghp + i * 3 * H;
+        const float* hprev = hp + at_h * H;
+        float* hnext = hp + (at_h + N) * H;
+        for (int64_t j = 0; j < H; j += W) {
+          const int64_t c = std::min(W, H - j);
+          Vec r = sigmoid(load(gi + j, c) + load(hi + j, c));
+          Vec z = sigmoid(load(gi + H + j, c) + load(hi + H + j, c));
+          Vec gn = load(hi + 2 * H + j, c) + load(bp + u.d * H + j, c);
+          Vec n = (load(gi + 2 * H + j, c) + r * gn).tanh();
+          store((Vec(1.f) - z) * n + z * load(hprev + j, c), hnext + j, c);
+          store(r, rzp + at_s * 2 * H + j, c);
+          store(z, rzp + at_s * 2 * H + H + j, c);
+          store(gn, ghnp + at_s * H + j, c);
+          store(n, np + at_s * H + j, c);
+        }
+      }
+    }
+  });
+  return {hs, ghn, rz, nn};
+}
+
+// The loop backwards. dys (D, T, N, H): the outputs' gradients in each direction's order; dh_n (D, N, H);
+// w_hh (D, 3H, H); hs, ghn, rz, n from gru_forward -> dgi (D, T, N, 3H): gradients of the input projections;
+// dgh (D, T, N, 3H): of Wh h + bh (r and z as dgi's, n's times r); dh0 (D, N, H).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_backward(
+    const at::Tensor& dys, const at::Tensor& dh_n, const at::Tensor& w_hh, const at::Tensor& hs,
+    const at::Tensor& ghn, const at::Tensor& rz, const at::Tensor& nn) {
+  check(dys, "dys", 4), check(dh_n, "dh_n", 3), check(w_hh, "w_hh", 3), check(hs, "hs", 4);
+  check(ghn, "ghn", 4), check(rz, "rz", 4), check(nn, "n", 4);
+  const int64_t D = dys.size(0), T = dys.size(1), N = dys.size(2), H = dys.size(3);
+  TORCH_CHECK(w_hh.size(1) == 3 * H && hs.size(1) == T + 1 && rz.size(3) == 2 * H,
+              "asr rnn_loop: gru_backward shapes disagree");
+  auto dgi = at::empty({D, T, N, 3 * H}, dys.options());
+  auto dgh = at::empty({D, T, N, 3 * H}, dys.options());
+  auto dh0 = dh_n.clone();  // the running gradient of the state, each unit its own rows
+  const float *dyp = dys.data_ptr<float>(), *hp = hs.data_ptr<float>(), *ghnp = ghn.data_ptr<float>(),
+              *rzp = rz.data_ptr<float>(), *np = nn.data_ptr<float>();
+  float *dgip = dgi.data_ptr<float>(), *dghp = dgh.data_ptr<float>(), *dhp = dh0.data_ptr<float>();
+  each_unit(units(D, N), [&](const Unit& u) {
+    const int64_t rows = u.r1 - u.r0;
+    auto carry = at::empty({rows, H}, dys.options());  // dh' * z: what reaches h without the product
+    auto dh = dh0[u.d].narrow(0, u.r0, rows);
+    auto w = w_hh[u.d];
+    float* cp = carry.data_ptr<float>();
+    for (int64_t s = T - 1; s >= 0; --s) {
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
+        float* dhi = dhp + (u.d * N + row) * H;
+        const float* dyi = dyp + at_s * H;
+        const float* hprev = hp + at_h * H;
+        const float *r_ = rzp + at_s * 2 * H, *z_ = r_ + H, *n_ = np + at_s * H, *gn_ = ghnp + at_s * H;
+        float *gi = dgip + at_s * 3 * H, *gh = dghp + at_s * 3 * H;
+        for (int64_t j = 0; j < H; j += W) {
+          const int64_t c = std::min(W, H - j);
+          Vec one(1.f);
+          Vec dhv = load(dhi + j, c) + load(dyi + j, c);
+          Vec r = load(r_ + j, c), z = load(z_ + j, c), n = load(n_ + j, c);
+          Vec dn = dhv * (one - z) * (one - n * n);
+          Vec dr = dn * load(gn_ + j, c) * r * (one - r);
+          Vec dz = dhv * (load(hprev + j, c) - n) * z * (one - z);
+          store(dr, gi + j, c), store(dz, gi + H + j, c), store(dn, gi + 2 * H + j, c);
+          store(dr, gh + j, c), store(dz, gh + H + j, c), store(dn * r, gh + 2 * H + j, c);
+          store(dhv * z, cp + i * H + j, c);
+        }
+      }
+      at::addmm_out(dh, carry, dgh[u.d][s].narrow(0, u.r0, rows), w);
+    }
+  });
+  return {dgi, dgh, dh0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(asr_rnn_loop, m) {
+  m.def("gru_forward(Tensor g, Tensor w_hh_t, Tensor b_hn, Tensor h0) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("gru_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor ghn, Tensor rz, Tensor n)"
+        " -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(asr_rnn_loop, CPU, m) {
+  m.impl("gru_forward", gru_forward);
+  m.impl("gru_backward", gru_backward);
+}
