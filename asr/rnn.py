@@ -15,8 +15,13 @@ for autograd, whose backward pass then replays them one by one (issue 36). Here,
   frame) cost the GRU nothing per step: past a sequence's end its update gate's input is +inf, so z = 1 exactly,
   h' = lerp(n, h, 1) = h exactly, and every gradient there vanishes.
 
-What is left is mostly the per-step matrix product, whose small shape (batch x hidden) runs well below the
-machine's large-matrix speed: `asr bench train` / `asr bench decode` print both (asr.bench.rnn).
+- the loop itself, forward and backward, is compiled (asr/rnn_loop.cpp, built on first use by
+  `compiled_loop`): the work splits into units, a direction and a range of batch rows, and each unit runs its
+  whole loop on its own thread with no synchronisation between steps; each step is one small product and one
+  vectorised pass over the gates. Where it cannot be built the Python loop above runs (the same maths).
+
+What is left is mostly the per-step matrix product, whose small shape (batch x hidden) runs below the machine's
+large-matrix speed: `asr bench train` / `asr bench decode` print both (asr.bench.rnn), and the Python loop's time.
 
 The weights are the nn module's own (`weight_ih_l0`, `weight_hh_l0_reverse`, ...), so checkpoints and the ONNX
 and TorchScript exports are unchanged: `run` reads them, and asr.model runs the module itself wherever this path
@@ -42,11 +47,12 @@ _loop_state: dict = {}                  # "ops": torch.ops.asr_rnn_loop once bui
 
 
 def compiled_loop(enable: bool | None = None):
-    """The GRU's compiled time loop (asr/rnn_loop.cpp: each direction and range of rows its own whole loop on its
-    own thread, the gates one vectorised pass), built with torch's C++ extension tools on first use (about 12 s,
-    `make install` does it once; cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and
-    loaded; None where it cannot be (no compiler, a CPU without AVX2, ASR_RNN_LOOP=0), and the Python loop runs.
-    `enable` switches it on or off for this process (benchmarks time both)."""
+    """The recurrent layers' compiled time loops (asr/rnn_loop.cpp: each direction and range of rows its own whole
+    loop on its own thread, the gates one vectorised pass), built with torch's C++ extension tools on first use
+    (about 12 s, `make install` does it once; cached under TORCH_EXTENSIONS_DIR, default
+    ~/.cache/torch_extensions) and loaded; None where it cannot be (no compiler, a CPU without AVX2,
+    ASR_RNN_LOOP=0), and the Python loop runs. `enable` switches it on or off for this process (benchmarks time
+    both)."""
     if enable is not None:
         _loop_state["off"] = not enable
     if _loop_state.get("off", os.environ.get("ASR_RNN_LOOP", "1") == "0"):
@@ -70,7 +76,7 @@ def _build_loop():
              extra_cflags=["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"])
         return torch.ops.asr_rnn_loop
     except Exception as e:                                              # noqa: BLE001 - any failure: the Python loop
-        warnings.warn(f"asr.rnn: the compiled GRU loop ({_LOOP_SOURCE.name}) could not be built, so the Python "
+        warnings.warn(f"asr.rnn: the compiled loops ({_LOOP_SOURCE.name}) could not be built, so the Python "
                       f"loop runs (the same maths, slower): {e}", stacklevel=3)
         return None
 
@@ -151,6 +157,11 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:x.numel()]
     keep = bits.bitwise_and_(0x7FFF).lt_(round((1 - p) * 32768))        # 1 with probability 1 - p, 15 bits each
     return x * keep.view(x.shape).to(x.dtype).mul_(1 / (1 - p))
+
+
+def _valid(mask: torch.Tensor | None) -> torch.Tensor:
+    """The compiled loops' (T, N) validity (empty: every step is real) from a (T, 1, N, 1) mask."""
+    return torch.empty(0, dtype=torch.bool) if mask is None else mask[:, 0, :, 0].contiguous()
 
 
 def _project(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, order):
@@ -297,6 +308,14 @@ class _LSTMLayer(torch.autograd.Function):
             g[..., :h].masked_fill_(~mask.transpose(0, 1), -float("inf"))
             g[..., h:2 * h].masked_fill_(~mask.transpose(0, 1), float("inf"))
         w_hh_t = w_hh.transpose(1, 2).contiguous()                       # (D, H, 4H)
+        ctx.order, ctx.mask = order, mask
+        if (ops := compiled_loop()) is not None:                        # direction-major: (D, T + 1, N, H) ...
+            ctx.valid = _valid(mask)
+            hs, cs, q, tc = ops.lstm_forward(g, w_hh_t, h0.contiguous(), c0.contiguous(), ctx.valid)
+            ctx.save_for_backward(w_ih, w_hh, hs, cs, q, tc, *xs)
+            ctx.ops = ops
+            return _outputs(hs[:, 1:].transpose(0, 1), order, mask), hs[:, t].clone(), cs[:, t].clone()
+        ctx.ops = None
         hs, cs = x.new_empty(t + 1, d, n, h), x.new_empty(t + 1, d, n, h)
         hs[0], cs[0] = h0, c0
         q = x.new_empty(t, d, n, 4 * h)                                 # i f g o, after their nonlinearity
@@ -315,12 +334,20 @@ class _LSTMLayer(torch.autograd.Function):
             if mask_ is not None:
                 torch.where(mask_[s], hs_[s + 1], hs_[s], out=hs_[s + 1])
         ctx.save_for_backward(w_ih, w_hh, hs, cs, q, tc, *xs)
-        ctx.order, ctx.mask = order, mask
         return _outputs(hs[1:], order, mask), hs[t].clone(), cs[t].clone()
 
     @staticmethod
     def backward(ctx, dy, dh_n, dc_n):
         w_ih, w_hh, hs, cs, q, tc, *xs = ctx.saved_tensors
+        if ctx.ops is not None:                                         # direction-major: (D, T, N, .)
+            d, t, b, h = tc.shape
+            dys = _output_grads(dy, (t, d, b, h), ctx.order, ctx.mask, stack=0)   # (D, T, N, H)
+            dh_n = hs.new_zeros(d, b, h) if dh_n is None else dh_n.contiguous()
+            dc_n = hs.new_zeros(d, b, h) if dc_n is None else dc_n.contiguous()
+            dg, dh0, dc0 = ctx.ops.lstm_backward(dys, dh_n, dc_n, w_hh.detach().contiguous(), cs, q, tc, ctx.valid)
+            dx, dw_ih, db_ih = _input_grads(dg.transpose(0, 1), xs, w_ih, ctx.order)
+            dw_hh = torch.bmm(dg.view(d, t * b, 4 * h).transpose(1, 2), hs[:, :-1].reshape(d, t * b, h))
+            return dx, dh0, dc0, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
         t, d, b, h = tc.shape
         i, f, gg, o = q[..., :h], q[..., h:2 * h], q[..., 2 * h:3 * h], q[..., 3 * h:]
         k_c = o * (1 - tc * tc)                                         # dc' / dh'
@@ -360,6 +387,14 @@ class _RNNLayer(torch.autograd.Function):
         d, h = w_hh.shape[0], w_hh.shape[2]
         g, xs = _project(x, w_ih, b_ih + b_hh, order)                   # (D, T, N, H)
         w_hh_t = w_hh.transpose(1, 2).contiguous()
+        ctx.order, ctx.mask = order, mask
+        if (ops := compiled_loop()) is not None:                        # direction-major: (D, T + 1, N, H)
+            ctx.valid = _valid(mask)
+            hs = ops.rnn_forward(g, w_hh_t, h0.contiguous(), ctx.valid)
+            ctx.save_for_backward(w_ih, w_hh, hs, *xs)
+            ctx.ops = ops
+            return _outputs(hs[:, 1:].transpose(0, 1), order, mask), hs[:, t].clone()
+        ctx.ops = None
         hs = x.new_empty(t + 1, d, n, h)
         hs[0] = h0
         g_, hs_ = _steps(g.transpose(0, 1)), _steps(hs)
@@ -369,12 +404,19 @@ class _RNNLayer(torch.autograd.Function):
             if mask_ is not None:
                 torch.where(mask_[s], hs_[s + 1], hs_[s], out=hs_[s + 1])
         ctx.save_for_backward(w_ih, w_hh, hs, *xs)
-        ctx.order, ctx.mask = order, mask
         return _outputs(hs[1:], order, mask), hs[t].clone()
 
     @staticmethod
     def backward(ctx, dy, dh_n):
         w_ih, w_hh, hs, *xs = ctx.saved_tensors
+        if ctx.ops is not None:                                         # direction-major: (D, T + 1, N, H)
+            d, t, b, h = hs.shape[0], hs.shape[1] - 1, hs.shape[2], hs.shape[3]
+            dys = _output_grads(dy, (t, d, b, h), ctx.order, ctx.mask, stack=0)
+            dh_n = hs.new_zeros(d, b, h) if dh_n is None else dh_n.contiguous()
+            dg, dh0 = ctx.ops.rnn_backward(dys, dh_n, w_hh.detach().contiguous(), hs, ctx.valid)
+            dx, dw_ih, db_ih = _input_grads(dg.transpose(0, 1), xs, w_ih, ctx.order)
+            dw_hh = torch.bmm(dg.view(d, t * b, h).transpose(1, 2), hs[:, :-1].reshape(d, t * b, h))
+            return dx, dh0, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
         t, d, b, h = hs.shape[0] - 1, hs.shape[1], hs.shape[2], hs.shape[3]
         k = 1 - hs[1:] * hs[1:]                                         # tanh'
         keep = None

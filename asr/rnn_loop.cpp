@@ -1,11 +1,11 @@
-// The GRU layer's time loop, compiled (asr/rnn.py builds and loads it; see its docstring).
+// The recurrent layers' time loops (GRU, LSTM, tanh RNN), compiled (asr/rnn.py builds and loads them).
 //
 // asr.rnn computes everything that spans all time steps in Python (input projections, time reversal, the
 // weights' gradients as one product each); what is left is the loop over steps, where each step is one small
 // matrix product and the gate arithmetic. Here that loop runs without Python and without a per-step
 // synchronisation: the work splits into units (a direction and a range of batch rows), each unit runs its own
-// whole loop on its own thread (rows of a GRU never meet), and each step's gates are one vectorised pass over
-// the row (SLEEF's exp and tanh, ATen's own). Same maths as torch.nn.GRU:
+// whole loop on its own thread (a recurrence never mixes rows), and each step's gates are one vectorised pass over
+// the row (SLEEF's exp and tanh, ATen's own). The GRU, as torch.nn.GRU computes it:
 //   r, z = sigmoid(Wi x + bi + Wh h + bh), n = tanh(Wi_n x + bi_n + r * (Wh_n h + bh_n)), h' = (1 - z) n + z h
 // Past a sequence's end asr.rnn sets z's input to +inf, so z = 1, h' = h exactly and every gradient there is 0.
 #include <ATen/ATen.h>
@@ -155,15 +155,205 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_backward(
   return {dgi, dgh, dh0};
 }
 
+
+// Whether step s of row `row` is real (packed semantics): valid (T, N) bool, or empty where every step is.
+inline bool real(const bool* valid, int64_t s, int64_t N, int64_t row) { return !valid || valid[s * N + row]; }
+
+const bool* valid_ptr(const at::Tensor& valid, int64_t T, int64_t N) {
+  if (valid.numel() == 0) return nullptr;
+  TORCH_CHECK(valid.scalar_type() == at::kBool && valid.is_contiguous() && valid.numel() == T * N,
+              "asr rnn_loop: valid must be a contiguous (T, N) bool tensor");
+  return valid.data_ptr<bool>();
+}
+
+// LSTM: g (D, T, N, 4H) input projections with both biases (i f g o); w_hh_t (D, H, 4H); h0, c0 (D, N, H);
+// valid (T, N) -> hs, cs (D, T + 1, N, H), q (D, T, N, 4H): the gates after their nonlinearities, tc (D, T, N, H):
+// tanh(c'). Past a length asr.rnn has set i's input to -inf and f's to +inf (c' = c) and h' = h here.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
+    const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& valid) {
+  check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(h0, "h0", 3), check(c0, "c0", 3);
+  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
+  TORCH_CHECK(g.size(3) == 4 * H && w_hh_t.size(2) == 4 * H, "asr rnn_loop: lstm_forward shapes disagree");
+  const bool* vp = valid_ptr(valid, T, N);
+  auto hs = at::empty({D, T + 1, N, H}, g.options()), cs = at::empty({D, T + 1, N, H}, g.options());
+  auto q = at::empty({D, T, N, 4 * H}, g.options()), tc = at::empty({D, T, N, H}, g.options());
+  hs.select(1, 0).copy_(h0), cs.select(1, 0).copy_(c0);
+  const float* gp = g.data_ptr<float>();
+  float *hp = hs.data_ptr<float>(), *cp = cs.data_ptr<float>(), *qp = q.data_ptr<float>(), *tp = tc.data_ptr<float>();
+  each_unit(units(D, N), [&](const Unit& u) {
+    const int64_t rows = u.r1 - u.r0;
+    auto gh = at::empty({rows, 4 * H}, g.options());
+    auto w = w_hh_t[u.d];
+    const float* ghp = gh.data_ptr<float>();
+    for (int64_t s = 0; s < T; ++s) {
+      at::mm_out(gh, hs[u.d][s].narrow(0, u.r0, rows), w);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
+        const float *gi = gp + at_s * 4 * H, *hi = ghp + i * 4 * H;
+        const float *hprev = hp + at_h * H, *cprev = cp + at_h * H;
+        float *hnext = hp + (at_h + N) * H, *cnext = cp + (at_h + N) * H, *qo = qp + at_s * 4 * H;
+        const bool keep = !real(vp, s, N, row);
+        for (int64_t j = 0; j < H; j += W) {
+          const int64_t c = std::min(W, H - j);
+          Vec ig = sigmoid(load(gi + j, c) + load(hi + j, c));
+          Vec fg = sigmoid(load(gi + H + j, c) + load(hi + H + j, c));
+          Vec gg = (load(gi + 2 * H + j, c) + load(hi + 2 * H + j, c)).tanh();
+          Vec og = sigmoid(load(gi + 3 * H + j, c) + load(hi + 3 * H + j, c));
+          Vec cn = fg * load(cprev + j, c) + ig * gg;
+          Vec t = cn.tanh();
+          store(ig, qo + j, c), store(fg, qo + H + j, c), store(gg, qo + 2 * H + j, c), store(og, qo + 3 * H + j, c);
+          store(cn, cnext + j, c), store(t, tp + at_s * H + j, c);
+          store(keep ? load(hprev + j, c) : og * t, hnext + j, c);
+        }
+      }
+    }
+  });
+  return {hs, cs, q, tc};
+}
+
+// The LSTM's loop backwards: dys (D, T, N, H); dh_n, dc_n (D, N, H); w_hh (D, 4H, H); hs, cs, q, tc from
+// lstm_forward; valid -> dg (D, T, N, 4H): gradients of the gates' inputs (of the input projections and of
+// Wh h + bh alike), dh0, dc0 (D, N, H).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
+    const at::Tensor& dys, const at::Tensor& dh_n, const at::Tensor& dc_n, const at::Tensor& w_hh,
+    const at::Tensor& cs, const at::Tensor& q, const at::Tensor& tc, const at::Tensor& valid) {
+  check(dys, "dys", 4), check(dh_n, "dh_n", 3), check(dc_n, "dc_n", 3), check(w_hh, "w_hh", 3);
+  check(cs, "cs", 4), check(q, "q", 4), check(tc, "tc", 4);
+  const int64_t D = dys.size(0), T = dys.size(1), N = dys.size(2), H = dys.size(3);
+  TORCH_CHECK(w_hh.size(1) == 4 * H && q.size(3) == 4 * H, "asr rnn_loop: lstm_backward shapes disagree");
+  const bool* vp = valid_ptr(valid, T, N);
+  auto dg = at::empty({D, T, N, 4 * H}, dys.options());
+  auto dh0 = dh_n.clone(), dc0 = dc_n.clone();
+  const float *dyp = dys.data_ptr<float>(), *cp = cs.data_ptr<float>(), *qp = q.data_ptr<float>(),
+              *tp = tc.data_ptr<float>();
+  float *dgp = dg.data_ptr<float>(), *dhp = dh0.data_ptr<float>(), *dcp = dc0.data_ptr<float>();
+  each_unit(units(D, N), [&](const Unit& u) {
+    const int64_t rows = u.r1 - u.r0;
+    auto carry = at::empty({rows, H}, dys.options());  // what reaches h without the product: dh' past a length
+    auto dh = dh0[u.d].narrow(0, u.r0, rows);
+    auto w = w_hh[u.d];
+    float* kp = carry.data_ptr<float>();
+    for (int64_t s = T - 1; s >= 0; --s) {
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
+        float *dhi = dhp + (u.d * N + row) * H, *dci = dcp + (u.d * N + row) * H, *dgo = dgp + at_s * 4 * H;
+        const float *dyi = dyp + at_s * H, *qi = qp + at_s * 4 * H, *ti = tp + at_s * H, *cprev = cp + at_h * H;
+        const bool keep = !real(vp, s, N, row);
+        for (int64_t j = 0; j < H; j += W) {
+          const int64_t c = std::min(W, H - j);
+          Vec dhv = load(dhi + j, c) + load(dyi + j, c), zero(0.f), one(1.f);
+          if (keep) {  // h' = h, c' = c: the gradients pass through, the gates get none
+            store(zero, dgo + j, c), store(zero, dgo + H + j, c), store(zero, dgo + 2 * H + j, c);
+            store(zero, dgo + 3 * H + j, c), store(dhv, kp + i * H + j, c);
+            continue;
+          }
+          Vec ig = load(qi + j, c), fg = load(qi + H + j, c), gg = load(qi + 2 * H + j, c), og = load(qi + 3 * H + j, c);
+          Vec t = load(ti + j, c);
+          Vec dct = load(dci + j, c) + dhv * og * (one - t * t);  // the cell state's whole gradient
+          store(dct * gg * ig * (one - ig), dgo + j, c);
+          store(dct * load(cprev + j, c) * fg * (one - fg), dgo + H + j, c);
+          store(dct * ig * (one - gg * gg), dgo + 2 * H + j, c);
+          store(dhv * t * og * (one - og), dgo + 3 * H + j, c);
+          store(dct * fg, dci + j, c);
+          store(zero, kp + i * H + j, c);
+        }
+      }
+      at::addmm_out(dh, carry, dg[u.d][s].narrow(0, u.r0, rows), w);
+    }
+  });
+  return {dg, dh0, dc0};
+}
+
+// The tanh RNN: g (D, T, N, H) input projections with both biases; w_hh_t (D, H, H); h0 (D, N, H); valid ->
+// hs (D, T + 1, N, H): h' = tanh(g + Wh h), h past a length.
+at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& valid) {
+  check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(h0, "h0", 3);
+  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
+  TORCH_CHECK(g.size(3) == H && w_hh_t.size(2) == H, "asr rnn_loop: rnn_forward shapes disagree");
+  const bool* vp = valid_ptr(valid, T, N);
+  auto hs = at::empty({D, T + 1, N, H}, g.options());
+  hs.select(1, 0).copy_(h0);
+  const float* gp = g.data_ptr<float>();
+  float* hp = hs.data_ptr<float>();
+  each_unit(units(D, N), [&](const Unit& u) {
+    const int64_t rows = u.r1 - u.r0;
+    auto gh = at::empty({rows, H}, g.options());
+    auto w = w_hh_t[u.d];
+    const float* ghp = gh.data_ptr<float>();
+    for (int64_t s = 0; s < T; ++s) {
+      at::mm_out(gh, hs[u.d][s].narrow(0, u.r0, rows), w);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
+        const float *gi = gp + at_s * H, *hi = ghp + i * H, *hprev = hp + at_h * H;
+        float* hnext = hp + (at_h + N) * H;
+        const bool keep = !real(vp, s, N, row);
+        for (int64_t j = 0; j < H; j += W) {
+          const int64_t c = std::min(W, H - j);
+          store(keep ? load(hprev + j, c) : (load(gi + j, c) + load(hi + j, c)).tanh(), hnext + j, c);
+        }
+      }
+    }
+  });
+  return hs;
+}
+
+// The RNN's loop backwards: dys (D, T, N, H); dh_n (D, N, H); w_hh (D, H, H); hs from rnn_forward; valid ->
+// dg (D, T, N, H): gradients of the pre-activations, dh0 (D, N, H).
+std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at::Tensor& dh_n, const at::Tensor& w_hh,
+                                                const at::Tensor& hs, const at::Tensor& valid) {
+  check(dys, "dys", 4), check(dh_n, "dh_n", 3), check(w_hh, "w_hh", 3), check(hs, "hs", 4);
+  const int64_t D = dys.size(0), T = dys.size(1), N = dys.size(2), H = dys.size(3);
+  TORCH_CHECK(w_hh.size(1) == H && hs.size(1) == T + 1, "asr rnn_loop: rnn_backward shapes disagree");
+  const bool* vp = valid_ptr(valid, T, N);
+  auto dg = at::empty({D, T, N, H}, dys.options());
+  auto dh0 = dh_n.clone();
+  const float *dyp = dys.data_ptr<float>(), *hp = hs.data_ptr<float>();
+  float *dgp = dg.data_ptr<float>(), *dhp = dh0.data_ptr<float>();
+  each_unit(units(D, N), [&](const Unit& u) {
+    const int64_t rows = u.r1 - u.r0;
+    auto carry = at::empty({rows, H}, dys.options());
+    auto dh = dh0[u.d].narrow(0, u.r0, rows);
+    auto w = w_hh[u.d];
+    float* kp = carry.data_ptr<float>();
+    for (int64_t s = T - 1; s >= 0; --s) {
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
+        const float *dhi = dhp + (u.d * N + row) * H, *dyi = dyp + at_s * H, *hn = hp + (at_h + N) * H;
+        float* dgo = dgp + at_s * H;
+        const bool keep = !real(vp, s, N, row);
+        for (int64_t j = 0; j < H; j += W) {
+          const int64_t c = std::min(W, H - j);
+          Vec dhv = load(dhi + j, c) + load(dyi + j, c), zero(0.f), h = load(hn + j, c);
+          store(keep ? zero : dhv * (Vec(1.f) - h * h), dgo + j, c);
+          store(keep ? dhv : zero, kp + i * H + j, c);
+        }
+      }
+      at::addmm_out(dh, carry, dg[u.d][s].narrow(0, u.r0, rows), w);
+    }
+  });
+  return {dg, dh0};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(asr_rnn_loop, m) {
   m.def("gru_forward(Tensor g, Tensor w_hh_t, Tensor b_hn, Tensor h0) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor ghn, Tensor rz, Tensor n)"
         " -> (Tensor, Tensor, Tensor)");
+  m.def("lstm_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor c0, Tensor valid)"
+        " -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("lstm_backward(Tensor dys, Tensor dh_n, Tensor dc_n, Tensor w_hh, Tensor cs, Tensor q, Tensor tc,"
+        " Tensor valid) -> (Tensor, Tensor, Tensor)");
+  m.def("rnn_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor valid) -> Tensor");
+  m.def("rnn_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor valid) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(asr_rnn_loop, CPU, m) {
   m.impl("gru_forward", gru_forward);
   m.impl("gru_backward", gru_backward);
+  m.impl("lstm_forward", lstm_forward);
+  m.impl("lstm_backward", lstm_backward);
+  m.impl("rnn_forward", rnn_forward);
+  m.impl("rnn_backward", rnn_backward);
 }

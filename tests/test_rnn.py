@@ -1,6 +1,6 @@
 """asr.rnn against torch.nn: the same outputs, final states and gradients (inputs, initial states, every weight)
-for each cell, one and two directions, one and two layers, padded and packed (unequal lengths), the GRU through
-both its compiled loop (asr/rnn_loop.cpp) and its Python loop."""
+for each cell, one and two directions, one and two layers, padded and packed (unequal lengths), through
+both their compiled loops (asr/rnn_loop.cpp) and the Python ones."""
 import itertools
 import shutil
 
@@ -34,7 +34,7 @@ def _results(run, module, x, h0, lengths):
 
 @pytest.fixture
 def use_loop():
-    """Sets the GRU's time loop, compiled (asr/rnn_loop.cpp) or Python, for one test; restored after."""
+    """Sets the time loops, compiled (asr/rnn_loop.cpp) or Python, for one test; restored after."""
     def use(which):
         if which == "compiled" and fast.compiled_loop() is None:
             pytest.fail("the compiled loop did not build (see test_the_compiled_loop_builds_here)")
@@ -44,7 +44,7 @@ def use_loop():
 
 
 def test_the_compiled_loop_builds_here():
-    """On an x86 CPU with AVX2 and a C++ compiler (every machine this suite runs on) the GRU's loop is compiled:
+    """On an x86 CPU with AVX2 and a C++ compiler (every machine this suite runs on) the loops are compiled:
     were it not, asr.rnn would quietly run its slower Python loop."""
     assert torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") and shutil.which("c++")
     assert fast.compiled_loop() is not None
@@ -53,10 +53,10 @@ def test_the_compiled_loop_builds_here():
 @pytest.mark.parametrize("cell,bidirectional,layers,packed,threads,loop",
                          [(c, b, la, p, 2, "python") for c, b, la, p in itertools.product(
                              [nn.GRU, nn.LSTM, nn.RNN], [True, False], [1, 2], [False, True])]
-                         + [(nn.GRU, b, la, p, t, "compiled") for b, la, p, t in itertools.product(
-                             [True, False], [1, 2], [False, True], [1, 2])])
+                         + [(c, b, la, p, t, "compiled") for c, b, la, p, t in itertools.product(
+                             [nn.GRU, nn.LSTM, nn.RNN], [True, False], [1, 2], [False, True], [1, 2])])
 def test_same_outputs_states_and_gradients_as_torch_nn(cell, bidirectional, layers, packed, threads, loop, use_loop):
-    """(With two threads a unidirectional GRU's compiled loop splits the batch's rows between them; with one, a
+    """(With two threads a unidirectional layer's compiled loop splits the batch's rows between them; with one, a
     bidirectional one runs its directions in turn.)"""
     use_loop(loop)
     torch.manual_seed(layers)

@@ -88,7 +88,7 @@ def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]
     flops = stack_flops(rnn, frames, train)
     peak = matmul_peak(threads)
     return {"threads": threads, "train": train, "frames": frames, "gflop": flops / 1e9, "peak_gflops": peak,
-            "compiled": compiled and isinstance(rnn, nn.GRU),
+            "compiled": compiled,
             **{f"{k}_seconds": v for k, v in seconds.items()},
             **{f"{k}_gflops": flops / v / 1e9 for k, v in seconds.items()},
             "speedup": seconds["torch.nn"] / seconds["asr.rnn"]}
