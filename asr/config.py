@@ -59,7 +59,8 @@ class TrainConfig:
     spec_augment: bool = True
     speed_perturb: tuple[float, ...] = ()  # e.g. [0.9, 1.0, 1.1]: each batch plays at one of these speeds
     noise_snr: tuple[float, ...] = ()  # e.g. [10, 30]: white noise at an SNR (dB) drawn per utterance in this range
-    pack_sequences: bool = False      # exact but slower training; inference always packs (asr.model)
+    pack_sequences: bool = False      # exact training (inference always packs, asr.model): free through asr.rnn on
+                                      # CPU, slower through torch.nn (GPU, or a module asr.rnn does not run)
     augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     text: TextConfig = field(default_factory=TextConfig)  # transcript normalisation (prepare and score use it too)
