@@ -21,9 +21,9 @@ def test_the_wheel_alone_gives_a_working_asr(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("asr-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "asr").rglob("*") if p.suffix in (".py", ".html")}
-    assert modules <= names, sorted(modules - names)                # every module ships, and the server's page
-    assert "asr/serve/page.html" in names
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "asr").rglob("*") if p.suffix in (".py", ".html", ".cpp")}
+    assert modules <= names, sorted(modules - names)                # every module ships, the server's page too
+    assert {"asr/serve/page.html", "asr/rnn_loop.cpp"} <= names    # ... and the recurrent loops' source
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                               str(wheel)], capture_output=True, text=True)
@@ -44,6 +44,9 @@ def test_the_wheel_alone_gives_a_working_asr(tmp_path):
     helped = subprocess.run([str(python), "-c", script, "--help"], capture_output=True, text=True, env=env,
                             cwd=tmp_path)
     assert helped.returncode == 0 and "transcribe" in helped.stdout
+    loops = subprocess.run([str(python), "-c", "import asr.rnn as r; print(r._LOOP_SOURCE, r.compiled_loop())"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert loops.stdout.startswith(str(target)) and "asr_rnn_loop" in loops.stdout, loops.stdout + loops.stderr
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"id": "a", "audio": "a.wav", "duration": 1.0, "text": "YES"}\n')
     lm = subprocess.run([str(python), "-c", script, "lm", "--manifest", str(manifest), "--out", str(tmp_path / "lm")],

@@ -112,7 +112,7 @@ def test_every_module_is_named_once_in_the_readme_layout():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"^## Layout\n.*?^```\n(.*?)^```", readme, re.S | re.M).group(1)
     named = [line.split()[0] for line in block.splitlines() if line.startswith("asr/")]
-    files = sorted(str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*") if p.suffix in (".py", ".html"))
+    files = sorted(str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*") if p.suffix in (".py", ".html", ".cpp"))
     assert sorted(named) == files, (sorted(set(files) - set(named)), sorted(set(named) - set(files)))
     assert len(named) == len(set(named)), [n for n in named if named.count(n) > 1]
 
