@@ -236,14 +236,15 @@ def test_a_time_budget_sets_the_epochs_and_resume_keeps_the_plan(five_utts, tmp_
            "model.hidden=32", "model.conv_channels=32", "model.layers=1", "tensorboard=false"]
     asr_main(run)
     log = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
-    planned = log[-1]["epochs"]
+    # the plan as it ended (last.pt's): a log line carries the plan before its own epoch's replan, so the last
+    # line may still say one epoch more when that replan, the budget nearly spent, ended the run one early
+    planned = torch.load(exp / "last.pt", weights_only=True)["position"]["epochs"]
     times = [(r["epoch"], r["epochs"], round(r["elapsed"], 2)) for r in log]
     assert 2 < planned == len(log) < 10000 and log[0]["epochs"] == 10000, times  # planned once two were timed
+    assert log[-1]["epochs"] in (planned, planned + 1), times
     durations = [b["elapsed"] - a["elapsed"] for a, b in zip(log, log[1:])]
     assert log[-1]["elapsed"] <= 4 + 2 * max(durations) + 0.5, times         # the budget, give or take an epoch
     assert log[-1]["lr"] < 0.3 * 1e-3, (log[-1], times)    # decayed with the plan (to 2% unless a late replan cut it)
-    last = torch.load(exp / "last.pt", weights_only=True)
-    assert last["position"]["epochs"] == planned
     asr_main([*run, "resume=true"])                                           # done: the plan holds, nothing more
     assert len((exp / "train_log.jsonl").read_text().splitlines()) == planned
 
