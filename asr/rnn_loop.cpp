@@ -1,4 +1,5 @@
-// The recurrent layers' time loops (GRU, LSTM, tanh RNN), compiled (asr/rnn.py builds and loads them).
+// The recurrent layers' time loops (GRU, LSTM, tanh RNN), compiled: asr/native.py builds and loads them, asr/rnn.py
+// calls them.
 //
 // asr.rnn computes everything that spans all time steps in Python (input projections, time reversal, the
 // weights' gradients as one product each); what is left is the loop over steps, where each step is one small
@@ -56,6 +57,48 @@ void check(const at::Tensor& t, const char* name, int64_t dim) {
               "asr rnn_loop: ", name, " must be a contiguous float32 CPU tensor of ", dim, " dimensions");
 }
 
+// A layer's loop forwards, shared by the cells: each unit runs every step of its direction over its rows; a step is
+// one product of the rows' states hs[d][s] (D, T + 1, N, H) by w_t[d] (H, G), then `cell(d, s, row, at_s, at_h,
+// gh)` for each row: at_s indexes (D, T, N, .) tensors, at_h (D, T + 1, N, .) ones, gh is the row's product (G,).
+template <typename Cell>
+void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, const Cell& cell) {
+  const int64_t D = hs.size(0), T = hs.size(1) - 1, N = hs.size(2), G = w_t.size(2);
+  each_unit(units(D, N), [&](const Unit& u) {
+    const int64_t rows = u.r1 - u.r0;
+    auto gh = at::empty({rows, G}, hs.options());  // this step's product, this unit's rows
+    auto w = w_t[u.d];
+    const float* ghp = gh.data_ptr<float>();
+    for (int64_t s = 0; s < T; ++s) {
+      at::mm_out(gh, hs[u.d][s].narrow(0, u.r0, rows), w);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = u.r0 + i;
+        cell(u.d, s, row, (u.d * T + s) * N + row, (u.d * (T + 1) + s) * N + row, ghp + i * G);
+      }
+    }
+  });
+}
+
+// The loop backwards, shared by the cells: for each step from the last, `cell(d, s, row, at_s, at_h, carry)` writes
+// a row's gradients (into dg among them) and what of dh reaches h without the product (carry, (H,)), then
+// dh0[d] (D, N, H), the running gradient of the state, becomes carry + dg[d][s] (D, T, N, G) @ w[d] (G, H).
+template <typename Cell>
+void backward_loop(at::Tensor& dh0, const at::Tensor& dg, const at::Tensor& w, const Cell& cell) {
+  const int64_t D = dg.size(0), T = dg.size(1), N = dg.size(2), H = dh0.size(2);
+  each_unit(units(D, N), [&](const Unit& u) {
+    const int64_t rows = u.r1 - u.r0;
+    auto carry = at::empty({rows, H}, dg.options());
+    auto dh = dh0[u.d].narrow(0, u.r0, rows);
+    float* kp = carry.data_ptr<float>();
+    for (int64_t s = T - 1; s >= 0; --s) {
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = u.r0 + i;
+        cell(u.d, s, row, (u.d * T + s) * N + row, (u.d * (T + 1) + s) * N + row, kp + i * H);
+      }
+      at::addmm_out(dh, carry, dg[u.d][s].narrow(0, u.r0, rows), w[u.d]);
+    }
+  });
+}
+
 // Every tensor is direction-major, so that each direction's steps are one contiguous (T * N, .) matrix for the
 // products asr.rnn does over all steps at once. g (D, T, N, 3H): input projections, r and z with both biases, n
 // with b_ih; w_hh_t (D, H, 3H); b_hn (D, H); h0 (D, N, H) -> hs (D, T + 1, N, H) (hs[:, t]: the state before
@@ -74,32 +117,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
   const float *gp = g.data_ptr<float>(), *bp = b_hn.data_ptr<float>();
   float *hp = hs.data_ptr<float>(), *ghnp = ghn.data_ptr<float>(), *rzp = rz.data_ptr<float>(),
         *np = nn.data_ptr<float>();
-  each_unit(units(D, N), [&](const Unit& u) {
-    const int64_t rows = u.r1 - u.r0;
-    auto gh = at::empty({rows, 3 * H}, g.options());  // Wh h of this step, this unit's rows
-    auto w = w_hh_t[u.d];
-    const float* ghp = gh.data_ptr<float>();
-    for (int64_t s = 0; s < T; ++s) {
-      at::mm_out(gh, hs[u.d][s].narrow(0, u.r0, rows), w);
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
-        const float* gi = gp + at_s * 3 * H;
-        const float* hi = ghp + i * 3 * H;
-        const float* hprev = hp + at_h * H;
-        float* hnext = hp + (at_h + N) * H;
-        for (int64_t j = 0; j < H; j += W) {
-          const int64_t c = std::min(W, H - j);
-          Vec r = sigmoid(load(gi + j, c) + load(hi + j, c));
-          Vec z = sigmoid(load(gi + H + j, c) + load(hi + H + j, c));
-          Vec gn = load(hi + 2 * H + j, c) + load(bp + u.d * H + j, c);
-          Vec n = (load(gi + 2 * H + j, c) + r * gn).tanh();
-          store((Vec(1.f) - z) * n + z * load(hprev + j, c), hnext + j, c);
-          store(r, rzp + at_s * 2 * H + j, c);
-          store(z, rzp + at_s * 2 * H + H + j, c);
-          store(gn, ghnp + at_s * H + j, c);
-          store(n, np + at_s * H + j, c);
-        }
-      }
+  forward_loop(hs, w_hh_t, [&](int64_t d, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
+    const float *gi = gp + at_s * 3 * H, *hprev = hp + at_h * H;
+    float* hnext = hp + (at_h + N) * H;
+    for (int64_t j = 0; j < H; j += W) {
+      const int64_t c = std::min(W, H - j);
+      Vec r = sigmoid(load(gi + j, c) + load(hi + j, c));
+      Vec z = sigmoid(load(gi + H + j, c) + load(hi + H + j, c));
+      Vec gn = load(hi + 2 * H + j, c) + load(bp + d * H + j, c);
+      Vec n = (load(gi + 2 * H + j, c) + r * gn).tanh();
+      store((Vec(1.f) - z) * n + z * load(hprev + j, c), hnext + j, c);
+      store(r, rzp + at_s * 2 * H + j, c);
+      store(z, rzp + at_s * 2 * H + H + j, c);
+      store(gn, ghnp + at_s * H + j, c);
+      store(n, np + at_s * H + j, c);
     }
   });
   return {hs, ghn, rz, nn};
@@ -122,34 +153,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_backward(
   const float *dyp = dys.data_ptr<float>(), *hp = hs.data_ptr<float>(), *ghnp = ghn.data_ptr<float>(),
               *rzp = rz.data_ptr<float>(), *np = nn.data_ptr<float>();
   float *dgip = dgi.data_ptr<float>(), *dghp = dgh.data_ptr<float>(), *dhp = dh0.data_ptr<float>();
-  each_unit(units(D, N), [&](const Unit& u) {
-    const int64_t rows = u.r1 - u.r0;
-    auto carry = at::empty({rows, H}, dys.options());  // dh' * z: what reaches h without the product
-    auto dh = dh0[u.d].narrow(0, u.r0, rows);
-    auto w = w_hh[u.d];
-    float* cp = carry.data_ptr<float>();
-    for (int64_t s = T - 1; s >= 0; --s) {
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
-        float* dhi = dhp + (u.d * N + row) * H;
-        const float* dyi = dyp + at_s * H;
-        const float* hprev = hp + at_h * H;
-        const float *r_ = rzp + at_s * 2 * H, *z_ = r_ + H, *n_ = np + at_s * H, *gn_ = ghnp + at_s * H;
-        float *gi = dgip + at_s * 3 * H, *gh = dghp + at_s * 3 * H;
-        for (int64_t j = 0; j < H; j += W) {
-          const int64_t c = std::min(W, H - j);
-          Vec one(1.f);
-          Vec dhv = load(dhi + j, c) + load(dyi + j, c);
-          Vec r = load(r_ + j, c), z = load(z_ + j, c), n = load(n_ + j, c);
-          Vec dn = dhv * (one - z) * (one - n * n);
-          Vec dr = dn * load(gn_ + j, c) * r * (one - r);
-          Vec dz = dhv * (load(hprev + j, c) - n) * z * (one - z);
-          store(dr, gi + j, c), store(dz, gi + H + j, c), store(dn, gi + 2 * H + j, c);
-          store(dr, gh + j, c), store(dz, gh + H + j, c), store(dn * r, gh + 2 * H + j, c);
-          store(dhv * z, cp + i * H + j, c);
-        }
-      }
-      at::addmm_out(dh, carry, dgh[u.d][s].narrow(0, u.r0, rows), w);
+  // the carry is dh' * z; the product runs on dgh
+  backward_loop(dh0, dgh, w_hh, [&](int64_t d, int64_t, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
+    const float *dhi = dhp + (d * N + row) * H, *dyi = dyp + at_s * H, *hprev = hp + at_h * H;
+    const float *r_ = rzp + at_s * 2 * H, *z_ = r_ + H, *n_ = np + at_s * H, *gn_ = ghnp + at_s * H;
+    float *gi = dgip + at_s * 3 * H, *gh = dghp + at_s * 3 * H;
+    for (int64_t j = 0; j < H; j += W) {
+      const int64_t c = std::min(W, H - j);
+      Vec one(1.f);
+      Vec dhv = load(dhi + j, c) + load(dyi + j, c);
+      Vec r = load(r_ + j, c), z = load(z_ + j, c), n = load(n_ + j, c);
+      Vec dn = dhv * (one - z) * (one - n * n);
+      Vec dr = dn * load(gn_ + j, c) * r * (one - r);
+      Vec dz = dhv * (load(hprev + j, c) - n) * z * (one - z);
+      store(dr, gi + j, c), store(dz, gi + H + j, c), store(dn, gi + 2 * H + j, c);
+      store(dr, gh + j, c), store(dz, gh + H + j, c), store(dn * r, gh + 2 * H + j, c);
+      store(dhv * z, carry + j, c);
     }
   });
   return {dgi, dgh, dh0};
@@ -181,32 +200,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
   hs.select(1, 0).copy_(h0), cs.select(1, 0).copy_(c0);
   const float* gp = g.data_ptr<float>();
   float *hp = hs.data_ptr<float>(), *cp = cs.data_ptr<float>(), *qp = q.data_ptr<float>(), *tp = tc.data_ptr<float>();
-  each_unit(units(D, N), [&](const Unit& u) {
-    const int64_t rows = u.r1 - u.r0;
-    auto gh = at::empty({rows, 4 * H}, g.options());
-    auto w = w_hh_t[u.d];
-    const float* ghp = gh.data_ptr<float>();
-    for (int64_t s = 0; s < T; ++s) {
-      at::mm_out(gh, hs[u.d][s].narrow(0, u.r0, rows), w);
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
-        const float *gi = gp + at_s * 4 * H, *hi = ghp + i * 4 * H;
-        const float *hprev = hp + at_h * H, *cprev = cp + at_h * H;
-        float *hnext = hp + (at_h + N) * H, *cnext = cp + (at_h + N) * H, *qo = qp + at_s * 4 * H;
-        const bool keep = !real(vp, s, N, row);
-        for (int64_t j = 0; j < H; j += W) {
-          const int64_t c = std::min(W, H - j);
-          Vec ig = sigmoid(load(gi + j, c) + load(hi + j, c));
-          Vec fg = sigmoid(load(gi + H + j, c) + load(hi + H + j, c));
-          Vec gg = (load(gi + 2 * H + j, c) + load(hi + 2 * H + j, c)).tanh();
-          Vec og = sigmoid(load(gi + 3 * H + j, c) + load(hi + 3 * H + j, c));
-          Vec cn = fg * load(cprev + j, c) + ig * gg;
-          Vec t = cn.tanh();
-          store(ig, qo + j, c), store(fg, qo + H + j, c), store(gg, qo + 2 * H + j, c), store(og, qo + 3 * H + j, c);
-          store(cn, cnext + j, c), store(t, tp + at_s * H + j, c);
-          store(keep ? load(hprev + j, c) : og * t, hnext + j, c);
-        }
-      }
+  forward_loop(hs, w_hh_t, [&](int64_t, int64_t s, int64_t row, int64_t at_s, int64_t at_h, const float* hi) {
+    const float *gi = gp + at_s * 4 * H, *hprev = hp + at_h * H, *cprev = cp + at_h * H;
+    float *hnext = hp + (at_h + N) * H, *cnext = cp + (at_h + N) * H, *qo = qp + at_s * 4 * H;
+    const bool keep = !real(vp, s, N, row);
+    for (int64_t j = 0; j < H; j += W) {
+      const int64_t c = std::min(W, H - j);
+      Vec ig = sigmoid(load(gi + j, c) + load(hi + j, c));
+      Vec fg = sigmoid(load(gi + H + j, c) + load(hi + H + j, c));
+      Vec gg = (load(gi + 2 * H + j, c) + load(hi + 2 * H + j, c)).tanh();
+      Vec og = sigmoid(load(gi + 3 * H + j, c) + load(hi + 3 * H + j, c));
+      Vec cn = fg * load(cprev + j, c) + ig * gg;
+      Vec t = cn.tanh();
+      store(ig, qo + j, c), store(fg, qo + H + j, c), store(gg, qo + 2 * H + j, c), store(og, qo + 3 * H + j, c);
+      store(cn, cnext + j, c), store(t, tp + at_s * H + j, c);
+      store(keep ? load(hprev + j, c) : og * t, hnext + j, c);
     }
   });
   return {hs, cs, q, tc};
@@ -228,38 +236,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
   const float *dyp = dys.data_ptr<float>(), *cp = cs.data_ptr<float>(), *qp = q.data_ptr<float>(),
               *tp = tc.data_ptr<float>();
   float *dgp = dg.data_ptr<float>(), *dhp = dh0.data_ptr<float>(), *dcp = dc0.data_ptr<float>();
-  each_unit(units(D, N), [&](const Unit& u) {
-    const int64_t rows = u.r1 - u.r0;
-    auto carry = at::empty({rows, H}, dys.options());  // what reaches h without the product: dh' past a length
-    auto dh = dh0[u.d].narrow(0, u.r0, rows);
-    auto w = w_hh[u.d];
-    float* kp = carry.data_ptr<float>();
-    for (int64_t s = T - 1; s >= 0; --s) {
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
-        float *dhi = dhp + (u.d * N + row) * H, *dci = dcp + (u.d * N + row) * H, *dgo = dgp + at_s * 4 * H;
-        const float *dyi = dyp + at_s * H, *qi = qp + at_s * 4 * H, *ti = tp + at_s * H, *cprev = cp + at_h * H;
-        const bool keep = !real(vp, s, N, row);
-        for (int64_t j = 0; j < H; j += W) {
-          const int64_t c = std::min(W, H - j);
-          Vec dhv = load(dhi + j, c) + load(dyi + j, c), zero(0.f), one(1.f);
-          if (keep) {  // h' = h, c' = c: the gradients pass through, the gates get none
-            store(zero, dgo + j, c), store(zero, dgo + H + j, c), store(zero, dgo + 2 * H + j, c);
-            store(zero, dgo + 3 * H + j, c), store(dhv, kp + i * H + j, c);
-            continue;
-          }
-          Vec ig = load(qi + j, c), fg = load(qi + H + j, c), gg = load(qi + 2 * H + j, c), og = load(qi + 3 * H + j, c);
-          Vec t = load(ti + j, c);
-          Vec dct = load(dci + j, c) + dhv * og * (one - t * t);  // the cell state's whole gradient
-          store(dct * gg * ig * (one - ig), dgo + j, c);
-          store(dct * load(cprev + j, c) * fg * (one - fg), dgo + H + j, c);
-          store(dct * ig * (one - gg * gg), dgo + 2 * H + j, c);
-          store(dhv * t * og * (one - og), dgo + 3 * H + j, c);
-          store(dct * fg, dci + j, c);
-          store(zero, kp + i * H + j, c);
-        }
+  // the carry is dh' past a length (h' = h there), else nothing
+  backward_loop(dh0, dg, w_hh, [&](int64_t d, int64_t s, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
+    float *dhi = dhp + (d * N + row) * H, *dci = dcp + (d * N + row) * H, *dgo = dgp + at_s * 4 * H;
+    const float *dyi = dyp + at_s * H, *qi = qp + at_s * 4 * H, *ti = tp + at_s * H, *cprev = cp + at_h * H;
+    const bool keep = !real(vp, s, N, row);
+    for (int64_t j = 0; j < H; j += W) {
+      const int64_t c = std::min(W, H - j);
+      Vec dhv = load(dhi + j, c) + load(dyi + j, c), zero(0.f), one(1.f);
+      if (keep) {  // h' = h, c' = c: the gradients pass through, the gates get none
+        store(zero, dgo + j, c), store(zero, dgo + H + j, c), store(zero, dgo + 2 * H + j, c);
+        store(zero, dgo + 3 * H + j, c), store(dhv, carry + j, c);
+        continue;
       }
-      at::addmm_out(dh, carry, dg[u.d][s].narrow(0, u.r0, rows), w);
+      Vec ig = load(qi + j, c), fg = load(qi + H + j, c), gg = load(qi + 2 * H + j, c), og = load(qi + 3 * H + j, c);
+      Vec t = load(ti + j, c);
+      Vec dct = load(dci + j, c) + dhv * og * (one - t * t);  // the cell state's whole gradient
+      store(dct * gg * ig * (one - ig), dgo + j, c);
+      store(dct * load(cprev + j, c) * fg * (one - fg), dgo + H + j, c);
+      store(dct * ig * (one - gg * gg), dgo + 2 * H + j, c);
+      store(dhv * t * og * (one - og), dgo + 3 * H + j, c);
+      store(dct * fg, dci + j, c);
+      store(zero, carry + j, c);
     }
   });
   return {dg, dh0, dc0};
@@ -276,23 +274,13 @@ at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::
   hs.select(1, 0).copy_(h0);
   const float* gp = g.data_ptr<float>();
   float* hp = hs.data_ptr<float>();
-  each_unit(units(D, N), [&](const Unit& u) {
-    const int64_t rows = u.r1 - u.r0;
-    auto gh = at::empty({rows, H}, g.options());
-    auto w = w_hh_t[u.d];
-    const float* ghp = gh.data_ptr<float>();
-    for (int64_t s = 0; s < T; ++s) {
-      at::mm_out(gh, hs[u.d][s].narrow(0, u.r0, rows), w);
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
-        const float *gi = gp + at_s * H, *hi = ghp + i * H, *hprev = hp + at_h * H;
-        float* hnext = hp + (at_h + N) * H;
-        const bool keep = !real(vp, s, N, row);
-        for (int64_t j = 0; j < H; j += W) {
-          const int64_t c = std::min(W, H - j);
-          store(keep ? load(hprev + j, c) : (load(gi + j, c) + load(hi + j, c)).tanh(), hnext + j, c);
-        }
-      }
+  forward_loop(hs, w_hh_t, [&](int64_t, int64_t s, int64_t row, int64_t at_s, int64_t at_h, const float* hi) {
+    const float *gi = gp + at_s * H, *hprev = hp + at_h * H;
+    float* hnext = hp + (at_h + N) * H;
+    const bool keep = !real(vp, s, N, row);
+    for (int64_t j = 0; j < H; j += W) {
+      const int64_t c = std::min(W, H - j);
+      store(keep ? load(hprev + j, c) : (load(gi + j, c) + load(hi + j, c)).tanh(), hnext + j, c);
     }
   });
   return hs;
@@ -310,26 +298,15 @@ std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at:
   auto dh0 = dh_n.clone();
   const float *dyp = dys.data_ptr<float>(), *hp = hs.data_ptr<float>();
   float *dgp = dg.data_ptr<float>(), *dhp = dh0.data_ptr<float>();
-  each_unit(units(D, N), [&](const Unit& u) {
-    const int64_t rows = u.r1 - u.r0;
-    auto carry = at::empty({rows, H}, dys.options());
-    auto dh = dh0[u.d].narrow(0, u.r0, rows);
-    auto w = w_hh[u.d];
-    float* kp = carry.data_ptr<float>();
-    for (int64_t s = T - 1; s >= 0; --s) {
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
-        const float *dhi = dhp + (u.d * N + row) * H, *dyi = dyp + at_s * H, *hn = hp + (at_h + N) * H;
-        float* dgo = dgp + at_s * H;
-        const bool keep = !real(vp, s, N, row);
-        for (int64_t j = 0; j < H; j += W) {
-          const int64_t c = std::min(W, H - j);
-          Vec dhv = load(dhi + j, c) + load(dyi + j, c), zero(0.f), h = load(hn + j, c);
-          store(keep ? zero : dhv * (Vec(1.f) - h * h), dgo + j, c);
-          store(keep ? dhv : zero, kp + i * H + j, c);
-        }
-      }
-      at::addmm_out(dh, carry, dg[u.d][s].narrow(0, u.r0, rows), w);
+  backward_loop(dh0, dg, w_hh, [&](int64_t d, int64_t s, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
+    const float *dhi = dhp + (d * N + row) * H, *dyi = dyp + at_s * H, *hn = hp + (at_h + N) * H;
+    float* dgo = dgp + at_s * H;
+    const bool keep = !real(vp, s, N, row);
+    for (int64_t j = 0; j < H; j += W) {
+      const int64_t c = std::min(W, H - j);
+      Vec dhv = load(dhi + j, c) + load(dyi + j, c), zero(0.f), h = load(hn + j, c);
+      store(keep ? zero : dhv * (Vec(1.f) - h * h), dgo + j, c);
+      store(keep ? dhv : zero, carry + j, c);
     }
   });
   return {dg, dh0};

@@ -44,7 +44,7 @@ def test_the_wheel_alone_gives_a_working_asr(tmp_path):
     helped = subprocess.run([str(python), "-c", script, "--help"], capture_output=True, text=True, env=env,
                             cwd=tmp_path)
     assert helped.returncode == 0 and "transcribe" in helped.stdout
-    loops = subprocess.run([str(python), "-c", "import asr.rnn as r; print(r._LOOP_SOURCE, r.compiled_loop())"],
+    loops = subprocess.run([str(python), "-c", "import asr.native as r; print(r._LOOP_SOURCE, r.compiled_loop())"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert loops.stdout.startswith(str(target)) and "asr_rnn_loop" in loops.stdout, loops.stdout + loops.stderr
     manifest = tmp_path / "m.jsonl"

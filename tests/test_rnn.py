@@ -11,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr import rnn as fast
 from asr.model import AcousticModel, ModelConfig
+from asr.native import compiled_loop
 
 
 def _nn(module, x, h0, lengths):
@@ -36,18 +37,18 @@ def _results(run, module, x, h0, lengths):
 def use_loop():
     """Sets the time loops, compiled (asr/rnn_loop.cpp) or Python, for one test; restored after."""
     def use(which):
-        if which == "compiled" and fast.compiled_loop() is None:
+        if which == "compiled" and compiled_loop() is None:
             pytest.fail("the compiled loop did not build (see test_the_compiled_loop_builds_here)")
-        fast.compiled_loop(which == "compiled")
+        compiled_loop(which == "compiled")
     yield use
-    fast.compiled_loop(True)
+    compiled_loop(True)
 
 
 def test_the_compiled_loop_builds_here():
     """On an x86 CPU with AVX2 and a C++ compiler (every machine this suite runs on) the loops are compiled:
     were it not, asr.rnn would quietly run its slower Python loop."""
     assert torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") and shutil.which("c++")
-    assert fast.compiled_loop() is not None
+    assert compiled_loop() is not None
 
 
 @pytest.mark.parametrize("cell,bidirectional,layers,packed,threads,loop",

@@ -14,7 +14,8 @@ import time
 import torch
 from torch import nn
 
-from ..rnn import compiled_loop, run
+from ..native import compiled_loop
+from ..rnn import run
 
 GATES = {nn.GRU: 3, nn.LSTM: 4, nn.RNN: 1}
 PEAK_SIZE = 2048  # the timed sgemm: 2048^3 (17 GFLOP), long enough to reach the clock, short enough to repeat

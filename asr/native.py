@@ -1,0 +1,55 @@
+"""The package's compiled code: the recurrent layers' time loops (asr/rnn_loop.cpp), built with torch's C++
+extension tools on first use and loaded as torch.ops.asr_rnn_loop, which asr.rnn's layers call; None where they
+cannot be built, and asr.rnn runs its Python loop (the same maths).
+
+    ops = compiled_loop()          # torch.ops.asr_rnn_loop, or None
+    compiled_loop(False)           # this process runs the Python loop (benchmarks time both)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+_LOOP_SOURCE = Path(__file__).with_name("rnn_loop.cpp")
+_loop_lock = threading.Lock()
+_loop_state: dict = {}                  # "ops": torch.ops.asr_rnn_loop once built, None where it cannot be
+
+
+def compiled_loop(enable: bool | None = None):
+    """The recurrent layers' compiled time loops (asr/rnn_loop.cpp: each direction and range of rows its own whole
+    loop on its own thread, the gates one vectorised pass), built with torch's C++ extension tools on first use
+    (about 12 s, `make install` does it once; cached under TORCH_EXTENSIONS_DIR, default
+    ~/.cache/torch_extensions) and loaded; None where it cannot be (no compiler, a CPU without AVX2,
+    ASR_RNN_LOOP=0), and the Python loop runs. `enable` switches it on or off for this process (benchmarks time
+    both)."""
+    if enable is not None:
+        _loop_state["off"] = not enable
+    if _loop_state.get("off", os.environ.get("ASR_RNN_LOOP", "1") == "0"):
+        return None
+    if "ops" not in _loop_state:
+        with _loop_lock:
+            if "ops" not in _loop_state:
+                _loop_state["ops"] = _build_loop()
+    return _loop_state["ops"]
+
+
+def _build_loop():
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    try:
+        import ninja  # torch's builder runs `ninja`: put it on PATH
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)   # "no CUDA runtime": not needed here
+        from torch.utils.cpp_extension import load
+        load(name="asr_rnn_loop", sources=[str(_LOOP_SOURCE)], is_python_module=False,
+             extra_cflags=["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"])
+        return torch.ops.asr_rnn_loop
+    except Exception as e:                                              # noqa: BLE001 - any failure: the Python loop
+        warnings.warn(f"asr.rnn: the compiled loops ({_LOOP_SOURCE.name}) could not be built, so the Python "
+                      f"loop runs (the same maths, slower): {e}", stacklevel=3)
+        return None
