@@ -133,8 +133,8 @@ class FeatureExtractor(nn.Module):
             return audio.new_zeros(N, 0, cfg.win_length, dtype=torch.float32)
         lo = first * cfg.hop_length + cfg.frame_offset                                      # absolute first sample
         span = (n - 1) * cfg.hop_length + cfg.win_length
-        if cfg.kind == "fbank" and N == 1 and start == 0 and int(total[0]) == r and max(-lo, lo + span - r) <= r:
-            samples = self._reflected_run(audio, lo, span)                                 # one whole input
+        if cfg.kind == "fbank" and start == 0 and (runs := self._reflected_runs(audio, first, n, total)) is not None:
+            samples = runs                                                                 # whole inputs
         elif cfg.kind == "fbank":
             samples = self._sample_run(audio, start, torch.arange(span, device=audio.device)[None] + lo, total)
         else:                                                      # zero outside each input: mask, pad, slice
@@ -161,6 +161,26 @@ class FeatureExtractor(nn.Module):
         rows = torch.arange(N, device=audio.device)[:, None] * (r + 1)
         samples = flat[(local + rows).reshape(-1)].reshape(N, -1).float()                   # (N, L)
         return self._preemphasised(samples) if self.cfg.kind == "fbank" else samples
+
+    def _reflected_runs(self, audio: torch.Tensor, first: int, n: int, total: torch.Tensor) -> torch.Tensor | None:
+        """_sample_run of whole inputs (N, r), each `total` samples long, for frames first .. first + n - 1:
+        each input's run by slicing (_reflected_run) up to its own last frame, zeros after it (frames past an
+        input's count are garbage to every caller). None where an input is not whole in `audio` or too short
+        for one reflection."""
+        cfg, (N, r) = self.cfg, audio.shape
+        lo, totals = first * cfg.hop_length + cfg.frame_offset, total.tolist()
+        if max(totals) > r:
+            return None
+        samples = audio.new_zeros(N, (n - 1) * cfg.hop_length + cfg.win_length, dtype=torch.float32)  # (N, L)
+        for i, s in enumerate(totals):
+            k = min(n, cfg.num_frames(s) - first)                                          # this input's frames
+            if k <= 0:
+                continue
+            span = (k - 1) * cfg.hop_length + cfg.win_length
+            if s == 0 or max(-lo, lo + span - s) > s:
+                return None
+            samples[i, :span] = self._reflected_run(audio[i:i + 1, :s], lo, span)[0]
+        return samples
 
     def _reflected_run(self, audio: torch.Tensor, lo: int, span: int) -> torch.Tensor:
         """_sample_run of one whole input (1, S) for absolute positions lo .. lo + span - 1, by slicing: the
