@@ -60,3 +60,25 @@ def test_the_2d_front_end_quarters_the_bins_and_keeps_the_frame_rate(n_features)
     assert log_probs.shape == (2, 34, 29) and out_lengths.tolist() == [34, 21]
     _, plain_lengths = AcousticModel(ModelConfig(**kw)).eval()(x, lengths)
     assert torch.equal(out_lengths, plain_lengths)
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [((2, 3), (1, 0), (1, 1)), ((1, 2), (2, 1), (2, 1)),
+                                                     ((3, 1), (0, 2), (1, 2))])
+def test_the_one_channel_convolution_has_torchs_gradients(stride, padding, dilation):
+    """Training on a CPU, a 2-D convolution of one input channel (conv2d's first) takes its weight gradient from
+    asr.model's own backward pass: equal to torch's for the weight, the bias and (when asked) the input."""
+    from asr.model import _conv
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 6, (3, 5), stride=stride, padding=padding, dilation=dilation)
+    x = torch.randn(4, 1, 23, 41)
+    w = torch.randn_like(conv(x))                        # a loss that weighs every output differently
+    grads = []
+    for f in (conv, lambda v: _conv(conv, v)):
+        conv.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = f(xi)
+        (y * w).sum().backward()
+        grads.append((y, conv.weight.grad.clone(), conv.bias.grad.clone(), xi.grad))
+    assert type(_conv(conv, x).grad_fn).__name__ == "_OneChannelConv2dBackward"   # the path under test ran
+    for ours, theirs in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
