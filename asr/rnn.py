@@ -61,8 +61,18 @@ def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
         z = x.new_zeros(rnn.num_layers * dirs, n, hidden)
         h0 = (z, z) if lstm else z
     hs, cs = [], []
+    back = None                                                         # the rows' order, where sorted here
+    if lengths is not None and compiled_loop() is not None and not bool((lengths == t).all()):
+        lengths, rows = lengths.to(torch.long).cpu().sort(descending=True, stable=True)  # longest first
+        if bool((rows != torch.arange(n)).any()):
+            back = rows.argsort()
+            x = x.index_select(0, rows)
+            h0 = tuple(a.index_select(1, rows) for a in h0) if lstm else h0.index_select(1, rows)
     y = x.transpose(0, 1).contiguous()                                  # (T, N, C)
     order, mask = _order(lengths, t, n, dirs)
+    active = _active(lengths, t)
+    # whether a backward pass can follow (else the compiled loops write only the states, not what it reads)
+    saved = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in rnn.parameters()))
     for layer in range(rnn.num_layers):
         if layer and rnn.dropout and rnn.training:
             y = dropout(y, rnn.dropout)
@@ -70,14 +80,26 @@ def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
                    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]   # (D, gH, C) ... (D, gH)
         sl = slice(layer * dirs, (layer + 1) * dirs)
         if lstm:
-            y, h, c = _LSTMLayer.apply(y, h0[0][sl], h0[1][sl], order, mask, *weights)
+            y, h, c = _LSTMLayer.apply(y, h0[0][sl], h0[1][sl], order, mask, active, saved, *weights)
             cs.append(c)
         else:
             cell = _GRULayer if isinstance(rnn, nn.GRU) else _RNNLayer
-            y, h = cell.apply(y, h0[sl], order, mask, *weights)
+            y, h = cell.apply(y, h0[sl], order, mask, active, saved, *weights)
         hs.append(h)
     h_n = torch.cat(hs)                                                 # (layers * D, N, H)
-    return y.transpose(0, 1), ((h_n, torch.cat(cs)) if lstm else h_n)
+    state = (h_n, torch.cat(cs)) if lstm else h_n
+    if back is not None:                                                # the caller's order again
+        y = y.index_select(1, back)
+        state = tuple(a.index_select(1, back) for a in state) if lstm else state.index_select(1, back)
+    return y.transpose(0, 1), state
+
+
+def _active(lengths: torch.Tensor | None, t: int) -> torch.Tensor:
+    """For the compiled loops, rows sorted longest first: (T,) how many rows step s is real for (empty: all)."""
+    if lengths is None or compiled_loop() is None or bool((lengths == t).all()):
+        return torch.empty(0, dtype=torch.long)
+    assert bool((lengths[:-1] >= lengths[1:]).all()), "rows must be sorted longest first"
+    return (lengths[None, :] > torch.arange(t)[:, None]).sum(1)
 
 
 def _order(lengths: torch.Tensor | None, t: int, n: int, dirs: int):
@@ -183,7 +205,7 @@ class _GRULayer(torch.autograd.Function):
     + bh_n)), h' = (1 - z) n + z h = lerp(n, h, z)."""
 
     @staticmethod
-    def forward(ctx, x, h0, order, mask, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, x, h0, order, mask, active, saved, w_ih, w_hh, b_ih, b_hh):
         t, n, _ = x.shape
         d, h = w_hh.shape[0], w_hh.shape[2]
         bias = torch.cat([b_ih[:, :2 * h] + b_hh[:, :2 * h], b_ih[:, 2 * h:]], 1)   # r, z take both biases here
@@ -193,9 +215,9 @@ class _GRULayer(torch.autograd.Function):
         w_hh_t = w_hh.transpose(1, 2).contiguous()                       # (D, H, 3H)
         ctx.order, ctx.mask = order, mask
         if (ops := compiled_loop()) is not None:
-            hs, ghn, rz, nn_ = ops.gru_forward(g, w_hh_t, b_hh[:, 2 * h:].contiguous(), h0.contiguous())
+            hs, ghn, rz, nn_ = ops.gru_forward(g, w_hh_t, b_hh[:, 2 * h:].contiguous(), h0.contiguous(), active, saved)
             ctx.save_for_backward(w_ih, w_hh, hs, ghn, rz, nn_, *xs)   # direction-major: (D, T + 1, N, H) ...
-            ctx.ops = ops
+            ctx.ops, ctx.active = ops, active
             return _outputs(hs[:, 1:].transpose(0, 1), order, mask), hs[:, t].clone()
         ctx.ops = None
         b_hn = b_hh[:, None, 2 * h:]                                     # (D, 1, H): inside r * (.)
@@ -223,10 +245,11 @@ class _GRULayer(torch.autograd.Function):
             d, t, b, h = n.shape
             dys = _output_grads(dy, (t, d, b, h), ctx.order, ctx.mask, stack=0)   # (D, T, N, H)
             dh_n = hs.new_zeros(d, b, h) if dh_n is None else dh_n.contiguous()
-            dgi, dgh, dh0 = ctx.ops.gru_backward(dys, dh_n, w_hh.detach().contiguous(), hs, ghn, rz, n)
+            dgi, dgh, dh0 = ctx.ops.gru_backward(dys, dh_n, w_hh.detach().contiguous(), hs, ghn, rz, n,
+                                                 ctx.active)
             dx, dw_ih, db_ih = _input_grads(dgi.transpose(0, 1), xs, w_ih, ctx.order)
             dw_hh = torch.bmm(dgh.view(d, t * b, 3 * h).transpose(1, 2), hs[:, :-1].reshape(d, t * b, h))
-            return dx, dh0, None, None, dw_ih, dw_hh, db_ih, dgh.sum((1, 2))
+            return dx, dh0, None, None, None, None, dw_ih, dw_hh, db_ih, dgh.sum((1, 2))
         t, d, b, h = n.shape
         r, z = rz[..., :h], rz[..., h:]
         # what each step's gradients are multiplied by, computed for all steps at once
@@ -248,7 +271,7 @@ class _GRULayer(torch.autograd.Function):
         dg = torch.cat([dgh[..., :2 * h], work[1:, ..., :h]], -1)       # (T, D, N, 3H) input projections'
         dx, dw_ih, db_ih = _input_grads(dg, xs, w_ih, ctx.order)
         dw_hh = _recurrent_weight_grad(dgh, hs[:-1])
-        return dx, work[0, ..., h:].clone(), None, None, dw_ih, dw_hh, db_ih, dgh.sum((0, 2))
+        return dx, work[0, ..., h:].clone(), None, None, None, None, dw_ih, dw_hh, db_ih, dgh.sum((0, 2))
 
 
 class _LSTMLayer(torch.autograd.Function):
@@ -256,7 +279,7 @@ class _LSTMLayer(torch.autograd.Function):
     h' = o tanh(c')."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, order, mask, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, x, h0, c0, order, mask, active, saved, w_ih, w_hh, b_ih, b_hh):
         t, n, _ = x.shape
         d, h = w_hh.shape[0], w_hh.shape[2]
         g, xs = _project(x, w_ih, b_ih + b_hh, order)                   # (D, T, N, 4H), both biases
@@ -267,9 +290,9 @@ class _LSTMLayer(torch.autograd.Function):
         ctx.order, ctx.mask = order, mask
         if (ops := compiled_loop()) is not None:                        # direction-major: (D, T + 1, N, H) ...
             ctx.valid = _valid(mask)
-            hs, cs, q, tc = ops.lstm_forward(g, w_hh_t, h0.contiguous(), c0.contiguous(), ctx.valid)
+            hs, cs, q, tc = ops.lstm_forward(g, w_hh_t, h0.contiguous(), c0.contiguous(), ctx.valid, active, saved)
             ctx.save_for_backward(w_ih, w_hh, hs, cs, q, tc, *xs)
-            ctx.ops = ops
+            ctx.ops, ctx.active = ops, active
             return _outputs(hs[:, 1:].transpose(0, 1), order, mask), hs[:, t].clone(), cs[:, t].clone()
         ctx.ops = None
         hs, cs = x.new_empty(t + 1, d, n, h), x.new_empty(t + 1, d, n, h)
@@ -300,10 +323,11 @@ class _LSTMLayer(torch.autograd.Function):
             dys = _output_grads(dy, (t, d, b, h), ctx.order, ctx.mask, stack=0)   # (D, T, N, H)
             dh_n = hs.new_zeros(d, b, h) if dh_n is None else dh_n.contiguous()
             dc_n = hs.new_zeros(d, b, h) if dc_n is None else dc_n.contiguous()
-            dg, dh0, dc0 = ctx.ops.lstm_backward(dys, dh_n, dc_n, w_hh.detach().contiguous(), cs, q, tc, ctx.valid)
+            dg, dh0, dc0 = ctx.ops.lstm_backward(dys, dh_n, dc_n, w_hh.detach().contiguous(), cs, q, tc, ctx.valid,
+                                                 ctx.active)
             dx, dw_ih, db_ih = _input_grads(dg.transpose(0, 1), xs, w_ih, ctx.order)
             dw_hh = torch.bmm(dg.view(d, t * b, 4 * h).transpose(1, 2), hs[:, :-1].reshape(d, t * b, h))
-            return dx, dh0, dc0, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
+            return dx, dh0, dc0, None, None, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
         t, d, b, h = tc.shape
         i, f, gg, o = q[..., :h], q[..., h:2 * h], q[..., 2 * h:3 * h], q[..., 3 * h:]
         k_c = o * (1 - tc * tc)                                         # dc' / dh'
@@ -331,14 +355,14 @@ class _LSTMLayer(torch.autograd.Function):
                 dh = torch.bmm(dg_[s], w_hh).addcmul_(dh, keep[s])
         dx, dw_ih, db_ih = _input_grads(dg, xs, w_ih, ctx.order)
         dw_hh = _recurrent_weight_grad(dg, hs[:-1])
-        return dx, dh, dc, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
+        return dx, dh, dc, None, None, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
 
 
 class _RNNLayer(torch.autograd.Function):
     """One tanh RNN layer, both directions: h' = tanh(Wi x + bi + Wh h + bh)."""
 
     @staticmethod
-    def forward(ctx, x, h0, order, mask, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, x, h0, order, mask, active, saved, w_ih, w_hh, b_ih, b_hh):
         t, n, _ = x.shape
         d, h = w_hh.shape[0], w_hh.shape[2]
         g, xs = _project(x, w_ih, b_ih + b_hh, order)                   # (D, T, N, H)
@@ -346,9 +370,9 @@ class _RNNLayer(torch.autograd.Function):
         ctx.order, ctx.mask = order, mask
         if (ops := compiled_loop()) is not None:                        # direction-major: (D, T + 1, N, H)
             ctx.valid = _valid(mask)
-            hs = ops.rnn_forward(g, w_hh_t, h0.contiguous(), ctx.valid)
+            hs = ops.rnn_forward(g, w_hh_t, h0.contiguous(), ctx.valid, active)
             ctx.save_for_backward(w_ih, w_hh, hs, *xs)
-            ctx.ops = ops
+            ctx.ops, ctx.active = ops, active
             return _outputs(hs[:, 1:].transpose(0, 1), order, mask), hs[:, t].clone()
         ctx.ops = None
         hs = x.new_empty(t + 1, d, n, h)
@@ -369,10 +393,10 @@ class _RNNLayer(torch.autograd.Function):
             d, t, b, h = hs.shape[0], hs.shape[1] - 1, hs.shape[2], hs.shape[3]
             dys = _output_grads(dy, (t, d, b, h), ctx.order, ctx.mask, stack=0)
             dh_n = hs.new_zeros(d, b, h) if dh_n is None else dh_n.contiguous()
-            dg, dh0 = ctx.ops.rnn_backward(dys, dh_n, w_hh.detach().contiguous(), hs, ctx.valid)
+            dg, dh0 = ctx.ops.rnn_backward(dys, dh_n, w_hh.detach().contiguous(), hs, ctx.valid, ctx.active)
             dx, dw_ih, db_ih = _input_grads(dg.transpose(0, 1), xs, w_ih, ctx.order)
             dw_hh = torch.bmm(dg.view(d, t * b, h).transpose(1, 2), hs[:, :-1].reshape(d, t * b, h))
-            return dx, dh0, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
+            return dx, dh0, None, None, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
         t, d, b, h = hs.shape[0] - 1, hs.shape[1], hs.shape[2], hs.shape[3]
         k = 1 - hs[1:] * hs[1:]                                         # tanh'
         keep = None
@@ -388,4 +412,4 @@ class _RNNLayer(torch.autograd.Function):
             torch.mul(dh, k_[s], out=dg_[s])
             dh = torch.bmm(dg_[s], w_hh) if keep is None else torch.bmm(dg_[s], w_hh).addcmul_(dh, keep[s])
         dx, dw_ih, db_ih = _input_grads(dg, xs, w_ih, ctx.order)
-        return dx, dh, None, None, dw_ih, _recurrent_weight_grad(dg, hs[:-1]), db_ih, db_ih.clone()
+        return dx, dh, None, None, None, None, dw_ih, _recurrent_weight_grad(dg, hs[:-1]), db_ih, db_ih.clone()

@@ -14,7 +14,9 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -57,44 +59,87 @@ void check(const at::Tensor& t, const char* name, int64_t dim) {
               "asr rnn_loop: ", name, " must be a contiguous float32 CPU tensor of ", dim, " dimensions");
 }
 
+// `active` (T,) int64, or empty: rows sorted longest first, so that step s of every direction is real for the
+// first active[s] rows only (asr.rnn sorts a batch of unequal lengths so). The loops then skip the rest: no product,
+// no gates; the state passes through unchanged (forward) and so does its gradient, the gates' being zero (backward):
+// what the +inf / -inf gate inputs and `valid` compute for those rows, without computing it. A shrinking batch,
+// as torch.nn's packed sequences are.
+const int64_t* active_ptr(const at::Tensor& active, int64_t T) {
+  if (active.numel() == 0) return nullptr;
+  TORCH_CHECK(active.scalar_type() == at::kLong && active.is_contiguous() && active.numel() == T,
+              "asr rnn_loop: active must be a contiguous (T,) int64 tensor");
+  return active.data_ptr<int64_t>();
+}
+
+// How many of a unit's rows step s runs: those below active[s], else all of them.
+inline int64_t live(const int64_t* active, int64_t s, const Unit& u) {
+  return active ? std::clamp<int64_t>(active[s] - u.r0, 0, u.r1 - u.r0) : u.r1 - u.r0;
+}
+
 // A layer's loop forwards, shared by the cells: each unit runs every step of its direction over its rows; a step is
-// one product of the rows' states hs[d][s] (D, T + 1, N, H) by w_t[d] (H, G), then `cell(d, s, row, at_s, at_h,
-// gh)` for each row: at_s indexes (D, T, N, .) tensors, at_h (D, T + 1, N, .) ones, gh is the row's product (G,).
+// one product of the live rows' states hs[d][s] (D, T + 1, N, H) by w_t[d] (H, G), then `cell(d, s, row, at_s, at_h,
+// gh)` for each live row: at_s indexes (D, T, N, .) tensors, at_h (D, T + 1, N, .) ones, gh is the row's product
+// (G,). A row past its length copies its `states` ((D, T + 1, N, H) each: h, and the LSTM's c) to the next step.
 template <typename Cell>
-void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, const Cell& cell) {
-  const int64_t D = hs.size(0), T = hs.size(1) - 1, N = hs.size(2), G = w_t.size(2);
+void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, const at::Tensor& active,
+                  const std::vector<at::Tensor>& states, const Cell& cell) {
+  const int64_t D = hs.size(0), T = hs.size(1) - 1, N = hs.size(2), H = hs.size(3), G = w_t.size(2);
+  const int64_t* ap = active_ptr(active, T);
+  std::vector<float*> sp;
+  for (const auto& t : states) sp.push_back(t.data_ptr<float>());
   each_unit(units(D, N), [&](const Unit& u) {
     const int64_t rows = u.r1 - u.r0;
     auto gh = at::empty({rows, G}, hs.options());  // this step's product, this unit's rows
     auto w = w_t[u.d];
     const float* ghp = gh.data_ptr<float>();
     for (int64_t s = 0; s < T; ++s) {
-      at::mm_out(gh, hs[u.d][s].narrow(0, u.r0, rows), w);
+      const int64_t a = live(ap, s, u);
+      if (a > 0) {
+        auto out = gh.narrow(0, 0, a);
+        at::mm_out(out, hs[u.d][s].narrow(0, u.r0, a), w);
+      }
       for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = u.r0 + i;
-        cell(u.d, s, row, (u.d * T + s) * N + row, (u.d * (T + 1) + s) * N + row, ghp + i * G);
+        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row, at_h = (u.d * (T + 1) + s) * N + row;
+        if (i < a) {
+          cell(u.d, s, row, at_s, at_h, ghp + i * G);
+        } else {
+          for (float* p : sp) std::copy(p + at_h * H, p + (at_h + 1) * H, p + (at_h + N) * H);
+        }
       }
     }
   });
 }
 
 // The loop backwards, shared by the cells: for each step from the last, `cell(d, s, row, at_s, at_h, carry)` writes
-// a row's gradients (into dg among them) and what of dh reaches h without the product (carry, (H,)), then
-// dh0[d] (D, N, H), the running gradient of the state, becomes carry + dg[d][s] (D, T, N, G) @ w[d] (G, H).
+// a live row's gradients (into dg among them) and what of dh reaches h without the product (carry, (H,)), then
+// dh0[d] (D, N, H), the running gradient of the state, becomes carry + dg[d][s] (D, T, N, G) @ w[d] (G, H) for the
+// live rows. A row past its length keeps dh (and the LSTM's dc) and gets zeros in each of `zeroed` ((D, T, N, .)).
 template <typename Cell>
-void backward_loop(at::Tensor& dh0, const at::Tensor& dg, const at::Tensor& w, const Cell& cell) {
+void backward_loop(at::Tensor& dh0, const at::Tensor& dg, const at::Tensor& w, const at::Tensor& active,
+                   const std::vector<at::Tensor>& zeroed, const Cell& cell) {
   const int64_t D = dg.size(0), T = dg.size(1), N = dg.size(2), H = dh0.size(2);
+  const int64_t* ap = active_ptr(active, T);
+  std::vector<std::pair<float*, int64_t>> zp;
+  for (const auto& t : zeroed) zp.emplace_back(t.data_ptr<float>(), t.size(3));
   each_unit(units(D, N), [&](const Unit& u) {
     const int64_t rows = u.r1 - u.r0;
     auto carry = at::empty({rows, H}, dg.options());
     auto dh = dh0[u.d].narrow(0, u.r0, rows);
     float* kp = carry.data_ptr<float>();
     for (int64_t s = T - 1; s >= 0; --s) {
+      const int64_t a = live(ap, s, u);
       for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = u.r0 + i;
-        cell(u.d, s, row, (u.d * T + s) * N + row, (u.d * (T + 1) + s) * N + row, kp + i * H);
+        const int64_t row = u.r0 + i, at_s = (u.d * T + s) * N + row;
+        if (i < a) {
+          cell(u.d, s, row, at_s, (u.d * (T + 1) + s) * N + row, kp + i * H);
+        } else {
+          for (auto [p, g] : zp) std::fill(p + at_s * g, p + (at_s + 1) * g, 0.f);
+        }
       }
-      at::addmm_out(dh, carry, dg[u.d][s].narrow(0, u.r0, rows), w[u.d]);
+      if (a > 0) {
+        auto out = dh.narrow(0, 0, a);
+        at::addmm_out(out, carry.narrow(0, 0, a), dg[u.d][s].narrow(0, u.r0, a), w[u.d]);
+      }
     }
   });
 }
@@ -102,22 +147,25 @@ void backward_loop(at::Tensor& dh0, const at::Tensor& dg, const at::Tensor& w, c
 // Every tensor is direction-major, so that each direction's steps are one contiguous (T * N, .) matrix for the
 // products asr.rnn does over all steps at once. g (D, T, N, 3H): input projections, r and z with both biases, n
 // with b_ih; w_hh_t (D, H, 3H); b_hn (D, H); h0 (D, N, H) -> hs (D, T + 1, N, H) (hs[:, t]: the state before
-// step t), ghn (D, T, N, H): Wh_n h + bh_n, rz (D, T, N, 2H) and n (D, T, N, H) after their nonlinearities.
+// step t), ghn (D, T, N, H): Wh_n h + bh_n, rz (D, T, N, 2H) and n (D, T, N, H) after their nonlinearities; with
+// `saved` false (inference: no backward pass) those three are empty and never written, a third of the loop's stores.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
-    const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& b_hn, const at::Tensor& h0) {
+    const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& b_hn, const at::Tensor& h0,
+    const at::Tensor& active, bool saved) {
   check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(b_hn, "b_hn", 2), check(h0, "h0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
   TORCH_CHECK(g.size(3) == 3 * H && w_hh_t.size(2) == 3 * H && h0.size(0) == D && h0.size(1) == N,
               "asr rnn_loop: gru_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options());
-  auto ghn = at::empty({D, T, N, H}, g.options());
-  auto rz = at::empty({D, T, N, 2 * H}, g.options());
-  auto nn = at::empty({D, T, N, H}, g.options());
+  const int64_t S = saved ? T : 0;
+  auto ghn = at::empty({D, S, N, H}, g.options());
+  auto rz = at::empty({D, S, N, 2 * H}, g.options());
+  auto nn = at::empty({D, S, N, H}, g.options());
   hs.select(1, 0).copy_(h0);
   const float *gp = g.data_ptr<float>(), *bp = b_hn.data_ptr<float>();
   float *hp = hs.data_ptr<float>(), *ghnp = ghn.data_ptr<float>(), *rzp = rz.data_ptr<float>(),
         *np = nn.data_ptr<float>();
-  forward_loop(hs, w_hh_t, [&](int64_t d, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
+  forward_loop(hs, w_hh_t, active, {hs}, [&](int64_t d, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
     const float *gi = gp + at_s * 3 * H, *hprev = hp + at_h * H;
     float* hnext = hp + (at_h + N) * H;
     for (int64_t j = 0; j < H; j += W) {
@@ -127,10 +175,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
       Vec gn = load(hi + 2 * H + j, c) + load(bp + d * H + j, c);
       Vec n = (load(gi + 2 * H + j, c) + r * gn).tanh();
       store((Vec(1.f) - z) * n + z * load(hprev + j, c), hnext + j, c);
-      store(r, rzp + at_s * 2 * H + j, c);
-      store(z, rzp + at_s * 2 * H + H + j, c);
-      store(gn, ghnp + at_s * H + j, c);
-      store(n, np + at_s * H + j, c);
+      if (saved) {
+        store(r, rzp + at_s * 2 * H + j, c);
+        store(z, rzp + at_s * 2 * H + H + j, c);
+        store(gn, ghnp + at_s * H + j, c);
+        store(n, np + at_s * H + j, c);
+      }
     }
   });
   return {hs, ghn, rz, nn};
@@ -141,7 +191,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
 // dgh (D, T, N, 3H): of Wh h + bh (r and z as dgi's, n's times r); dh0 (D, N, H).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_backward(
     const at::Tensor& dys, const at::Tensor& dh_n, const at::Tensor& w_hh, const at::Tensor& hs,
-    const at::Tensor& ghn, const at::Tensor& rz, const at::Tensor& nn) {
+    const at::Tensor& ghn, const at::Tensor& rz, const at::Tensor& nn, const at::Tensor& active) {
   check(dys, "dys", 4), check(dh_n, "dh_n", 3), check(w_hh, "w_hh", 3), check(hs, "hs", 4);
   check(ghn, "ghn", 4), check(rz, "rz", 4), check(nn, "n", 4);
   const int64_t D = dys.size(0), T = dys.size(1), N = dys.size(2), H = dys.size(3);
@@ -154,7 +204,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_backward(
               *rzp = rz.data_ptr<float>(), *np = nn.data_ptr<float>();
   float *dgip = dgi.data_ptr<float>(), *dghp = dgh.data_ptr<float>(), *dhp = dh0.data_ptr<float>();
   // the carry is dh' * z; the product runs on dgh
-  backward_loop(dh0, dgh, w_hh, [&](int64_t d, int64_t, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
+  backward_loop(dh0, dgh, w_hh, active, {dgi, dgh},
+                [&](int64_t d, int64_t, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
     const float *dhi = dhp + (d * N + row) * H, *dyi = dyp + at_s * H, *hprev = hp + at_h * H;
     const float *r_ = rzp + at_s * 2 * H, *z_ = r_ + H, *n_ = np + at_s * H, *gn_ = ghnp + at_s * H;
     float *gi = dgip + at_s * 3 * H, *gh = dghp + at_s * 3 * H;
@@ -187,20 +238,23 @@ const bool* valid_ptr(const at::Tensor& valid, int64_t T, int64_t N) {
 
 // LSTM: g (D, T, N, 4H) input projections with both biases (i f g o); w_hh_t (D, H, 4H); h0, c0 (D, N, H);
 // valid (T, N) -> hs, cs (D, T + 1, N, H), q (D, T, N, 4H): the gates after their nonlinearities, tc (D, T, N, H):
-// tanh(c'). Past a length asr.rnn has set i's input to -inf and f's to +inf (c' = c) and h' = h here.
+// tanh(c'). Past a length asr.rnn has set i's input to -inf and f's to +inf (c' = c) and h' = h here. With `saved`
+// false (inference) q and tc are empty and never written.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
     const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& c0,
-    const at::Tensor& valid) {
+    const at::Tensor& valid, const at::Tensor& active, bool saved) {
   check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(h0, "h0", 3), check(c0, "c0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
   TORCH_CHECK(g.size(3) == 4 * H && w_hh_t.size(2) == 4 * H, "asr rnn_loop: lstm_forward shapes disagree");
   const bool* vp = valid_ptr(valid, T, N);
   auto hs = at::empty({D, T + 1, N, H}, g.options()), cs = at::empty({D, T + 1, N, H}, g.options());
-  auto q = at::empty({D, T, N, 4 * H}, g.options()), tc = at::empty({D, T, N, H}, g.options());
+  const int64_t S = saved ? T : 0;
+  auto q = at::empty({D, S, N, 4 * H}, g.options()), tc = at::empty({D, S, N, H}, g.options());
   hs.select(1, 0).copy_(h0), cs.select(1, 0).copy_(c0);
   const float* gp = g.data_ptr<float>();
   float *hp = hs.data_ptr<float>(), *cp = cs.data_ptr<float>(), *qp = q.data_ptr<float>(), *tp = tc.data_ptr<float>();
-  forward_loop(hs, w_hh_t, [&](int64_t, int64_t s, int64_t row, int64_t at_s, int64_t at_h, const float* hi) {
+  forward_loop(hs, w_hh_t, active, {hs, cs},
+               [&](int64_t, int64_t s, int64_t row, int64_t at_s, int64_t at_h, const float* hi) {
     const float *gi = gp + at_s * 4 * H, *hprev = hp + at_h * H, *cprev = cp + at_h * H;
     float *hnext = hp + (at_h + N) * H, *cnext = cp + (at_h + N) * H, *qo = qp + at_s * 4 * H;
     const bool keep = !real(vp, s, N, row);
@@ -212,8 +266,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
       Vec og = sigmoid(load(gi + 3 * H + j, c) + load(hi + 3 * H + j, c));
       Vec cn = fg * load(cprev + j, c) + ig * gg;
       Vec t = cn.tanh();
-      store(ig, qo + j, c), store(fg, qo + H + j, c), store(gg, qo + 2 * H + j, c), store(og, qo + 3 * H + j, c);
-      store(cn, cnext + j, c), store(t, tp + at_s * H + j, c);
+      if (saved) {
+        store(ig, qo + j, c), store(fg, qo + H + j, c), store(gg, qo + 2 * H + j, c), store(og, qo + 3 * H + j, c);
+        store(t, tp + at_s * H + j, c);
+      }
+      store(cn, cnext + j, c);
       store(keep ? load(hprev + j, c) : og * t, hnext + j, c);
     }
   });
@@ -225,7 +282,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
 // Wh h + bh alike), dh0, dc0 (D, N, H).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
     const at::Tensor& dys, const at::Tensor& dh_n, const at::Tensor& dc_n, const at::Tensor& w_hh,
-    const at::Tensor& cs, const at::Tensor& q, const at::Tensor& tc, const at::Tensor& valid) {
+    const at::Tensor& cs, const at::Tensor& q, const at::Tensor& tc, const at::Tensor& valid,
+    const at::Tensor& active) {
   check(dys, "dys", 4), check(dh_n, "dh_n", 3), check(dc_n, "dc_n", 3), check(w_hh, "w_hh", 3);
   check(cs, "cs", 4), check(q, "q", 4), check(tc, "tc", 4);
   const int64_t D = dys.size(0), T = dys.size(1), N = dys.size(2), H = dys.size(3);
@@ -237,7 +295,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
               *tp = tc.data_ptr<float>();
   float *dgp = dg.data_ptr<float>(), *dhp = dh0.data_ptr<float>(), *dcp = dc0.data_ptr<float>();
   // the carry is dh' past a length (h' = h there), else nothing
-  backward_loop(dh0, dg, w_hh, [&](int64_t d, int64_t s, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
+  backward_loop(dh0, dg, w_hh, active, {dg},
+                [&](int64_t d, int64_t s, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
     float *dhi = dhp + (d * N + row) * H, *dci = dcp + (d * N + row) * H, *dgo = dgp + at_s * 4 * H;
     const float *dyi = dyp + at_s * H, *qi = qp + at_s * 4 * H, *ti = tp + at_s * H, *cprev = cp + at_h * H;
     const bool keep = !real(vp, s, N, row);
@@ -265,7 +324,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
 
 // The tanh RNN: g (D, T, N, H) input projections with both biases; w_hh_t (D, H, H); h0 (D, N, H); valid ->
 // hs (D, T + 1, N, H): h' = tanh(g + Wh h), h past a length.
-at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& valid) {
+at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& valid,
+                       const at::Tensor& active) {
   check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(h0, "h0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
   TORCH_CHECK(g.size(3) == H && w_hh_t.size(2) == H, "asr rnn_loop: rnn_forward shapes disagree");
@@ -274,7 +334,8 @@ at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::
   hs.select(1, 0).copy_(h0);
   const float* gp = g.data_ptr<float>();
   float* hp = hs.data_ptr<float>();
-  forward_loop(hs, w_hh_t, [&](int64_t, int64_t s, int64_t row, int64_t at_s, int64_t at_h, const float* hi) {
+  forward_loop(hs, w_hh_t, active, {hs},
+               [&](int64_t, int64_t s, int64_t row, int64_t at_s, int64_t at_h, const float* hi) {
     const float *gi = gp + at_s * H, *hprev = hp + at_h * H;
     float* hnext = hp + (at_h + N) * H;
     const bool keep = !real(vp, s, N, row);
@@ -289,7 +350,7 @@ at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::
 // The RNN's loop backwards: dys (D, T, N, H); dh_n (D, N, H); w_hh (D, H, H); hs from rnn_forward; valid ->
 // dg (D, T, N, H): gradients of the pre-activations, dh0 (D, N, H).
 std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at::Tensor& dh_n, const at::Tensor& w_hh,
-                                                const at::Tensor& hs, const at::Tensor& valid) {
+                                                const at::Tensor& hs, const at::Tensor& valid, const at::Tensor& active) {
   check(dys, "dys", 4), check(dh_n, "dh_n", 3), check(w_hh, "w_hh", 3), check(hs, "hs", 4);
   const int64_t D = dys.size(0), T = dys.size(1), N = dys.size(2), H = dys.size(3);
   TORCH_CHECK(w_hh.size(1) == H && hs.size(1) == T + 1, "asr rnn_loop: rnn_backward shapes disagree");
@@ -298,7 +359,8 @@ std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at:
   auto dh0 = dh_n.clone();
   const float *dyp = dys.data_ptr<float>(), *hp = hs.data_ptr<float>();
   float *dgp = dg.data_ptr<float>(), *dhp = dh0.data_ptr<float>();
-  backward_loop(dh0, dg, w_hh, [&](int64_t d, int64_t s, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
+  backward_loop(dh0, dg, w_hh, active, {dg},
+                [&](int64_t d, int64_t s, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
     const float *dhi = dhp + (d * N + row) * H, *dyi = dyp + at_s * H, *hn = hp + (at_h + N) * H;
     float* dgo = dgp + at_s * H;
     const bool keep = !real(vp, s, N, row);
@@ -315,15 +377,17 @@ std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at:
 }  // namespace
 
 TORCH_LIBRARY(asr_rnn_loop, m) {
-  m.def("gru_forward(Tensor g, Tensor w_hh_t, Tensor b_hn, Tensor h0) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("gru_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor ghn, Tensor rz, Tensor n)"
-        " -> (Tensor, Tensor, Tensor)");
-  m.def("lstm_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor c0, Tensor valid)"
+  m.def("gru_forward(Tensor g, Tensor w_hh_t, Tensor b_hn, Tensor h0, Tensor active, bool saved)"
+        " -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("gru_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor ghn, Tensor rz, Tensor n,"
+        " Tensor active) -> (Tensor, Tensor, Tensor)");
+  m.def("lstm_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor c0, Tensor valid, Tensor active, bool saved)"
         " -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_backward(Tensor dys, Tensor dh_n, Tensor dc_n, Tensor w_hh, Tensor cs, Tensor q, Tensor tc,"
-        " Tensor valid) -> (Tensor, Tensor, Tensor)");
-  m.def("rnn_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor valid) -> Tensor");
-  m.def("rnn_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor valid) -> (Tensor, Tensor)");
+        " Tensor valid, Tensor active) -> (Tensor, Tensor, Tensor)");
+  m.def("rnn_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor valid, Tensor active) -> Tensor");
+  m.def("rnn_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor valid, Tensor active)"
+        " -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(asr_rnn_loop, CPU, m) {

@@ -91,6 +91,14 @@ def test_the_model_trains_and_decodes_the_same_through_either_stack():
         results.append([log_probs.detach()] + [p.grad.clone() for p in model.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():                          # inference on a packed batch: the compiled loop, rows sorted
+        model.eval()
+        assert compiled_loop() is not None
+        decoded = []
+        for use_fast in (True, False):
+            model.fast_rnn = use_fast
+            decoded.append(model(x, lengths)[0])
+        torch.testing.assert_close(*decoded, atol=1e-5, rtol=1e-4)
 
 
 def test_where_it_does_not_apply_the_module_runs():
