@@ -27,7 +27,7 @@ from .finetune import Freezer, checkpoint_stats, initialise, start_config
 from .guards import Interrupted, NonFiniteError, stop_on_signals
 from .model import AcousticModel, count_parameters
 from .score import score
-from .step import EpochPlan, Stepper, lr_schedule, norm_summary, train_one_epoch
+from .step import EpochPlan, Stepper, lr_schedule, make_optimizer, norm_summary, train_one_epoch
 from .text import BPEVocabulary, Vocabulary, normalize_text, train_bpe
 from .transcribe import Transcriber
 from .validate import Checker, screen, write_rejected
@@ -191,7 +191,7 @@ def train(cfg: TrainConfig) -> dict:
     replica = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
 
     sampler, loader = build_loader(cfg, train_utts, vocab, d, device, shards)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg, device)
     plan = EpochPlan(cfg, len(sampler))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.multiplier)
     generator = torch.Generator().manual_seed(cfg.seed + d.rank)  # augmentation: its own stream per rank

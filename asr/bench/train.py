@@ -35,7 +35,7 @@ from ..data import AudioDataset, Utterance, collate, length_batches
 from ..distributed import pick_device
 from ..features import FeatureExtractor
 from ..model import AcousticModel, count_parameters
-from ..step import Stepper
+from ..step import Stepper, make_optimizer
 from ..text import Vocabulary
 from .plan import model_row_fields
 from .rnn import bench_stack
@@ -104,7 +104,7 @@ def bench_batch_size(cfg: TrainConfig, utts: list[Utterance], batch_size: int, s
     torch.manual_seed(cfg.seed)
     extractor = FeatureExtractor(cfg.features).to(device)
     model = AcousticModel(replace(cfg.model, n_features=cfg.features.dim, vocab_size=len(vocab))).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     step = Stepper(model, extractor, optimizer, scheduler, cfg, device, torch.Generator().manual_seed(cfg.seed))
     model.train()
