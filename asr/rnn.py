@@ -37,6 +37,7 @@ from .native import compiled_loop
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
+
 def supports(rnn: nn.Module, x: torch.Tensor) -> bool:
     """Whether `run` computes what `rnn(x)` would: a plain nn.GRU / LSTM / RNN (tanh) with biases on float32 CPU
     tensors, outside tracing and export (which must see the standard module: ONNX's GRU / LSTM / RNN ops)."""
@@ -62,15 +63,16 @@ def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
         h0 = (z, z) if lstm else z
     hs, cs = [], []
     back = None                                                         # the rows' order, where sorted here
+    active = torch.empty(0, dtype=torch.long)   # compiled loops: (T,) rows each step is real for (empty: all)
     if lengths is not None and compiled_loop() is not None and not bool((lengths == t).all()):
         lengths, rows = lengths.to(torch.long).cpu().sort(descending=True, stable=True)  # longest first
+        active = (lengths[None, :] > torch.arange(t)[:, None]).sum(1)
         if bool((rows != torch.arange(n)).any()):
             back = rows.argsort()
             x = x.index_select(0, rows)
             h0 = tuple(a.index_select(1, rows) for a in h0) if lstm else h0.index_select(1, rows)
     y = x.transpose(0, 1).contiguous()                                  # (T, N, C)
     order, mask = _order(lengths, t, n, dirs)
-    active = _active(lengths, t)
     # whether a backward pass can follow (else the compiled loops write only the states, not what it reads)
     saved = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in rnn.parameters()))
     for layer in range(rnn.num_layers):
@@ -92,14 +94,6 @@ def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
         y = y.index_select(1, back)
         state = tuple(a.index_select(1, back) for a in state) if lstm else state.index_select(1, back)
     return y.transpose(0, 1), state
-
-
-def _active(lengths: torch.Tensor | None, t: int) -> torch.Tensor:
-    """For the compiled loops, rows sorted longest first: (T,) how many rows step s is real for (empty: all)."""
-    if lengths is None or compiled_loop() is None or bool((lengths == t).all()):
-        return torch.empty(0, dtype=torch.long)
-    assert bool((lengths[:-1] >= lengths[1:]).all()), "rows must be sorted longest first"
-    return (lengths[None, :] > torch.arange(t)[:, None]).sum(1)
 
 
 def _order(lengths: torch.Tensor | None, t: int, n: int, dirs: int):
