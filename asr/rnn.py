@@ -204,7 +204,7 @@ class _GRULayer(torch.autograd.Function):
         d, h = w_hh.shape[0], w_hh.shape[2]
         bias = torch.cat([b_ih[:, :2 * h] + b_hh[:, :2 * h], b_ih[:, 2 * h:]], 1)   # r, z take both biases here
         g, xs = _project(x, w_ih, bias, order)                          # (D, T, N, 3H)
-        if mask is not None:                                            # past a length: z = 1, h' = h exactly
+        if mask is not None and not active.numel():                     # past a length: z = 1, h' = h exactly
             g[..., h:2 * h].masked_fill_(~mask.transpose(0, 1), float("inf"))
         w_hh_t = w_hh.transpose(1, 2).contiguous()                       # (D, H, 3H)
         ctx.order, ctx.mask = order, mask
@@ -277,7 +277,7 @@ class _LSTMLayer(torch.autograd.Function):
         t, n, _ = x.shape
         d, h = w_hh.shape[0], w_hh.shape[2]
         g, xs = _project(x, w_ih, b_ih + b_hh, order)                   # (D, T, N, 4H), both biases
-        if mask is not None:                                            # past a length: f = 1, i = 0: c' = c exactly
+        if mask is not None and not active.numel():                     # past a length: f = 1, i = 0: c' = c exactly
             g[..., :h].masked_fill_(~mask.transpose(0, 1), -float("inf"))
             g[..., h:2 * h].masked_fill_(~mask.transpose(0, 1), float("inf"))
         w_hh_t = w_hh.transpose(1, 2).contiguous()                       # (D, H, 4H)
