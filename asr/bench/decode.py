@@ -39,9 +39,6 @@ class SherpaTranscriber:
         return [Transcript(t, w.shape[0] / SAMPLE_RATE) for t, w in zip(texts, waves)]
 
 
-WARMUP = 32     # files transcribed untimed first by each transcriber: fewer left the first row 1.3-1.6x slow
-
-
 def bench_decode(transcribers: dict, utts: list[Utterance], threads: int, log=print) -> list[dict]:
     """Real-time factor of transcribing `utts` (files to words) with each named transcriber, and its WER.
 
@@ -54,7 +51,10 @@ def bench_decode(transcribers: dict, utts: list[Utterance], threads: int, log=pr
     audio = sum(u.duration for u in utts)
     rows = []
     for name, t in transcribers.items():
-        t.transcribe(paths[:WARMUP])                   # warm-up: allocations, decoder set-up (a first pass is slower)
+        # warm-up: every file once, untimed. A first pass pays for the decoder's set-up and for the page faults of its
+        # largest batches' tensors (glibc maps big allocations afresh until freeing one raises its threshold); 32
+        # files were too few: the first row ran 1.15x slower than the same path in the second
+        t.transcribe(paths)
         start = time.perf_counter()
         hyps = [r.text for r in t.transcribe(paths)]
         wall = time.perf_counter() - start
