@@ -227,10 +227,17 @@ class AcousticModel(nn.Module):
         """The convolutions of `step`: (N, t, F) features -> (N, t2, C), the mask, both convolutions' pending frames."""
         x = x.transpose(1, 2)                                              # (N, F, t)
         if self.cfg.front_end == "conv2d":
-            x, pending1 = conv_step(self.conv1, state.conv1, x[:, None], self.cfg.conv_kernel // 2, final)
-            # conv1f sees one frame at a time; one zero frame appended (and its output dropped) lets a chunk
-            # with no new frames through too, where a convolution over 0 frames would fail
-            x = self.conv1f(nn.functional.pad(nn.functional.gelu(x), (0, 1)))[..., :-1]
+            eager = not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+            x = x[:, None]                                                 # (N, 1, F, t)
+            if eager:   # channels-last: oneDNN's fast path, 2.6x faster for conv1 and the rest of the 2-D stage
+                x = x.contiguous(memory_format=torch.channels_last)
+            x, pending1 = conv_step(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2, final)
+            x = nn.functional.gelu(x)
+            if eager and x.shape[-1] > 0:
+                x = self.conv1f(x)
+            else:   # a traced graph must also take a chunk with no new frames, where a convolution over 0 frames
+                # fails: one zero frame appended (conv1f sees one frame at a time) and its output dropped
+                x = self.conv1f(nn.functional.pad(x, (0, 1)))[..., :-1]
             x = nn.functional.gelu(x)                                      # (N, C2, F/4, t1)
             # (N, C2 * F/4, t1), reshaped with time in front and every size given: ONNX's Reshape reads a 0
             # (a chunk with no new frames) as "keep that axis of the input", right only on the time axis itself
