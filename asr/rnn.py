@@ -131,11 +131,6 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x * keep.view(x.shape).to(x.dtype).mul_(1 / (1 - p))
 
 
-def _valid(mask: torch.Tensor | None) -> torch.Tensor:
-    """The compiled loops' (T, N) validity (empty: every step is real) from a (T, 1, N, 1) mask."""
-    return torch.empty(0, dtype=torch.bool) if mask is None else mask[:, 0, :, 0].contiguous()
-
-
 def _project(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, order):
     """(T, N, C) inputs -> (D, T, N, gH) input projections plus `bias`, each direction in its own time order (one
     product per direction, written in place), and the inputs in those orders."""
@@ -283,8 +278,7 @@ class _LSTMLayer(torch.autograd.Function):
         w_hh_t = w_hh.transpose(1, 2).contiguous()                       # (D, H, 4H)
         ctx.order, ctx.mask = order, mask
         if (ops := compiled_loop()) is not None:                        # direction-major: (D, T + 1, N, H) ...
-            ctx.valid = _valid(mask)
-            hs, cs, q, tc = ops.lstm_forward(g, w_hh_t, h0.contiguous(), c0.contiguous(), ctx.valid, active, saved)
+            hs, cs, q, tc = ops.lstm_forward(g, w_hh_t, h0.contiguous(), c0.contiguous(), active, saved)
             ctx.save_for_backward(w_ih, w_hh, hs, cs, q, tc, *xs)
             ctx.ops, ctx.active = ops, active
             return _outputs(hs[:, 1:].transpose(0, 1), order, mask), hs[:, t].clone(), cs[:, t].clone()
@@ -317,8 +311,7 @@ class _LSTMLayer(torch.autograd.Function):
             dys = _output_grads(dy, (t, d, b, h), ctx.order, ctx.mask, stack=0)   # (D, T, N, H)
             dh_n = hs.new_zeros(d, b, h) if dh_n is None else dh_n.contiguous()
             dc_n = hs.new_zeros(d, b, h) if dc_n is None else dc_n.contiguous()
-            dg, dh0, dc0 = ctx.ops.lstm_backward(dys, dh_n, dc_n, w_hh.detach().contiguous(), cs, q, tc, ctx.valid,
-                                                 ctx.active)
+            dg, dh0, dc0 = ctx.ops.lstm_backward(dys, dh_n, dc_n, w_hh.detach().contiguous(), cs, q, tc, ctx.active)
             dx, dw_ih, db_ih = _input_grads(dg.transpose(0, 1), xs, w_ih, ctx.order)
             dw_hh = torch.bmm(dg.view(d, t * b, 4 * h).transpose(1, 2), hs[:, :-1].reshape(d, t * b, h))
             return dx, dh0, dc0, None, None, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()
@@ -363,8 +356,7 @@ class _RNNLayer(torch.autograd.Function):
         w_hh_t = w_hh.transpose(1, 2).contiguous()
         ctx.order, ctx.mask = order, mask
         if (ops := compiled_loop()) is not None:                        # direction-major: (D, T + 1, N, H)
-            ctx.valid = _valid(mask)
-            hs = ops.rnn_forward(g, w_hh_t, h0.contiguous(), ctx.valid, active)
+            hs = ops.rnn_forward(g, w_hh_t, h0.contiguous(), active)
             ctx.save_for_backward(w_ih, w_hh, hs, *xs)
             ctx.ops, ctx.active = ops, active
             return _outputs(hs[:, 1:].transpose(0, 1), order, mask), hs[:, t].clone()
@@ -387,7 +379,7 @@ class _RNNLayer(torch.autograd.Function):
             d, t, b, h = hs.shape[0], hs.shape[1] - 1, hs.shape[2], hs.shape[3]
             dys = _output_grads(dy, (t, d, b, h), ctx.order, ctx.mask, stack=0)
             dh_n = hs.new_zeros(d, b, h) if dh_n is None else dh_n.contiguous()
-            dg, dh0 = ctx.ops.rnn_backward(dys, dh_n, w_hh.detach().contiguous(), hs, ctx.valid, ctx.active)
+            dg, dh0 = ctx.ops.rnn_backward(dys, dh_n, w_hh.detach().contiguous(), hs, ctx.active)
             dx, dw_ih, db_ih = _input_grads(dg.transpose(0, 1), xs, w_ih, ctx.order)
             dw_hh = torch.bmm(dg.view(d, t * b, h).transpose(1, 2), hs[:, :-1].reshape(d, t * b, h))
             return dx, dh0, None, None, None, None, dw_ih, dw_hh, db_ih, db_ih.clone()

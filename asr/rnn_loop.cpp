@@ -62,7 +62,7 @@ void check(const at::Tensor& t, const char* name, int64_t dim) {
 // `active` (T,) int64, or empty: rows sorted longest first, so that step s of every direction is real for the
 // first active[s] rows only (asr.rnn sorts a batch of unequal lengths so). The loops then skip the rest: no product,
 // no gates; the state passes through unchanged (forward) and so does its gradient, the gates' being zero (backward):
-// what the +inf / -inf gate inputs and `valid` compute for those rows, without computing it. A shrinking batch,
+// what packed sequences compute for those rows, without computing it. A shrinking batch,
 // as torch.nn's packed sequences are.
 const int64_t* active_ptr(const at::Tensor& active, int64_t T) {
   if (active.numel() == 0) return nullptr;
@@ -226,27 +226,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_backward(
 }
 
 
-// Whether step s of row `row` is real (packed semantics): valid (T, N) bool, or empty where every step is.
-inline bool real(const bool* valid, int64_t s, int64_t N, int64_t row) { return !valid || valid[s * N + row]; }
-
-const bool* valid_ptr(const at::Tensor& valid, int64_t T, int64_t N) {
-  if (valid.numel() == 0) return nullptr;
-  TORCH_CHECK(valid.scalar_type() == at::kBool && valid.is_contiguous() && valid.numel() == T * N,
-              "asr rnn_loop: valid must be a contiguous (T, N) bool tensor");
-  return valid.data_ptr<bool>();
-}
-
-// LSTM: g (D, T, N, 4H) input projections with both biases (i f g o); w_hh_t (D, H, 4H); h0, c0 (D, N, H);
-// valid (T, N) -> hs, cs (D, T + 1, N, H), q (D, T, N, 4H): the gates after their nonlinearities, tc (D, T, N, H):
-// tanh(c'). Past a length asr.rnn has set i's input to -inf and f's to +inf (c' = c) and h' = h here. With `saved`
-// false (inference) q and tc are empty and never written.
+// LSTM: g (D, T, N, 4H) input projections with both biases (i f g o); w_hh_t (D, H, 4H); h0, c0 (D, N, H) ->
+// hs, cs (D, T + 1, N, H), q (D, T, N, 4H): the gates after their nonlinearities, tc (D, T, N, H): tanh(c'). With
+// `saved` false (inference) q and tc are empty and never written.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
     const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& c0,
-    const at::Tensor& valid, const at::Tensor& active, bool saved) {
+    const at::Tensor& active, bool saved) {
   check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(h0, "h0", 3), check(c0, "c0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
   TORCH_CHECK(g.size(3) == 4 * H && w_hh_t.size(2) == 4 * H, "asr rnn_loop: lstm_forward shapes disagree");
-  const bool* vp = valid_ptr(valid, T, N);
   auto hs = at::empty({D, T + 1, N, H}, g.options()), cs = at::empty({D, T + 1, N, H}, g.options());
   const int64_t S = saved ? T : 0;
   auto q = at::empty({D, S, N, 4 * H}, g.options()), tc = at::empty({D, S, N, H}, g.options());
@@ -254,10 +242,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
   const float* gp = g.data_ptr<float>();
   float *hp = hs.data_ptr<float>(), *cp = cs.data_ptr<float>(), *qp = q.data_ptr<float>(), *tp = tc.data_ptr<float>();
   forward_loop(hs, w_hh_t, active, {hs, cs},
-               [&](int64_t, int64_t s, int64_t row, int64_t at_s, int64_t at_h, const float* hi) {
-    const float *gi = gp + at_s * 4 * H, *hprev = hp + at_h * H, *cprev = cp + at_h * H;
+               [&](int64_t, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
+    const float *gi = gp + at_s * 4 * H, *cprev = cp + at_h * H;
     float *hnext = hp + (at_h + N) * H, *cnext = cp + (at_h + N) * H, *qo = qp + at_s * 4 * H;
-    const bool keep = !real(vp, s, N, row);
     for (int64_t j = 0; j < H; j += W) {
       const int64_t c = std::min(W, H - j);
       Vec ig = sigmoid(load(gi + j, c) + load(hi + j, c));
@@ -271,43 +258,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
         store(t, tp + at_s * H + j, c);
       }
       store(cn, cnext + j, c);
-      store(keep ? load(hprev + j, c) : og * t, hnext + j, c);
+      store(og * t, hnext + j, c);
     }
   });
   return {hs, cs, q, tc};
 }
 
 // The LSTM's loop backwards: dys (D, T, N, H); dh_n, dc_n (D, N, H); w_hh (D, 4H, H); hs, cs, q, tc from
-// lstm_forward; valid -> dg (D, T, N, 4H): gradients of the gates' inputs (of the input projections and of
+// lstm_forward -> dg (D, T, N, 4H): gradients of the gates' inputs (of the input projections and of
 // Wh h + bh alike), dh0, dc0 (D, N, H).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
     const at::Tensor& dys, const at::Tensor& dh_n, const at::Tensor& dc_n, const at::Tensor& w_hh,
-    const at::Tensor& cs, const at::Tensor& q, const at::Tensor& tc, const at::Tensor& valid,
-    const at::Tensor& active) {
+    const at::Tensor& cs, const at::Tensor& q, const at::Tensor& tc, const at::Tensor& active) {
   check(dys, "dys", 4), check(dh_n, "dh_n", 3), check(dc_n, "dc_n", 3), check(w_hh, "w_hh", 3);
   check(cs, "cs", 4), check(q, "q", 4), check(tc, "tc", 4);
   const int64_t D = dys.size(0), T = dys.size(1), N = dys.size(2), H = dys.size(3);
   TORCH_CHECK(w_hh.size(1) == 4 * H && q.size(3) == 4 * H, "asr rnn_loop: lstm_backward shapes disagree");
-  const bool* vp = valid_ptr(valid, T, N);
   auto dg = at::empty({D, T, N, 4 * H}, dys.options());
   auto dh0 = dh_n.clone(), dc0 = dc_n.clone();
   const float *dyp = dys.data_ptr<float>(), *cp = cs.data_ptr<float>(), *qp = q.data_ptr<float>(),
               *tp = tc.data_ptr<float>();
   float *dgp = dg.data_ptr<float>(), *dhp = dh0.data_ptr<float>(), *dcp = dc0.data_ptr<float>();
-  // the carry is dh' past a length (h' = h there), else nothing
+  // no carry: rows past their length are not live (active), so dh reaches h only through the product
   backward_loop(dh0, dg, w_hh, active, {dg},
-                [&](int64_t d, int64_t s, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
+                [&](int64_t d, int64_t, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
     float *dhi = dhp + (d * N + row) * H, *dci = dcp + (d * N + row) * H, *dgo = dgp + at_s * 4 * H;
     const float *dyi = dyp + at_s * H, *qi = qp + at_s * 4 * H, *ti = tp + at_s * H, *cprev = cp + at_h * H;
-    const bool keep = !real(vp, s, N, row);
     for (int64_t j = 0; j < H; j += W) {
       const int64_t c = std::min(W, H - j);
       Vec dhv = load(dhi + j, c) + load(dyi + j, c), zero(0.f), one(1.f);
-      if (keep) {  // h' = h, c' = c: the gradients pass through, the gates get none
-        store(zero, dgo + j, c), store(zero, dgo + H + j, c), store(zero, dgo + 2 * H + j, c);
-        store(zero, dgo + 3 * H + j, c), store(dhv, carry + j, c);
-        continue;
-      }
       Vec ig = load(qi + j, c), fg = load(qi + H + j, c), gg = load(qi + 2 * H + j, c), og = load(qi + 3 * H + j, c);
       Vec t = load(ti + j, c);
       Vec dct = load(dci + j, c) + dhv * og * (one - t * t);  // the cell state's whole gradient
@@ -322,53 +301,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
   return {dg, dh0, dc0};
 }
 
-// The tanh RNN: g (D, T, N, H) input projections with both biases; w_hh_t (D, H, H); h0 (D, N, H); valid ->
-// hs (D, T + 1, N, H): h' = tanh(g + Wh h), h past a length.
-at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& valid,
-                       const at::Tensor& active) {
+// The tanh RNN: g (D, T, N, H) input projections with both biases; w_hh_t (D, H, H); h0 (D, N, H) ->
+// hs (D, T + 1, N, H): h' = tanh(g + Wh h).
+at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& active) {
   check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(h0, "h0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
   TORCH_CHECK(g.size(3) == H && w_hh_t.size(2) == H, "asr rnn_loop: rnn_forward shapes disagree");
-  const bool* vp = valid_ptr(valid, T, N);
   auto hs = at::empty({D, T + 1, N, H}, g.options());
   hs.select(1, 0).copy_(h0);
   const float* gp = g.data_ptr<float>();
   float* hp = hs.data_ptr<float>();
   forward_loop(hs, w_hh_t, active, {hs},
-               [&](int64_t, int64_t s, int64_t row, int64_t at_s, int64_t at_h, const float* hi) {
-    const float *gi = gp + at_s * H, *hprev = hp + at_h * H;
+               [&](int64_t, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
+    const float* gi = gp + at_s * H;
     float* hnext = hp + (at_h + N) * H;
-    const bool keep = !real(vp, s, N, row);
     for (int64_t j = 0; j < H; j += W) {
       const int64_t c = std::min(W, H - j);
-      store(keep ? load(hprev + j, c) : (load(gi + j, c) + load(hi + j, c)).tanh(), hnext + j, c);
+      store((load(gi + j, c) + load(hi + j, c)).tanh(), hnext + j, c);
     }
   });
   return hs;
 }
 
-// The RNN's loop backwards: dys (D, T, N, H); dh_n (D, N, H); w_hh (D, H, H); hs from rnn_forward; valid ->
+// The RNN's loop backwards: dys (D, T, N, H); dh_n (D, N, H); w_hh (D, H, H); hs from rnn_forward ->
 // dg (D, T, N, H): gradients of the pre-activations, dh0 (D, N, H).
 std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at::Tensor& dh_n, const at::Tensor& w_hh,
-                                                const at::Tensor& hs, const at::Tensor& valid, const at::Tensor& active) {
+                                                const at::Tensor& hs, const at::Tensor& active) {
   check(dys, "dys", 4), check(dh_n, "dh_n", 3), check(w_hh, "w_hh", 3), check(hs, "hs", 4);
   const int64_t D = dys.size(0), T = dys.size(1), N = dys.size(2), H = dys.size(3);
   TORCH_CHECK(w_hh.size(1) == H && hs.size(1) == T + 1, "asr rnn_loop: rnn_backward shapes disagree");
-  const bool* vp = valid_ptr(valid, T, N);
   auto dg = at::empty({D, T, N, H}, dys.options());
   auto dh0 = dh_n.clone();
   const float *dyp = dys.data_ptr<float>(), *hp = hs.data_ptr<float>();
   float *dgp = dg.data_ptr<float>(), *dhp = dh0.data_ptr<float>();
   backward_loop(dh0, dg, w_hh, active, {dg},
-                [&](int64_t d, int64_t s, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
+                [&](int64_t d, int64_t, int64_t row, int64_t at_s, int64_t at_h, float* carry) {
     const float *dhi = dhp + (d * N + row) * H, *dyi = dyp + at_s * H, *hn = hp + (at_h + N) * H;
     float* dgo = dgp + at_s * H;
-    const bool keep = !real(vp, s, N, row);
     for (int64_t j = 0; j < H; j += W) {
       const int64_t c = std::min(W, H - j);
       Vec dhv = load(dhi + j, c) + load(dyi + j, c), zero(0.f), h = load(hn + j, c);
-      store(keep ? zero : dhv * (Vec(1.f) - h * h), dgo + j, c);
-      store(keep ? dhv : zero, carry + j, c);
+      store(dhv * (Vec(1.f) - h * h), dgo + j, c);
+      store(zero, carry + j, c);
     }
   });
   return {dg, dh0};
@@ -381,12 +355,12 @@ TORCH_LIBRARY(asr_rnn_loop, m) {
         " -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor ghn, Tensor rz, Tensor n,"
         " Tensor active) -> (Tensor, Tensor, Tensor)");
-  m.def("lstm_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor c0, Tensor valid, Tensor active, bool saved)"
+  m.def("lstm_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor c0, Tensor active, bool saved)"
         " -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_backward(Tensor dys, Tensor dh_n, Tensor dc_n, Tensor w_hh, Tensor cs, Tensor q, Tensor tc,"
-        " Tensor valid, Tensor active) -> (Tensor, Tensor, Tensor)");
-  m.def("rnn_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor valid, Tensor active) -> Tensor");
-  m.def("rnn_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor valid, Tensor active)"
+        " Tensor active) -> (Tensor, Tensor, Tensor)");
+  m.def("rnn_forward(Tensor g, Tensor w_hh_t, Tensor h0, Tensor active) -> Tensor");
+  m.def("rnn_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor active)"
         " -> (Tensor, Tensor)");
 }
 
