@@ -25,6 +25,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from .audio import SAMPLE_RATE
+from .tracing import eager
 
 N_FFT = 512          # next power of two above the 25 ms window
 WIN_LENGTH = 400     # 25 ms at 16 kHz
@@ -35,11 +36,6 @@ PREEMPHASIS = 0.97   # Kaldi's default pre-emphasis (fbank), which sherpa-onnx c
 KINDS = ("logmel", "fbank", "spectrogram", "mfcc")
 _FAR = 2 ** 40       # the length of an input that has not ended yet (2 * _FAR still fits in int64)
 PADDED_SHARE = 0.75  # an eager batch whose samples fill less of its padded size is computed input by input
-
-
-def _eager() -> bool:
-    """Whether this call runs eagerly, not while a graph is traced or exported (whose lengths must stay dynamic)."""
-    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 @dataclass(frozen=True)
@@ -120,7 +116,7 @@ class FeatureExtractor(nn.Module):
         """The maths of every path. (N, r) samples that begin at absolute sample `start` -> (N, n, F)
         un-normalised features of frames first .. first + n - 1 of inputs `total` (N,) samples long (_FAR
         while an input goes on): samples outside an input are reflected (fbank) or zero."""
-        if _eager():
+        if eager():
             return self._spectrum_features(self._unfolded(audio, int(start), int(first), int(n), total))
         return self._spectrum_features(self._gathered(audio, start, first, n, total))
 
@@ -212,7 +208,7 @@ class FeatureExtractor(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             # One MatMul when tracing or exporting (ONNX has no complex tensors) and for no frames (MKL's FFT
             # refuses empty batches); the FFT, faster, otherwise. The two agree to float32 rounding.
-            if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or x.shape[1] == 0:
+            if not eager() or x.shape[1] == 0:
                 re, im = (x @ self.dft).chunk(2, dim=-1)
                 power = re * re + im * im                                                   # (N, n, K)
             else:
@@ -234,7 +230,7 @@ class FeatureExtractor(nn.Module):
         time spent on padding (length-bucketed training batches stay one call)."""
         frames = self.cfg.num_frames(lengths)                                               # (N,)
         n = waves.shape[0]
-        if _eager() and n > 1 and int(lengths.sum()) < PADDED_SHARE * n * int(lengths.max()):
+        if eager() and n > 1 and int(lengths.sum()) < PADDED_SHARE * n * int(lengths.max()):
             out = waves.new_zeros(n, int(frames.max()), self.cfg.dim, dtype=torch.float32)        # (N, T, F)
             for i in range(n):
                 out[i, :frames[i]] = self._frames(waves[i:i + 1, :lengths[i]], 0, 0, frames[i], lengths[i:i + 1])[0]

@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .rnn import dropout as rnn_dropout
 from .rnn import run as run_rnn
 from .rnn import supports as rnn_supports
+from .tracing import eager
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 FRONT_ENDS = ("conv1d", "conv2d")
@@ -101,7 +102,7 @@ def _conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     gradient (the same maths, several times faster than oneDNN's)."""
     if (isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1 and x.device.type == "cpu"
             and torch.is_grad_enabled() and conv.weight.requires_grad and conv.padding_mode == "zeros"
-            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()):
+            and eager()):
         return _OneChannelConv2d.apply(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
     return conv(x)
 
@@ -227,13 +228,12 @@ class AcousticModel(nn.Module):
         """The convolutions of `step`: (N, t, F) features -> (N, t2, C), the mask, both convolutions' pending frames."""
         x = x.transpose(1, 2)                                              # (N, F, t)
         if self.cfg.front_end == "conv2d":
-            eager = not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
             x = x[:, None]                                                 # (N, 1, F, t)
-            if eager:   # channels-last: oneDNN's fast path, 2.6x faster for conv1 and the rest of the 2-D stage
+            if eager():   # channels-last: oneDNN's fast path, 2.6x faster for conv1 and the rest of the 2-D stage
                 x = x.contiguous(memory_format=torch.channels_last)
             x, pending1 = conv_step(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2, final)
             x = nn.functional.gelu(x)
-            if eager and x.shape[-1] > 0:
+            if eager() and x.shape[-1] > 0:
                 x = self.conv1f(x)
             else:   # a traced graph must also take a chunk with no new frames, where a convolution over 0 frames
                 # fails: one zero frame appended (conv1f sees one frame at a time) and its output dropped

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .native import compiled_loop
+from .tracing import eager
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -45,9 +46,7 @@ def supports(rnn: nn.Module, x: torch.Tensor) -> bool:
         return False
     if isinstance(rnn, nn.RNN) and rnn.nonlinearity != "tanh":
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
-        return False
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    return eager() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
 def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
