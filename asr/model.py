@@ -229,7 +229,7 @@ class AcousticModel(nn.Module):
         x = x.transpose(1, 2)                                              # (N, F, t)
         if self.cfg.front_end == "conv2d":
             x = x[:, None]                                                 # (N, 1, F, t)
-            if eager():   # channels-last: oneDNN's fast path, 2.6x faster for conv1 and the rest of the 2-D stage
+            if eager():   # channels-last (for one channel, only strides): oneDNN runs conv1 2.6x faster
                 x = x.contiguous(memory_format=torch.channels_last)
             x, pending1 = conv_step(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2, final)
             x = nn.functional.gelu(x)
