@@ -23,7 +23,7 @@ from .config import selection_metric
 from .distributed import Dist, gather_objects
 from .features import FeatureConfig, FeatureExtractor
 from .model import AcousticModel, ModelConfig
-from .text import BPEVocabulary, Vocabulary, vocabulary_from_state
+from .tokens import BPEVocabulary, Vocabulary, vocabulary_from_state
 
 
 def save_checkpoint(path: str | Path, model: AcousticModel, extractor: FeatureExtractor, vocab: Vocabulary,

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .text import TextConfig, Vocabulary, normalize_text
+from .text import TextConfig, normalize_text
+from .tokens import Vocabulary
 
 
 @dataclass(frozen=True)

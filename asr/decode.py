@@ -19,7 +19,7 @@ import torch
 
 from .hotwords import Trie, biased_lm, fit, parse_hotwords
 from .lm import lm_file, read_lexicon_words, write_lexicon
-from .text import BPEVocabulary, Vocabulary
+from .tokens import BPEVocabulary, Vocabulary
 from .transcripts import Word
 
 

@@ -66,7 +66,7 @@ def initialise(model: AcousticModel, vocab, path) -> str:
     """Load the checkpoint at `path` into `model` (built for `vocab`, the run's vocabulary): every weight but the
     output layer's as it is; of the output layer, the rows of the tokens both vocabularies hold (the blank among
     them), the others left as initialised. Returns a line saying what was kept."""
-    from .text import vocabulary_from_state
+    from .tokens import vocabulary_from_state
 
     ckpt = read_checkpoint(path)
     old = vocabulary_from_state(ckpt["vocab"]).tokens

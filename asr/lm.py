@@ -21,7 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 from . import PROJECT_ROOT
-from .text import SPACE, BPEVocabulary, Vocabulary
+from .text import SPACE
+from .tokens import BPEVocabulary, Vocabulary
 
 
 def write_lexicon(words: list[str], path: str | Path, vocab: Vocabulary | BPEVocabulary = Vocabulary()) -> int:

@@ -29,7 +29,7 @@ from torch.utils.data import IterableDataset
 from .audio import SAMPLE_RATE, AudioError
 from .data import Utterance, collate, length_batches
 from .shards import Shard, decode_flac, read_members
-from .text import Vocabulary
+from .tokens import Vocabulary
 
 Item = tuple[int, int]   # (shard, member) in the index
 

@@ -28,7 +28,8 @@ from .guards import Interrupted, NonFiniteError, stop_on_signals
 from .model import AcousticModel, count_parameters
 from .score import score
 from .step import EpochPlan, Stepper, lr_schedule, make_optimizer, norm_summary, train_one_epoch
-from .text import BPEVocabulary, Vocabulary, normalize_text, train_bpe
+from .text import normalize_text
+from .tokens import BPEVocabulary, Vocabulary, train_bpe
 from .transcribe import Transcriber
 from .validate import Checker, screen, write_rejected
 

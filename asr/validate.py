@@ -20,7 +20,8 @@ from .audio import AudioError, audio_info, read_audio
 from .data import Utterance
 from .features import FeatureConfig
 from .model import ModelConfig
-from .text import TextConfig, Vocabulary, dropped_characters
+from .text import TextConfig, dropped_characters
+from .tokens import Vocabulary
 
 MIN_SECONDS = 0.1        # shorter than a syllable: a cut-off or empty recording
 MAX_SECONDS = 60.0       # longer than any training utterance should be: one batch of its own, memory at its peak

@@ -131,7 +131,7 @@ def test_kaldi_segments_cut_utterances_from_one_recording(an4_model, an4_test_ut
     import torch
 
     from asr.data import AudioDataset
-    from asr.text import Vocabulary
+    from asr.tokens import Vocabulary
     utts = an4_test_utts[:6]
     pieces, lines, t = [], [], 0.0
     for u in utts:

@@ -4,7 +4,7 @@ import torch
 from asr.corpora.an4 import read_split
 from asr.data import AudioDataset, FrameBudgetSampler, collate, length_batches, read_manifest, write_manifest
 from asr.features import FeatureConfig
-from asr.text import Vocabulary
+from asr.tokens import Vocabulary
 
 FPS = FeatureConfig().frames_per_second  # 100 feature frames a second
 

@@ -14,7 +14,7 @@ from asr.features import FeatureConfig, FeatureExtractor
 from asr.lm import build_lm
 from asr.model import AcousticModel, ModelConfig
 from asr.score import score
-from asr.text import Vocabulary
+from asr.tokens import Vocabulary
 
 # empty, shorter than one window, one frame, one second, ten seconds
 LENGTHS = [0, 1, 100, 399, 511, 512, 513, 16000, 160000]

@@ -12,7 +12,8 @@ import torch
 from asr.cli import main as asr_main
 from asr.finetune import initialise, part_parameters
 from asr.model import AcousticModel, ModelConfig
-from asr.text import TextConfig, Vocabulary, vocabulary_from_state
+from asr.text import TextConfig
+from asr.tokens import Vocabulary, vocabulary_from_state
 from asr.train import TrainConfig, train
 
 WIDER = TextConfig(punctuation="keep")          # English's 28 characters and . , ? ! ; : - " : 37

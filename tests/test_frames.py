@@ -10,7 +10,7 @@ from asr.data import Utterance, collate, write_manifest
 from asr.decode import TokenPath, words_of
 from asr.features import FeatureConfig, FeatureExtractor
 from asr.model import AcousticModel, ModelConfig
-from asr.text import Vocabulary
+from asr.tokens import Vocabulary
 from asr.transcribe import Transcriber
 from asr.validate import Checker
 

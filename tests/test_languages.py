@@ -13,17 +13,8 @@ import asr
 from asr.cli import main as asr_main
 from asr.data import read_manifest, read_text_config
 from asr.score import score
-from asr.text import (
-    BPEVocabulary,
-    TextConfig,
-    Vocabulary,
-    detect_text_config,
-    learn_alphabet,
-    normalize_text,
-    outside_alphabet,
-    train_bpe,
-    vocabulary_from_state,
-)
+from asr.text import TextConfig, detect_text_config, learn_alphabet, normalize_text, outside_alphabet
+from asr.tokens import BPEVocabulary, Vocabulary, train_bpe, vocabulary_from_state
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PERSIAN = TextConfig(charset="data", case="lower", language="fa")

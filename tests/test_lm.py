@@ -8,7 +8,7 @@ from asr.corpora.an4 import read_split
 from asr.decode import DecodingOptions
 from asr.lm import build_lm, lm_file, read_lexicon_words, read_word_list, write_lexicon
 from asr.score import score
-from asr.text import Vocabulary, train_bpe
+from asr.tokens import Vocabulary, train_bpe
 from asr.transcribe import load_model
 
 

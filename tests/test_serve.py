@@ -332,7 +332,7 @@ def uni_model(tmp_path_factory) -> Path:
     from asr.checkpoint import save_checkpoint
     from asr.features import FeatureConfig, FeatureExtractor
     from asr.model import AcousticModel, ModelConfig
-    from asr.text import Vocabulary
+    from asr.tokens import Vocabulary
 
     torch.manual_seed(0)
     model = AcousticModel(ModelConfig(cell="gru", bidirectional=False, lookahead=2, hidden=48, conv_channels=48,

@@ -12,7 +12,7 @@ from asr.cli import main as asr_main
 from asr.data import AudioDataset, collate, write_manifest
 from asr.shard_stream import ShardBatching, ShardStream, plan_epoch
 from asr.shards import INDEX, decode_flac, open_shards
-from asr.text import Vocabulary
+from asr.tokens import Vocabulary
 from asr.train import train
 
 HALF = "shard-{000000..000003}.tar"

@@ -6,7 +6,7 @@ import asr
 from asr.backends.checkpoint import CheckpointBackend
 from asr.features import FeatureConfig, FeatureExtractor
 from asr.model import AcousticModel, ModelConfig
-from asr.text import Vocabulary
+from asr.tokens import Vocabulary
 from asr.transcribe import Transcriber
 
 

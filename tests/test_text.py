@@ -1,14 +1,7 @@
 import pytest
 
-from asr.text import (
-    BPEVocabulary,
-    TextConfig,
-    Vocabulary,
-    normalize_text,
-    spell_number,
-    train_bpe,
-    vocabulary_from_state,
-)
+from asr.text import TextConfig, normalize_text, spell_number
+from asr.tokens import BPEVocabulary, Vocabulary, train_bpe, vocabulary_from_state
 
 
 def test_normalize_text():
@@ -81,7 +74,7 @@ def test_vocabulary_report_counts_characters_and_names_outsiders(tmp_path, capsy
 
     from asr.cli import main as asr_main
     from asr.data import Utterance, write_manifest
-    from asr.text import vocabulary_report
+    from asr.tokens import vocabulary_report
     report = vocabulary_report(["AB A", "CAFÉ"])
     assert report["counts"]["A"] == 3 and report["outside"] == {"É": 1} and report["bad_utterances"] == [1]
     write_manifest(tmp_path / "m.jsonl", [Utterance("u1", "x.wav", 1.0, "AB A"), Utterance("u2", "y.wav", 1.0, "CAFÉ")])

@@ -8,7 +8,7 @@ from asr.checkpoint import load_checkpoint
 from asr.lm import build_lm
 from asr.model import ModelConfig
 from asr.score import score
-from asr.text import BPEVocabulary, Vocabulary
+from asr.tokens import BPEVocabulary, Vocabulary
 from asr.train import TrainConfig, train
 
 

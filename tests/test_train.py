@@ -85,7 +85,7 @@ from asr.corpora.an4 import read_split
 from asr.data import AudioDataset, collate
 from asr.features import FeatureExtractor
 from asr.model import AcousticModel, ModelConfig
-from asr.text import Vocabulary
+from asr.tokens import Vocabulary
 from asr.guards import out_of_memory
 from asr.train import Stepper, TrainConfig
 

@@ -13,7 +13,7 @@ import torch
 
 from ..features import FeatureConfig
 from ..model import ModelConfig
-from ..text import BPEVocabulary, Vocabulary
+from ..tokens import BPEVocabulary, Vocabulary
 
 
 class Backend:

@@ -15,7 +15,7 @@ import torch
 
 from ..features import FeatureConfig
 from ..model import ModelConfig
-from ..text import vocabulary_from_state
+from ..tokens import vocabulary_from_state
 from .base import Backend, StepStream
 
 META = "asr.json"   # the archive's extra file with the vocabulary and configs

@@ -26,7 +26,7 @@ import yaml
 from .. import PROJECT_ROOT
 from ..config import TrainConfig
 from ..model import AcousticModel, ModelConfig, count_parameters
-from ..text import Vocabulary
+from ..tokens import Vocabulary
 
 DEFAULT_THROUGHPUT = PROJECT_ROOT / "recipes" / "librispeech" / "h200_throughput.yaml"
 FILL = 0.9                # audio / padded frames in a length-bucketed batch: only the step count depends on it

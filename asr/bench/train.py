@@ -36,7 +36,7 @@ from ..distributed import pick_device
 from ..features import FeatureExtractor
 from ..model import AcousticModel, count_parameters
 from ..step import Stepper, make_optimizer
-from ..text import Vocabulary
+from ..tokens import Vocabulary
 from .plan import model_row_fields
 from .rnn import bench_stack
 

@@ -141,7 +141,7 @@ def cmd_validate(args) -> None:
 
 def cmd_vocab(args) -> None:
     from ..data import read_manifest, with_alphabet
-    from ..text import Vocabulary, vocabulary_report
+    from ..tokens import Vocabulary, vocabulary_report
 
     utts = read_manifest(args.manifest)
     alphabet = with_alphabet(text_config(args, args.manifest), args.manifest).alphabet

@@ -18,7 +18,7 @@ from asr.corpora.an4 import read_split
 from asr.export import export_onnx
 from asr.features import FeatureConfig, FeatureExtractor
 from asr.model import AcousticModel, ModelConfig
-from asr.text import Vocabulary
+from asr.tokens import Vocabulary
 
 
 def seconds(model, waves, repeats: int = 3) -> float:
