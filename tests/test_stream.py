@@ -33,6 +33,21 @@ def test_streamed_frames_are_the_offline_frames(an4_test_utts, chunk, front_end)
         assert result.text == t.transcribe(wave).text and result.duration == pytest.approx(u.duration, abs=1e-3)
 
 
+def test_a_bf16_front_end_streams_the_frames_of_its_offline_pass(an4_test_utts):
+    """precision "bf16" keeps the convolutions' pending frames in bfloat16 between chunks: streamed frames are
+    still the offline pass's."""
+    t = _untrained(front_end="conv2d")
+    t.backend.model.front_end_to(torch.bfloat16)
+    wave = an4_test_utts[0].samples()
+    offline, n = t.log_probs([wave])                                # (1, T', V)
+    stream = t.stream(endpoints=None)
+    for i in range(0, wave.shape[0], 1600):
+        stream.feed(wave[i:i + 1600])
+    stream.finish()
+    assert offline.dtype == torch.float32 and t.backend.model.conv1f.weight.dtype == torch.bfloat16
+    torch.testing.assert_close(stream.log_probs, offline[0, :n[0]], atol=1e-5, rtol=1e-4)
+
+
 def test_frame_streaming_needs_a_unidirectional_model_and_any_model_streams_by_redecoding(an4_model, an4_test_utts):
     """A bidirectional model cannot stream frame by frame; its stream decodes the utterance so far again every
     second, and ends as transcribe() of the whole does."""

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import soundfile as sf
+import torch
 
 import asr
 from asr.audio import AudioError, load_audio
@@ -48,6 +49,37 @@ def test_cli_transcribe_text_and_json(overfit_model, five_utts):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["text"] for r in rows] == [u.text for u in five_utts[:2]]
     assert rows[0]["path"] == paths[0] and rows[0]["duration"] == pytest.approx(five_utts[0].duration, abs=0.01)
+
+
+def test_bf16_precision_runs_the_convolutions_in_bfloat16_and_transcribes_as_fp32(an4_test_utts):
+    """precision "bf16" (1.2x faster decoding on a Xeon with AMX): the convolutions before the recurrent stack in
+    bfloat16, the stack and the output layer in float32; the English base model transcribes 40 AN4 test files
+    as in float32 (all 40 alike on a Xeon, 2026-12-05), its probabilities within a few hundredths."""
+    utts = an4_test_utts[:40]
+    fp32, bf16 = asr.load_model("english-base"), asr.load_model("english-base", precision="bf16")
+    model = bf16.backend.model
+    assert model.conv1.weight.dtype == model.conv1f.weight.dtype == model.conv2.weight.dtype == torch.bfloat16
+    assert model.rnn.weight_hh_l0.dtype == model.output.weight.dtype == fp32.backend.model.conv2.weight.dtype
+    a, b = ([r.text for r in m.transcribe([u.audio for u in utts])] for m in (fp32, bf16))
+    assert sum(x == y for x, y in zip(a, b)) >= 38, [(x, y) for x, y in zip(a, b) if x != y]
+    waves = [u.samples() for u in utts[:8]]
+    (la, n), (lb, nb) = fp32.log_probs(waves), bf16.log_probs(waves)                  # (8, T', V)
+    assert lb.dtype == torch.float32 and torch.equal(n, nb)
+    assert 0 < (la.exp() - lb.exp()).abs().max() < 0.1                               # rounded, not unchanged
+    out = _asr("transcribe", "--precision", "bf16", "--model", "english-base", utts[0].audio)
+    assert out.returncode == 0 and out.stdout == f"{utts[0].audio}\t{b[0]}\n", out.stderr
+
+
+def test_precision_is_checked_and_bf16_is_a_checkpoints(an4_fbank_model, tmp_path):
+    from asr.export import export_onnx
+
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, not 'fp16'"):
+        asr.load_model("english-base", precision="fp16")
+    onnx = export_onnx(an4_fbank_model, tmp_path / "model.onnx")
+    with pytest.raises(ValueError, match="model.onnx: precision 'bf16' is for checkpoints; this ONNX model runs as"):
+        asr.load_model(onnx, precision="bf16")
+    out = _asr("transcribe", "--precision", "fp16", "--model", "english-base", "x.wav")
+    assert out.returncode != 0 and "precision must be one of fp32, bf16" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_cli_bad_file_exits_nonzero_naming_it(overfit_model, tmp_path):

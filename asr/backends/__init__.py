@@ -31,12 +31,18 @@ def _subclasses(cls: type) -> list[type]:
     return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
 
-def load_backend(path: str | Path, device: str | torch.device = "cpu") -> Backend:
-    """The backend for the model file at `path` (or a shipped model's name, asr.models), loaded."""
+def load_backend(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Backend:
+    """The backend for the model file at `path` (or a shipped model's name, asr.models), loaded; `precision`
+    other than "fp32" is the checkpoint backend's (an exported model runs as it was exported)."""
     from ..models import model_file
 
     path = model_file(path)
     backend = next(cls for cls in backends() if cls.accepts(path))
+    if backend is CheckpointBackend:
+        return backend.load(path, device, precision)
+    if precision != "fp32":
+        raise ValueError(f"{path}: precision {precision!r} is for checkpoints; this {backend.name} model runs as "
+                         "it was exported (`asr export --int8` for a smaller ONNX model)")
     return backend.load(path, device)
 
 

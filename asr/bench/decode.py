@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..audio import SAMPLE_RATE, load_audio
+from ..backends.checkpoint import native_bf16
 from ..data import Utterance
 from .rnn import bench_stack, format_stack
 
@@ -107,8 +108,11 @@ def bench_decode_matrix(model: str | Path, utts: list[Utterance], thread_counts:
             load = lambda path, options: load_model(path, options=options, chunking=chunking)
             before = load(model, greedy)
             before.backend.model.fast_rnn = False
-            models = {"greedy, checkpoint": load(model, greedy), "greedy, checkpoint, torch.nn stack": before,
-                      **{f"greedy, {name}": load(path, greedy) for name, path in files.items()}}
+            models = {"greedy, checkpoint": load(model, greedy), "greedy, checkpoint, torch.nn stack": before}
+            if native_bf16():   # where the CPU has bf16 instructions (elsewhere bf16 is emulated, and slow)
+                models["greedy, checkpoint, bf16"] = load_model(model, options=greedy, chunking=chunking,
+                                                                precision="bf16")
+            models.update({f"greedy, {name}": load(path, greedy) for name, path in files.items()})
             if sherpa is not None:
                 models["greedy, sherpa-onnx"] = SherpaTranscriber(sherpa, threads)
             if beam is not None and beam.method == "beam":

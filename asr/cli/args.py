@@ -44,10 +44,13 @@ def text_config(args: argparse.Namespace, manifest: str | None = None):
     return resolve(getattr(args, "config", None), manifest, getattr(args, "overrides", ()))
 
 
-def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--model (any file asr.load_model reads) and --device."""
+def add_model_args(p: argparse.ArgumentParser, required: bool = True, runs: bool = True) -> None:
+    """--model (any file asr.load_model reads) and --device; where the command runs the model (`runs`), --precision."""
     p.add_argument("--model", required=required, help="a checkpoint (best.pt) or an `asr export` file")
     p.add_argument("--device", help="cpu (the default), cuda, cuda:N")
+    if runs:
+        p.add_argument("--precision", help="fp32 (the default), or bf16: a checkpoint's convolutions in bfloat16, "
+                                           "faster on CPUs with AMX (asr.backends.checkpoint)")
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -102,4 +105,4 @@ def load_transcriber(args: argparse.Namespace, options=None):
     from ..transcribe import load_model
 
     return load_model(args.model, options=options or decoding_options(args), chunking=chunking_options(args),
-                      **given(args, "device"))
+                      **given(args, "device", "precision"))

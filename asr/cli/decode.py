@@ -46,7 +46,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("export", help="ONNX, a sherpa-onnx model dir, or TorchScript (features + model in one "
                                       "file), optionally int8")
-    add_model_args(p)
+    add_model_args(p, runs=False)
     p.add_argument("--out", required=True, help="the file (onnx, torchscript) or dir (sherpa-onnx) to write")
     p.add_argument("--format", help="onnx, sherpa-onnx or torchscript (default: onnx for an --out ending in .onnx, "
                                     "else torchscript)")
