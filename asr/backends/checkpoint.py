@@ -77,7 +77,7 @@ class CheckpointBackend(Backend):
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> CheckpointBackend:
         """`precision` "bf16": the convolutions before the recurrent stack in bfloat16 (AcousticModel.front_end_to),
-        faster on CPUs with AMX (and GPUs); "fp32" (the default) runs the checkpoint as trained."""
+        faster on CPUs with AMX; "fp32" (the default) runs the checkpoint as trained."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         model, extractor, vocab, _ = load_checkpoint(path, device)
