@@ -32,18 +32,13 @@ def _subclasses(cls: type) -> list[type]:
 
 
 def load_backend(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Backend:
-    """The backend for the model file at `path` (or a shipped model's name, asr.models), loaded; `precision`
-    other than "fp32" is the checkpoint backend's (an exported model runs as it was exported)."""
+    """The backend for the model file at `path` (or a shipped model's name, asr.models), loaded at `precision`
+    (each backend's `precisions`: bf16 is the checkpoint backend's; an exported model runs as it was exported)."""
     from ..models import model_file
 
     path = model_file(path)
     backend = next(cls for cls in backends() if cls.accepts(path))
-    if backend is CheckpointBackend:
-        return backend.load(path, device, precision)
-    if precision != "fp32":
-        raise ValueError(f"{path}: precision {precision!r} is for checkpoints; this {backend.name} model runs as "
-                         "it was exported (`asr export --int8` for a smaller ONNX model)")
-    return backend.load(path, device)
+    return backend.load(path, device, precision)
 
 
 __all__ = ["Backend", "CheckpointBackend", "backends", "load_backend"]

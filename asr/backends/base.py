@@ -25,6 +25,8 @@ class Backend:
     device: torch.device = torch.device("cpu")
     batches: bool = True            # padded batches give each input exactly what it gets alone
     batch_seconds: float | None = None   # the padded audio per forward pass it runs fastest at, if it has one
+    precisions: tuple[str, ...] = ("fp32",)   # what `load(precision=...)` accepts, the default first
+    precision_hint = ""             # check_precision's error ends with it: what to do instead
 
     @classmethod
     def accepts(cls, path: Path) -> bool:
@@ -32,8 +34,16 @@ class Backend:
         return False
 
     @classmethod
-    def load(cls, path: Path, device: str | torch.device = "cpu") -> Backend:
+    def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Backend:
+        """The model at `path` on `device`, run at `precision` (one of `precisions`; check_precision says why not)."""
         raise NotImplementedError
+
+    @classmethod
+    def check_precision(cls, path: Path, precision: str) -> None:
+        """ValueError naming `path` where this backend cannot run at `precision`."""
+        if precision not in cls.precisions:
+            raise ValueError(f"{path}: precision {precision!r} is not one this {cls.name} model runs at "
+                             f"({', '.join(cls.precisions)}){cls.precision_hint}")
 
     @property
     def sample_rate(self) -> int:

@@ -11,8 +11,6 @@ from ..features import FeatureExtractor, FeatureState
 from ..model import AcousticModel, ModelState
 from .base import Backend, StepStream
 
-PRECISIONS = ("fp32", "bf16")   # inference: the checkpoint as trained, or its front end in bfloat16
-
 
 def native_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (AMX tiles or AVX-512 BF16), where precision "bf16" pays."""
@@ -64,6 +62,7 @@ class StreamStep(nn.Module):
 class CheckpointBackend(Backend):
     """An AcousticModel and its FeatureExtractor in eager PyTorch, on any device; packed batches are exact."""
     name = "checkpoint"
+    precisions = ("fp32", "bf16")   # the checkpoint as trained, or its front end in bfloat16
 
     def __init__(self, model: AcousticModel, extractor: FeatureExtractor, vocab, device: str | torch.device = "cpu"):
         self.model, self.extractor, self.vocab = model, extractor, vocab
@@ -78,8 +77,7 @@ class CheckpointBackend(Backend):
     def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> CheckpointBackend:
         """`precision` "bf16": the convolutions before the recurrent stack in bfloat16 (AcousticModel.front_end_to),
         faster on CPUs with AMX; "fp32" (the default) runs the checkpoint as trained."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        cls.check_precision(path, precision)
         model, extractor, vocab, _ = load_checkpoint(path, device)
         if precision == "bf16":
             model.front_end_to(torch.bfloat16)

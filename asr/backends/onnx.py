@@ -40,6 +40,7 @@ def session(model: bytes | str, device: str | torch.device = "cpu"):
 
 class OnnxBackend(Backend):
     name = "ONNX"
+    precision_hint = ": it runs as exported (`asr export --int8` for a smaller model; bf16 is a checkpoint's)"
 
     def __init__(self, path: Path, device: str | torch.device = "cpu"):
         self.path, self.device = Path(path), torch.device(device)
@@ -66,7 +67,8 @@ class OnnxBackend(Backend):
         return path.suffix == ".onnx" and path.is_file()
 
     @classmethod
-    def load(cls, path: Path, device: str | torch.device = "cpu") -> OnnxBackend:
+    def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> OnnxBackend:
+        cls.check_precision(path, precision)
         return cls(path, device)
 
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ def is_exported(path: str | Path) -> bool:
 
 class TorchScriptBackend(Backend):
     name = "TorchScript"
+    precision_hint = ": it runs as exported (bf16 is a checkpoint's)"
 
     def __init__(self, network: torch.jit.ScriptModule, meta: dict):
         self.network, self.meta = network, meta
@@ -45,7 +46,8 @@ class TorchScriptBackend(Backend):
         return is_exported(path)
 
     @classmethod
-    def load(cls, path: Path, device: str | torch.device = "cpu") -> TorchScriptBackend:
+    def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> TorchScriptBackend:
+        cls.check_precision(path, precision)
         extra = {META: ""}
         network = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)  # the CPU: as it was traced
         return cls(network, json.loads(extra[META]))
