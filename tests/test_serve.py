@@ -219,6 +219,7 @@ def test_health_and_metrics(an4_url, client, an4_test_utts):
     code, health = request(an4_url, "GET", "/health")
     assert code == 200 and health["status"] == "ok" and health["model"] == "an4-bigru"
     assert health["streaming"] == "redecode" and health["sample_rate"] == SAMPLE_RATE   # a bidirectional model
+    assert health["precision"] == "fp32"                               # the default
     _, text = request(an4_url, "GET", "/metrics")
     for name in ('asr_requests_total{path="/v1/audio/transcriptions",status="200"}', "asr_request_seconds_bucket",
                  "asr_audio_seconds_total", "asr_batch_size_bucket", "asr_queue_depth"):
@@ -531,7 +532,7 @@ def page_value(chrome: subprocess.Popen, log: Path, url: str, expression: str, t
 
 def test_bench_serve_runs_asr_serve_under_load(an4_model, an4_test_utts, tmp_path):
     """`asr bench serve` (small): `asr serve` subprocesses, one request at a time, two at a time unbatched, then
-    batched on two workers, no errors."""
+    batched on two workers, no errors; the servers take the bench's --model-threads and --precision."""
     from asr.cli import main as asr_main
     from asr.data import write_manifest
 
@@ -539,11 +540,12 @@ def test_bench_serve_runs_asr_serve_under_load(an4_model, an4_test_utts, tmp_pat
     write_manifest(manifest, an4_test_utts[:3])
     asr_main(["bench", "serve", "--model", str(an4_model), "--manifest", str(manifest), "--clients", "3",
               "--seconds", "2", "--rounds", "2", "--model-threads", "1", "--model-workers", "2",
-              "--out", str(tmp_path / "rows.json")])
+              "--precision", "bf16", "--out", str(tmp_path / "rows.json")])
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["max_batch"] for r in rows] == [1, 1, 16] and all(r["keepalive"] for r in rows)
     assert [r["workers"] for r in rows] == [1, 2, 2]                   # one at a time, two at a time, batched
     assert [r["threads"] for r in rows] == [1, 1, 1]                   # the server took --model-threads
+    assert [r["precision"] for r in rows] == ["bf16"] * 3              # ... and --precision
     for r in rows:
         assert r["requests"] > 0 and r["errors"] == 0 and r["audio_per_second"] > 0
         assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] and r["server_peak_mb"] > 0

@@ -26,6 +26,7 @@ class Backend:
     batches: bool = True            # padded batches give each input exactly what it gets alone
     batch_seconds: float | None = None   # the padded audio per forward pass it runs fastest at, if it has one
     precisions: tuple[str, ...] = ("fp32",)   # what `load(precision=...)` accepts, the default first
+    precision = "fp32"              # the one this instance runs at
     precision_hint = ""             # check_precision's error ends with it: what to do instead
 
     @classmethod

@@ -81,7 +81,9 @@ class CheckpointBackend(Backend):
         model, extractor, vocab, _ = load_checkpoint(path, device)
         if precision == "bf16":
             model.front_end_to(torch.bfloat16)
-        return cls(model, extractor, vocab, device)
+        backend = cls(model, extractor, vocab, device)
+        backend.precision = precision
+        return backend
 
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,10 +34,10 @@ SERVE_HEADER = (f"{'server':<26} {'workers':>7} {'threads':>7} {'clients':>7} {'
 def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, seconds: float = 20.0,
                 max_batch: int | None = None, batch_window: float | None = None, threads: int | None = None,
                 workers: int | None = None, keepalive: bool = True, rounds: int = 4,
-                device: str | None = None) -> list[dict]:
+                device: str | None = None, precision: str | None = None) -> list[dict]:
     """One row for one request at a time, one for `workers` at a time unbatched (workers > 1), then one
     with dynamic batching, each server loaded for `seconds` in all, in `rounds` turns (see the module doc).
-    `max_batch`, `batch_window`, `workers`, `threads`, `device`: the server's (None: its own default, as
+    `max_batch`, `batch_window`, `workers`, `threads`, `device`, `precision`: the server's (None: its own default, as
     ServeOptions and `asr serve` have it); `keepalive`: each client keeps its connection open (else a new
     connection a request)."""
     from ..audio import audio_duration
@@ -50,7 +50,7 @@ def bench_serve(model: str | Path, files: list[str | Path], clients: int = 16, s
     uploads = [(*_form(Path(f).name, Path(f).read_bytes()), audio_duration(f)) for f in files]  # body, headers, s
     runs = [("one at a time", 1, 1)] + ([(f"{workers} at a time, unbatched", 1, workers)] if workers > 1 else [])
     runs.append((f"batched (max {max_batch})", max_batch, workers))
-    servers = [BenchedServer(model, label, batch, batch_window, threads, w, clients, device)
+    servers = [BenchedServer(model, label, batch, batch_window, threads, w, clients, device, precision)
                for label, batch, w in runs]
     try:
         for server in servers:
@@ -68,10 +68,10 @@ class BenchedServer:
     """One `asr serve` subprocess under test, and what its turns under load measured."""
 
     def __init__(self, model, label: str, max_batch: int, window: float | None, threads: int | None, workers: int,
-                 clients: int, device: str | None = None):
+                 clients: int, device: str | None = None, precision: str | None = None):
         self.label, self.max_batch, self.clients, self.port = label, max_batch, clients, _free_port()
         flags = {"--max-batch": max_batch, "--batch-window": window, "--max-queue": 4 * clients,
-                 "--model-workers": workers, "--device": device, "--model-threads": threads}
+                 "--model-workers": workers, "--device": device, "--model-threads": threads, "--precision": precision}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(self.port),
              *(str(x) for flag, value in flags.items() if value is not None for x in (flag, value))],
@@ -83,7 +83,7 @@ class BenchedServer:
     def ready(self, upload) -> None:
         """Wait for /health, note what the server chose, and send one request (the first batch's set-up)."""
         health = _wait_healthy(self.port, self.process)
-        self.threads, self.workers = health["threads"], health["workers"]
+        self.threads, self.workers, self.precision = health["threads"], health["workers"], health["precision"]
         Client(self.port, keepalive=False).post(*upload[:2])
 
     def load(self, uploads, seconds: float, keepalive: bool) -> None:
@@ -107,8 +107,9 @@ class BenchedServer:
         lat = sorted(self.latencies)
         pick = lambda q: quantile_ms(lat, q)
         return {"server": self.label, "max_batch": self.max_batch, "workers": self.workers, "threads": self.threads,
-                "clients": self.clients, "keepalive": keepalive, "requests": len(lat) + self.errors,
-                "errors": self.errors, "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
+                "precision": self.precision, "clients": self.clients, "keepalive": keepalive,
+                "requests": len(lat) + self.errors, "errors": self.errors,
+                "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
                 "audio_per_second": self.audio / self.wall if self.wall else 0.0,
                 "mean_batch": _mean_batch(self.port), "server_peak_mb": self.peak_mb}
 
@@ -283,4 +284,6 @@ def format_serve_table(rows: list[dict]) -> str:
             line += (f", {rows[-1]['audio_per_second'] / rows[1]['audio_per_second']:.2f}x that of "
                      f"{rows[-1]['workers']} at a time unbatched")
         lines.append(line)
+    if rows[0].get("precision", "fp32") != "fp32":
+        lines.append(f"the servers ran the model at precision {rows[0]['precision']}")
     return "\n".join(lines)

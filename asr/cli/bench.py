@@ -90,6 +90,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--model-workers", type=int, help="the server's --model-workers for the batched run and the "
                                                      "unbatched one beside it (default: asr serve's)")
     p.add_argument("--device", help="the servers' --device")
+    p.add_argument("--precision", help="the servers' --precision (bf16: a checkpoint's convolutions in bfloat16)")
     p.add_argument("--no-keepalive", dest="keepalive", action="store_false",
                    help="a new connection for every request (default: each client keeps one open, as HTTP clients do)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
@@ -193,7 +194,7 @@ def cmd_bench_serve(args) -> None:
     from ..data import read_manifest
 
     utts = read_manifest(args.manifest)[:args.limit or None]
-    options = given(args, "clients", "seconds", "rounds", "max_batch", "batch_window", "device")
+    options = given(args, "clients", "seconds", "rounds", "max_batch", "batch_window", "device", "precision")
     rows = bench_serve(args.model, [u.audio for u in utts], threads=args.model_threads, workers=args.model_workers,
                        keepalive=args.keepalive, **options)
     print(format_serve_table(rows))

@@ -147,7 +147,7 @@ class Server:
         return JSONResponse({"status": "ok", "model": self.options.model_name, "streaming": self.streams.mode,
                              "sample_rate": self.transcriber.sample_rate, "queue": self.batcher.pending,
                              "auth": bool(self.options.api_key), "threads": torch.get_num_threads(),
-                             "workers": self.batcher.workers})
+                             "workers": self.batcher.workers, "precision": self.transcriber.backend.precision})
 
     async def prometheus(self, request):
         from starlette.responses import Response
