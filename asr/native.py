@@ -47,7 +47,8 @@ def _build_loop():
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)   # "no CUDA runtime": not needed here
         from torch.utils.cpp_extension import load
         load(name="asr_rnn_loop", sources=[str(_LOOP_SOURCE)], is_python_module=False,
-             extra_cflags=["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"])
+             extra_cflags=["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+             extra_ldflags=["-ldl"])                                    # dlopen: torch's own sgemm (rnn_loop.cpp)
         return torch.ops.asr_rnn_loop
     except Exception as e:                                              # noqa: BLE001 - any failure: the Python loop
         warnings.warn(f"asr.rnn: the compiled loops ({_LOOP_SOURCE.name}) could not be built, so the Python "

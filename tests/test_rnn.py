@@ -51,6 +51,15 @@ def test_the_compiled_loop_builds_here():
     assert compiled_loop() is not None
 
 
+def test_the_compiled_loop_finds_torchs_sgemm():
+    """Each step's product calls the BLAS sgemm torch's CPU products use (MKL's in the x86 wheels) on the loop's
+    pointers (faster than at::mm_out's views and dispatch: recipes/an4/RESULTS.md); where it is missing the loop falls
+    back to at::mm_out, silently, so this says it is found wherever torch has MKL."""
+    if not torch.backends.mkl.is_available():
+        pytest.skip("torch without MKL: the loops call at::mm_out")
+    assert compiled_loop().blas()
+
+
 @pytest.mark.parametrize("cell,bidirectional,layers,packed,threads,loop",
                          [(c, b, la, p, 2, "python") for c, b, la, p in itertools.product(
                              [nn.GRU, nn.LSTM, nn.RNN], [True, False], [1, 2], [False, True])]
