@@ -60,6 +60,29 @@ def test_the_compiled_loop_finds_torchs_sgemm():
     assert compiled_loop().blas()
 
 
+@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
+def test_inference_keeps_the_stacked_weights_until_a_parameter_changes(cell):
+    """Without autograd asr.rnn keeps each layer's stacked weights on the module: a weight written in place (an
+    optimiser step, load_state_dict) or replaced by a new tensor is seen by the next call, as torch.nn sees it."""
+    torch.manual_seed(0)
+    rnn = cell(12, 10, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(3, 7, 12)
+    with torch.no_grad():
+        first = fast.run(rnn, x)[0]
+        assert torch.equal(fast.run(rnn, x)[0], first)                 # kept: the same result
+        rnn.weight_hh_l1_reverse.mul_(0.5)                              # written in place
+        torch.testing.assert_close(fast.run(rnn, x)[0], rnn(x)[0])
+        new = torch.randn_like(rnn.weight_ih_l0)                       # replaced, by a tensor of the same version
+        while new._version < rnn.weight_ih_l0._version:
+            new.add_(0)
+        rnn.weight_ih_l0 = nn.Parameter(new)
+        torch.testing.assert_close(fast.run(rnn, x)[0], rnn(x)[0])
+        assert not torch.allclose(fast.run(rnn, x)[0], first)
+    y = fast.run(rnn, x.requires_grad_())[0]                            # with autograd: nothing kept, gradients flow
+    y.sum().backward()
+    assert rnn.weight_ih_l0.grad is not None and rnn.weight_hh_l1_reverse.grad is not None
+
+
 @pytest.mark.parametrize("cell,bidirectional,layers,packed,threads,loop",
                          [(c, b, la, p, 2, "python") for c, b, la, p in itertools.product(
                              [nn.GRU, nn.LSTM, nn.RNN], [True, False], [1, 2], [False, True])]
