@@ -59,6 +59,9 @@ class TrainConfig:
     spec_augment: bool = True
     speed_perturb: tuple[float, ...] = ()  # e.g. [0.9, 1.0, 1.1]: each batch plays at one of these speeds
     noise_snr: tuple[float, ...] = ()  # e.g. [10, 30]: white noise at an SNR (dB) drawn per utterance in this range
+    feature_cache_mb: int = 2048      # CPU training: each utterance's features at each speed kept from its first
+                                      # computation for the epochs after, up to this many MiB (0: none; not with
+                                      # noise_snr, whose noise is new each time)
     pack_sequences: bool = False      # exact training (inference always packs, asr.model): free through asr.rnn on
                                       # CPU, slower through torch.nn (GPU, or a module asr.rnn does not run)
     augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -92,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"speed_perturb factors must be positive, not {self.speed_perturb}")
         if self.noise_snr and (len(self.noise_snr) != 2 or self.noise_snr[0] > self.noise_snr[1]):
             raise ValueError(f"noise_snr must be [min, max] dB, not {self.noise_snr}")
+        if self.feature_cache_mb < 0:
+            raise ValueError(f"feature_cache_mb must be >= 0 (0: no cache), not {self.feature_cache_mb}")
         if self.time_budget < 0 or self.budget_probe < 1:
             raise ValueError(f"time_budget must be >= 0 and budget_probe >= 1, not {self.time_budget}, "
                              f"{self.budget_probe}")

@@ -91,16 +91,56 @@ class EpochPlan:
                 f"{' (the cap, epochs)' if planned == self.cfg.epochs else ''}")
 
 
+class FeatureCache:
+    """Each training utterance's features at each speed, kept from the first time a batch computes them, so that
+    later epochs skip resampling and the spectra (a seventh of a CPU training step for conf/cpu.yaml's model).
+
+    The same numbers as computing them again: a batch holds the same utterances every epoch (FrameBudgetSampler's
+    fixed groups), so the kept rows are the ones the same kernels would give. Bounded: once `limit_bytes` are
+    held, further utterances are computed each time. Only noise-free features can be kept (`noise_snr` draws
+    new noise each time, so Stepper keeps none then).
+    """
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes, self.bytes, self.hits = limit_bytes, 0, 0      # hits: batches served from the cache
+        self.kept: dict = {}                                           # (Utterance, speed) -> (T_i, F) features
+
+    def get(self, utts, speed: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(N, T, F) zero-padded features and (N,) frame counts of `utts` at `speed`, if all are kept; else None."""
+        rows = [self.kept.get((u, speed)) for u in utts]
+        if any(r is None for r in rows):
+            return None
+        self.hits += 1
+        frames = torch.tensor([r.shape[0] for r in rows])
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), frames
+
+    def put(self, utts, speed: float, feats: torch.Tensor, frames: torch.Tensor) -> None:
+        """Keep each utterance's rows of a batch's (N, T, F) features (while the limit allows)."""
+        for u, x, n in zip(utts, feats, frames.tolist()):
+            row = x[:n]
+            if (u, speed) in self.kept or self.bytes + row.nbytes > self.limit_bytes:
+                continue
+            self.kept[u, speed] = row.clone()
+            self.bytes += row.nbytes
+
+
 def compute_loss(model: AcousticModel, extractor: FeatureExtractor, batch: Batch,
                  augment: SpecAugmentConfig | None = None, generator: torch.Generator | None = None,
-                 pack: bool = True, speed: float = 1.0, noise_snr: tuple[float, ...] = ()) -> torch.Tensor:
+                 pack: bool = True, speed: float = 1.0, noise_snr: tuple[float, ...] = (),
+                 cache: FeatureCache | None = None) -> torch.Tensor:
     """Mean over the batch of each utterance's CTC loss (summed over its frames). `speed`, `noise_snr`
-    and `augment` perturb the input (training only)."""
+    and `augment` perturb the input (training only); `cache` keeps the features for later epochs."""
     with torch.no_grad(), torch.autocast(batch.pcm.device.type, enabled=False):  # input side in fp32
-        waves, lengths = change_speed(batch.waves, batch.lengths, speed)  # (N, S'), (N,)
-        if noise_snr:
-            waves = add_noise(waves, lengths, noise_snr, generator)
-        feats, frames = extractor(waves, lengths)                          # (N, T, F), (N,)
+        kept = cache.get(batch.utts, speed) if cache is not None else None
+        if kept is not None:
+            feats, frames = kept                                           # (N, T, F), (N,)
+        else:
+            waves, lengths = change_speed(batch.waves, batch.lengths, speed)  # (N, S'), (N,)
+            if noise_snr:
+                waves = add_noise(waves, lengths, noise_snr, generator)
+            feats, frames = extractor(waves, lengths)                      # (N, T, F), (N,)
+            if cache is not None:
+                cache.put(batch.utts, speed, feats, frames)
         if augment is not None:
             feats = spec_augment(feats, frames, augment, generator)
     log_probs, out_lengths = model(feats, frames, pack=pack)             # (N, T', V), (N,)
@@ -138,6 +178,9 @@ class Stepper:
         self.oom_split = 0           # batches that ran out of memory and were trained as two halves
         self.oom_skipped = 0         # ... and those skipped because a half ran out too
         self.bad_in_a_row = 0
+        # features kept between epochs on a CPU (a GPU computes them in a sliver of its step; its memory is the model's)
+        self.cache = (FeatureCache(cfg.feature_cache_mb << 20)
+                      if cfg.feature_cache_mb and not cfg.noise_snr and device.type == "cpu" else None)
 
     def draw_speed(self) -> float:
         speeds = self.cfg.speed_perturb
@@ -194,7 +237,7 @@ class Stepper:
             with self.autocast():
                 part_loss = compute_loss(self.model, self.extractor, part, cfg.augment if cfg.spec_augment else None,
                                          self.generator, pack=cfg.pack_sequences, speed=speed,
-                                         noise_snr=cfg.noise_snr)
+                                         noise_snr=cfg.noise_snr, cache=self.cache)
                 part_loss = part_loss * (len(part.utts) / total)
             self.scaler.scale(part_loss).backward()
             loss = loss + part_loss.detach()

@@ -285,3 +285,40 @@ def test_averaging_the_best_epochs_ranks_them_by_the_runs_select_by(tmp_path):
                              ({"select_by": "wer", "text": {"word_unit": "char"}}, ["epoch_2.pt", "epoch_4.pt"])):
         (exp / "config.json").write_text(json.dumps(config))
         assert picked() == expected, config
+
+
+def test_kept_features_train_the_same_weights_as_features_computed_every_epoch(an4_test_utts):
+    """Features kept from their first computation (FeatureCache) against computed anew each epoch, with speed
+    perturbation and SpecAugment, on real AN4 batches: the same weights after four epochs, bit for bit, also
+    when the cache's limit keeps only some utterances."""
+    from asr.data import AudioDataset, collate, length_batches
+    from asr.features import FeatureExtractor
+    from asr.model import AcousticModel, ModelConfig
+    from asr.step import Stepper
+    from asr.tokens import Vocabulary
+
+    utts = an4_test_utts[:24]
+    dataset = AudioDataset(utts, Vocabulary())
+    batches = [collate([dataset[i] for i in b]) for b in length_batches([u.duration for u in utts], 600, 100)]
+
+    def train(cache_mb: float):
+        torch.manual_seed(0)
+        cfg = TrainConfig(speed_perturb=(0.9, 1.1), model=ModelConfig(hidden=32, conv_channels=32, layers=1))
+        model = AcousticModel(cfg.model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        step = Stepper(model, FeatureExtractor(cfg.features), optimizer, scheduler, cfg, torch.device("cpu"),
+                       torch.Generator().manual_seed(0))
+        step.cache = None if cache_mb is None else asr.step.FeatureCache(int(cache_mb * 2 ** 20))
+        for _ in range(4):
+            for batch in batches:
+                step(batch)
+        return model.state_dict(), step.cache
+
+    computed, _ = train(None)
+    for limit_mb in (64, 0.1):           # room for every utterance at both speeds; for a few of them
+        kept, cache = train(limit_mb)
+        assert cache.hits > 0 and 0 < cache.bytes <= limit_mb * 2 ** 20
+        assert (len(cache.kept) > len(utts)) == (limit_mb == 64)   # (a batch may not draw both speeds)
+        for name, weight in computed.items():
+            assert torch.equal(kept[name], weight), name
