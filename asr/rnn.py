@@ -98,12 +98,15 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
     """A layer's w_ih, w_hh, b_ih, b_hh stacked over its directions ((D, gH, C) ... (D, gH)) and w_hh transposed
     (D, H, gH), the loops' operand. Without autograd (inference) they are kept on the module (a copy of the layer's
     weights) until a parameter changes, replaced or written in place: restacking them took 7 % of decoding AN4 test
-    file by file."""
+    file by file. A call with autograd drops them: the optimiser step it leads to may write in place without
+    counting a version (torch's fused AdamW does), so versions alone would miss it."""
     params = [getattr(rnn, f"{kind}_l{layer}{sfx}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
               for sfx in ("", "_reverse")[:dirs]]
     keep = not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
-    versions = [p._version for p in params]
     cache = rnn.__dict__.setdefault("_asr_layer_weights", {})   # layer -> (params, their versions, weights, w_hh_t)
+    if not keep:
+        cache.pop(layer, None)
+    versions = [p._version for p in params] if keep else None
     if keep and layer in cache:
         was, was_versions, weights, w_hh_t = cache[layer]
         if all(a is b for a, b in zip(was, params)) and was_versions == versions:
