@@ -107,6 +107,7 @@ def bench_batch_size(cfg: TrainConfig, utts: list[Utterance], batch_size: int, s
     optimizer = make_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     step = Stepper(model, extractor, optimizer, scheduler, cfg, device, torch.Generator().manual_seed(cfg.seed))
+    step.cache = None   # every timed step computes its features (training keeps them between epochs: FeatureCache)
     model.train()
     fps = cfg.features.frames_per_second
     groups = length_batches([u.duration for u in utts], 10**12, fps, batch_size)[:warmup + steps]
