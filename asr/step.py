@@ -96,7 +96,8 @@ class FeatureCache:
     later epochs skip resampling and the spectra (a seventh of a CPU training step for conf/cpu.yaml's model).
 
     The same numbers as computing them again: a batch holds the same utterances every epoch (FrameBudgetSampler's
-    fixed groups), so the kept rows are the ones the same kernels would give. Bounded: once `limit_bytes` are
+    fixed groups), so the kept rows are the ones the same kernels would give (training from shards, whose batches
+    regroup each epoch, keeps the first batch's rows: equal to float rounding). Bounded: once `limit_bytes` are
     held, further utterances are computed each time. Only noise-free features can be kept (`noise_snr` draws
     new noise each time, so Stepper keeps none then).
     """
