@@ -1,4 +1,4 @@
-// The recurrent layers' time loops (GRU, LSTM, tanh RNN), compiled: asr/native.py builds and loads them, asr/rnn.py
+// The recurrent layers' time loops (GRU, LSTM, tanh RNN), compiled: asr/native.py builds and loads them, asr/rnn/layers.py
 // calls them.
 //
 // asr.rnn computes everything that spans all time steps in Python (input projections, time reversal, the

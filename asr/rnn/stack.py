@@ -8,7 +8,7 @@ for autograd, whose backward pass then replays them one by one (issue 36). Here,
   own length) and stacked beside the forward ones, so one batched product per step serves both (two threads
   take one direction each);
 - each step writes its gates into preallocated buffers with a handful of fused operations, on per-step views
-  made once (`asr.rnn_layers`), and the backward pass is written out (an autograd.Function) instead of recorded: per
+  made once (asr.rnn.layers), and the backward pass is written out (an autograd.Function) instead of recorded: per
   step one batched product and a few elementwise operations; the recurrent weights' gradient is one large
   product after the loop;
 - lengths (packed-sequence semantics: each sequence ends at its own length, padding never reaches a valid
@@ -18,7 +18,7 @@ for autograd, whose backward pass then replays them one by one (issue 36). Here,
 - the loop itself, forward and backward, is compiled (asr/rnn_loop.cpp, built on first use by asr.native): the
   work splits into units, a direction and a range of batch rows, and each unit runs its whole loop on its own
   thread with no synchronisation between steps; each step is one small product and one vectorised pass over the
-  gates. Where it cannot be built the Python loop of asr.rnn_layers runs (the same maths).
+  gates. Where it cannot be built the Python loop of asr.rnn.layers runs (the same maths).
 
 What is left is mostly the per-step matrix product, whose small shape (batch x hidden) runs below the machine's
 large-matrix speed: `asr bench train` / `asr bench decode` print both (asr.bench.rnn), and the Python loop's time.
@@ -33,9 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .native import compiled_loop
-from .rnn_layers import GRULayer, LSTMLayer, RNNLayer
-from .tracing import eager
+from ..native import compiled_loop
+from ..tracing import eager
+from .layers import GRULayer, LSTMLayer, RNNLayer
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 

@@ -2,13 +2,13 @@
 RNNLayer), with the backward pass written out, and the helpers they share (the input projection of all steps,
 the backward direction's reordering, the outputs and their gradients). The loops themselves run compiled
 (asr/rnn_loop.cpp, through asr.native) where it could be built, else in Python here (the same maths). The
-overview, and `run`, which calls these layer by layer: asr/rnn.py.
+overview, and `run`, which calls these layer by layer: asr/rnn/stack.py.
 """
 from __future__ import annotations
 
 import torch
 
-from .native import compiled_loop
+from ..native import compiled_loop
 
 
 def reorder(a: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
