@@ -1,5 +1,5 @@
-// The recurrent layers' time loops (GRU, LSTM, tanh RNN), compiled: asr/native.py builds and loads them, asr/rnn/layers.py
-// calls them.
+// The recurrent layers' time loops (GRU, LSTM, tanh RNN), compiled: asr/native.py builds and loads them,
+// asr/rnn/layers.py calls them.
 //
 // asr.rnn computes everything that spans all time steps in Python (input projections, time reversal, the
 // weights' gradients as one product each); what is left is the loop over steps, where each step is one small

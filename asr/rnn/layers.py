@@ -19,7 +19,6 @@ def reorder(a: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     return a.reshape(order.shape[0], -1).index_select(0, order).view(a.shape)
 
 
-
 def _project(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, order):
     """(T, N, C) inputs -> (D, T, N, gH) input projections plus `bias`, each direction in its own time order (one
     product per direction, written in place), and the inputs in those orders."""
