@@ -263,7 +263,7 @@ class AcousticModel(nn.Module):
             x = nn.functional.gelu(x)                                      # (N, C, t1)
         mask = None
         if out_lengths is not None:                                        # (N, 1, t1): valid output frames
-            mask = (torch.arange(x.shape[2], device=x.device)[None, :] < out_lengths[:, None])[:, None, :]
+            mask = valid_frames(out_lengths, x.shape[2])
             x = x * mask
         x, pending2 = conv_step(self.conv2, state.conv2, x, 1, final)
         x = nn.functional.gelu(x)                                          # (N, C, t2)
@@ -281,8 +281,17 @@ class AcousticModel(nn.Module):
         frames; frames past them are zeroed between layers, as padding each input alone would be, and
         with `pack` the recurrent stack runs on packed sequences (streams and single inputs need neither).
         """
-        cfg = self.cfg
         x, mask, pending1, pending2 = self._front(x, state, final, out_lengths)  # (N, t2, C), (N, 1, t2) or None
+        log_probs, rnn_state, pending3 = self.head(x, state, final, out_lengths, mask, pack)
+        return log_probs, ModelState(pending1, pending2, rnn_state, pending3)
+
+    def head(self, x: torch.Tensor, state: ModelState, final, out_lengths: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None, pack: bool = False):
+        """The rest of `step` after the convolutions: (N, t2, C) front-end output (`_front`, `front_end`) ->
+        (N, t', V) log-probs, the recurrent state and the lookahead's pending frames after them. `mask`
+        (N, 1, t2): the valid frames of `out_lengths` (built from them where not given)."""
+        if mask is None and out_lengths is not None:
+            mask = valid_frames(out_lengths, x.shape[1])
         # asr.rnn where it is faster: training (padded or packed: its backward pass is the gain) and inputs of one
         # length (a file, a stream). Inference on a packed batch of unequal lengths runs torch.nn's packed kernel:
         # its input products skip the padding, and AN4 test on 1 thread took 0.73-0.74 s that way against
@@ -304,10 +313,15 @@ class AcousticModel(nn.Module):
         if self.lookahead is not None:
             if mask is not None:
                 y = y * mask.transpose(1, 2)                               # padding must not leak back in time
-            y, pending3 = conv_step(self.lookahead, state.lookahead, y.transpose(1, 2), cfg.lookahead, final)
+            y, pending3 = conv_step(self.lookahead, state.lookahead, y.transpose(1, 2), self.cfg.lookahead, final)
             y = y.transpose(1, 2)                                          # (N, t3, H)
         logits = self.output(rnn_dropout(y, self.dropout.p, self.training))   # (N, t', V)
-        return logits.float().log_softmax(-1), ModelState(pending1, pending2, rnn_state, pending3)
+        return logits.float().log_softmax(-1), rnn_state, pending3
+
+
+def valid_frames(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """(N,) lengths -> (N, 1, frames) bool: which of a padded batch's frames are real."""
+    return (torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None])[:, None, :]
 
 
 def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:

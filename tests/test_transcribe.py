@@ -20,6 +20,27 @@ def test_batched_equals_one_by_one(overfit_model, an4_test_utts, five_utts):
     assert any(r.text for r in batched[5:])      # the model does emit text on unseen audio
 
 
+@pytest.mark.parametrize("model", ["an4_fbank_model", "english-base"])   # the 1-D and the 2-D front end
+def test_a_batch_decoded_in_pieces_has_the_whole_batchs_log_probs(model, an4_test_utts, request):
+    """Eager decoding runs the features and convolutions of a batch PIECE_SECONDS of padded audio at a time and
+    the recurrent stack over the whole batch: the same log-probs as the batch run whole, frame for frame."""
+    from asr.backends.checkpoint import PIECE_SECONDS, _pieces
+    from asr.data import pad_waves
+    backend = asr.load_model(model if model == "english-base" else request.getfixturevalue(model)).backend
+    utts = sorted(an4_test_utts[:40], key=lambda u: u.duration)
+    waves, lengths = pad_waves([u.samples() for u in utts])                              # (40, S), 0.7 s to 6 s
+    pieces = _pieces(lengths.tolist(), PIECE_SECONDS * 16000)
+    assert len(pieces) >= 4 and pieces[0] == (0, pieces[0][1]) and pieces[-1][1] == 40
+    assert all(b > a for a, b in pieces) and all(x[1] == y[0] for x, y in zip(pieces, pieces[1:]))
+    with torch.no_grad():
+        whole, n = backend.model(*backend.extractor(waves, lengths), pack=True)           # (40, T', V)
+    split, n_split = backend.log_probs(waves, lengths)
+    assert torch.equal(n, n_split) and split.shape == whole.shape
+    valid = torch.arange(whole.shape[1])[None, :] < n[:, None]                            # (40, T')
+    torch.testing.assert_close(split[valid], whole[valid], atol=1e-4, rtol=1e-4)
+    assert not torch.equal(split[0, :n[0]], split[-1, :n[0]])                           # rows not mixed up
+
+
 def test_array_and_file_inputs_agree(overfit_model, five_utts, tmp_path):
     model = asr.load_model(overfit_model[0])
     u = five_utts[0]
