@@ -89,6 +89,24 @@ def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model,
     assert "12 utterances" in printed and "threads 1, 2" in printed
 
 
+def test_bench_decode_puts_an_fbank_models_backends_beside_sherpa_onnx(an4_fbank_model, an4_test_utts, tmp_path,
+                                                                        capsys):
+    """An fbank model's export also runs in sherpa-onnx (the real one, its own features), and the bench prints
+    the checkpoint's speed and the fastest row's as multiples of sherpa-onnx's."""
+    from asr.data import write_manifest
+
+    write_manifest(tmp_path / "test.jsonl", an4_test_utts[:8])
+    asr_main(["bench", "decode", "--model", str(an4_fbank_model), "--manifest", str(tmp_path / "test.jsonl"),
+              "--thread-counts", "1", "--out", str(tmp_path / "rtf.json")])
+    printed = capsys.readouterr().out
+    speed = {r["mode"].removeprefix("greedy, "): 1 / r["rtf"] for r in json.loads((tmp_path / "rtf.json").read_text())
+             if r["mode"].startswith("greedy, ")}
+    peer = speed.pop("sherpa-onnx")
+    fastest = max(speed, key=speed.get)
+    assert (f"against sherpa-onnx on the same export, 1 thread(s): checkpoint {speed['checkpoint'] / peer:.2f}x, "
+            f"the fastest ({fastest}) {speed[fastest] / peer:.2f}x") in printed
+
+
 def test_bench_peer_puts_pocketsphinx_beside_ours_on_the_same_test_set(an4_model, an4_test_utts, tmp_path, capsys):
     """`asr bench peer`: CMU's recogniser with its own English model (a real run, not a stand-in) and ours,
     the same references, both normalised alike."""

@@ -132,6 +132,19 @@ def bench_decode_matrix(model: str | Path, utts: list[Utterance], thread_counts:
     return rows
 
 
+def against_sherpa(rows: list[dict], threads: int) -> str | None:
+    """The greedy rows at `threads` as multiples of sherpa-onnx's speed on the same export: the checkpoint (what
+    transcribe() and `asr serve` run) and the fastest of ours; None without a sherpa-onnx row (a log-mel model)."""
+    speed = {r["mode"].removeprefix("greedy, "): 1 / r["rtf"] for r in rows
+             if r["mode"].startswith("greedy, ") and r["threads"] == threads}
+    if "sherpa-onnx" not in speed:
+        return None
+    peer = speed.pop("sherpa-onnx")
+    fastest = max(speed, key=speed.get)
+    return (f"against sherpa-onnx on the same export, {threads} thread(s): checkpoint "
+            f"{speed['checkpoint'] / peer:.2f}x, the fastest ({fastest}) {speed[fastest] / peer:.2f}x")
+
+
 @torch.no_grad()
 def decode_stack(backend, utts: list[Utterance], threads: int) -> dict:
     """asr.rnn against torch.nn on the recurrent-stack inputs of `utts`, one file at a time as transcribe() runs."""

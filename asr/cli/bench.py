@@ -150,7 +150,7 @@ def cmd_bench_plan(args) -> None:
 
 
 def cmd_bench_decode(args) -> None:
-    from ..bench.decode import DECODE_HEADER, bench_decode_matrix, format_decode_row
+    from ..bench.decode import DECODE_HEADER, against_sherpa, bench_decode_matrix, format_decode_row
     from ..bench.rnn import format_stack
     from ..data import read_manifest
 
@@ -160,6 +160,8 @@ def cmd_bench_decode(args) -> None:
     rows = bench_decode_matrix(args.model, utts, args.thread_counts, decoding_options(args), chunking_options(args),
                                log=lambda line: None)
     print("\n".join([DECODE_HEADER, *(format_decode_row(r) for r in rows if r["mode"] != "recurrent stack")]))
+    for line in filter(None, (against_sherpa(rows, t) for t in args.thread_counts)):
+        print(line)
     print("\n".join(format_stack(r) for r in rows if r["mode"] == "recurrent stack"))
     _write(args.out, rows)
 
