@@ -12,7 +12,7 @@ from ..model import AcousticModel, ModelState
 from ..tracing import eager
 from .base import Backend, StepStream
 
-PIECE_SECONDS = 25.0   # padded audio whose features and convolutions run at once when decoding a batch (eagerly)
+PIECE_SECONDS = 25.0   # padded audio whose features and convolutions run at once when a CPU decodes a batch
 
 
 def native_bf16() -> bool:
@@ -31,8 +31,10 @@ class Recognizer(nn.Module):
         self.extractor, self.model, self.pack = extractor, model, pack
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pieces = _pieces(lengths.tolist(), PIECE_SECONDS * self.extractor.cfg.sample_rate) if eager() else []
-        if len(pieces) > 1 and not torch.is_grad_enabled():
+        pieces = []   # a GPU wants the whole batch at once; a trace, a graph that keeps every length dynamic
+        if eager() and waves.device.type == "cpu" and not torch.is_grad_enabled():
+            pieces = _pieces(lengths.tolist(), PIECE_SECONDS * self.extractor.cfg.sample_rate)
+        if len(pieces) > 1:
             return self._in_pieces(waves, lengths, pieces)
         feats, frames = self.extractor(waves, lengths)                 # (N, T, F)
         return self.model(feats, frames, pack=self.pack)               # (N, T', V)
