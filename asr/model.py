@@ -223,8 +223,10 @@ class AcousticModel(nn.Module):
     def front_end_to(self, dtype: torch.dtype) -> AcousticModel:
         """The convolutions before the recurrent stack in `dtype` from here on, the stack and the output layer
         unchanged: `torch.bfloat16` is inference's `precision="bf16"` (asr.backends.checkpoint), where oneDNN runs
-        the convolutions on a CPU's AMX tiles (AN4 test 1.2x faster end to end on a Xeon, WER unchanged; the
-        recurrent stack in bf16 measured no faster). Inference only: training keeps float32 weights."""
+        the convolutions on a CPU's AMX tiles (AN4 test 1.2x faster end to end on a Xeon at 200 s batches; since
+        the 100 s batches and the front end in pieces, no faster than float32: its GELUs and conversions cost what
+        the convolutions save; the recurrent stack in bf16 measured no faster). Inference only: training keeps
+        float32 weights."""
         for conv in (self.conv1, getattr(self, "conv1f", None), self.conv2):
             if conv is not None:
                 conv.to(dtype)

@@ -114,7 +114,7 @@ class CheckpointBackend(Backend):
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> CheckpointBackend:
         """`precision` "bf16": the convolutions before the recurrent stack in bfloat16 (AcousticModel.front_end_to),
-        faster on CPUs with AMX; "fp32" (the default) runs the checkpoint as trained."""
+        for CPUs with AMX (AN4 test no faster now than in fp32); "fp32" (the default) runs the checkpoint as trained."""
         cls.check_precision(path, precision)
         model, extractor, vocab, _ = load_checkpoint(path, device)
         if precision == "bf16":

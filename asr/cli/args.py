@@ -50,7 +50,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True, runs: bool
     p.add_argument("--device", help="cpu (the default), cuda, cuda:N")
     if runs:
         p.add_argument("--precision", help="fp32 (the default), or bf16: a checkpoint's convolutions in bfloat16, "
-                                           "faster on CPUs with AMX (asr.backends.checkpoint)")
+                                           "for CPUs with AMX (asr.backends.checkpoint; AN4's model gains nothing now)")
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
