@@ -68,7 +68,16 @@ stats:
 	$(call stage,$(call n,stats) stats: feature normalisation statistics on train,$(EXP)/.stats.done,\
 	  $(ASR) stats --config $(CONFIG) --manifest $(DATA)/train.jsonl --out $(EXP)/stats.json $(EXTRA))
 
+# the trained model this run starts from, where it names one (INIT, or init_from in EXTRA, which asr train reads last)
+TRAIN_FROM = $(or $(patsubst init_from=%,%,$(lastword $(filter init_from=%,$(EXTRA)))),$(if $(INIT),$(strip $(INIT_MODEL))))
+# an experiment dir holds one run: asked to start from a model, a dir whose run started elsewhere (config.json's
+# init_from; empty: from zero) is refused rather than skipped as done or resumed, which would report that run as this
 train:
+	@if [ -n "$(TRAIN_FROM)" ] && [ -f $(EXP)/config.json ]; then \
+	  was=$$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("init_from", ""))' $(EXP)/config.json) \
+	  && if [ "$$was" != "$(TRAIN_FROM)" ]; then \
+	    echo "stage $(call n,train) train: $(EXP) holds a run started from $${was:-zero}, not from $(TRAIN_FROM):" \
+	      "give this one its own N= (or delete that dir)" >&2; exit 1; fi; fi
 	$(call stage,$(call n,train) train: $(CONFIG) -> $(EXP),$(EXP)/.train.done,\
 	  $(ASR) train --config $(CONFIG) exp_dir=$(EXP) $(TRAIN_DATA) \
 	    dev_manifest=$(DATA)/dev.jsonl stats=$(EXP)/stats.json $(TRAIN_INIT) $(TRAIN_RESUME) $(EXTRA) 2>&1 \

@@ -63,6 +63,19 @@ def test_done_stages_are_skipped(small_run):
     assert "stage 5" not in again.stdout and "%WER" not in again.stdout  # outside the range
 
 
+def test_a_run_from_zero_is_not_taken_for_one_from_a_trained_model(small_run, an4_model):
+    """`make ... INIT=model` into an experiment dir whose run started from zero would otherwise skip training as
+    done and report that model as the fine-tuned one: it is refused, naming both, and the dir is left as it was."""
+    data, args, _ = small_run
+    best = data / "exp" / "small" / "best.pt"
+    before = best.read_bytes()
+    run = _make("train", *args, f"INIT={an4_model}")
+    assert run.returncode != 0 and "done, skipping" not in run.stdout
+    assert f"holds a run started from zero, not from {an4_model}: give this one its own N=" in run.stderr, run.stderr
+    assert best.read_bytes() == before
+    assert _make("train", *args).returncode == 0                     # from zero, as it was: done, skipped
+
+
 def test_stage_range_runs_only_that_range(small_run):
     data, args, _ = small_run
     only = _make("all", *args, "STAGE=7", "STOP_STAGE=7")
