@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .rnn import dropout as rnn_dropout
+from .rnn import products as rnn_products
 from .rnn import run as run_rnn
 from .rnn import supports as rnn_supports
 from .tracing import eager
@@ -224,9 +225,9 @@ class AcousticModel(nn.Module):
         """The convolutions before the recurrent stack in `dtype` from here on, the stack and the output layer
         unchanged: `torch.bfloat16` is inference's `precision="bf16"` (asr.backends.checkpoint), where oneDNN runs
         the convolutions on a CPU's AMX tiles (AN4 test 1.2x faster end to end on a Xeon at 200 s batches; since
-        the 100 s batches and the front end in pieces, no faster than float32: its GELUs and conversions cost what
-        the convolutions save; the recurrent stack in bf16 measured no faster). Inference only: training keeps
-        float32 weights."""
+        the 100 s batches and the front end in pieces, about as fast as float32: its GELUs and conversions cost
+        what the convolutions save; the recurrent stack's products in bfloat16 are asr.rnn.products_in's).
+        Inference only: training keeps float32 weights."""
         for conv in (self.conv1, getattr(self, "conv1f", None), self.conv2):
             if conv is not None:
                 conv.to(dtype)
@@ -294,12 +295,14 @@ class AcousticModel(nn.Module):
         (N, 1, t2): the valid frames of `out_lengths` (built from them where not given)."""
         if mask is None and out_lengths is not None:
             mask = valid_frames(out_lengths, x.shape[1])
-        # asr.rnn where it is faster: training (padded or packed: its backward pass is the gain) and inputs of one
-        # length (a file, a stream). Inference on a packed batch of unequal lengths runs torch.nn's packed kernel:
+        # asr.rnn where it is faster: training (padded or packed: its backward pass is the gain), inputs of one
+        # length (a file, a stream) and products in bfloat16 (precision "bf16": its input products on AMX make the
+        # padding cheap). Inference on a packed batch of unequal lengths in float32 runs torch.nn's packed kernel:
         # its input products skip the padding, and AN4 test on 1 thread took 0.73-0.74 s that way against
         # 0.76-0.85 s through the compiled loops (which shrink the batch as inputs end too, but project every
         # padded step)
-        fits = out_lengths is not None and (not pack or torch.is_grad_enabled()
+        bf16 = rnn_products(self.rnn) == torch.bfloat16
+        fits = out_lengths is not None and (not pack or torch.is_grad_enabled() or bf16
                                             or bool((out_lengths == out_lengths[0]).all()))
         if fits and self.fast_rnn and rnn_supports(self.rnn, x):
             y, rnn_state = run_rnn(self.rnn, x, state.rnn, out_lengths if pack else None)

@@ -38,16 +38,27 @@ def compiled_loop(enable: bool | None = None):
     return _loop_state["ops"]
 
 
+# The vector width the loops' gates are compiled for, by what torch itself found in this CPU: AVX-512's 16 floats
+# a vector took the gates' share of a decoding batch's GRU loop from ~8.5 to ~5.5 ms on a 2-core Xeon
+# (recipes/an4/RESULTS.md); each build its own name, so a cache built on one CPU is never loaded on another.
+_CAPABILITY_FLAGS = {
+    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-DCPU_CAPABILITY=AVX512",
+               "-DCPU_CAPABILITY_AVX512"],
+}
+
+
 def _build_loop():
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in _CAPABILITY_FLAGS:
         return None
     try:
         import ninja  # torch's builder runs `ninja`: put it on PATH
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)   # "no CUDA runtime": not needed here
         from torch.utils.cpp_extension import load
-        load(name="asr_rnn_loop", sources=[str(_LOOP_SOURCE)], is_python_module=False,
-             extra_cflags=["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+        load(name=f"asr_rnn_loop_{capability.lower()}", sources=[str(_LOOP_SOURCE)], is_python_module=False,
+             extra_cflags=["-O3", "-fopenmp", *_CAPABILITY_FLAGS[capability]],
              extra_ldflags=["-ldl"])                                    # dlopen: torch's own sgemm (rnn_loop.cpp)
         return torch.ops.asr_rnn_loop
     except Exception as e:                                              # noqa: BLE001 - any failure: the Python loop

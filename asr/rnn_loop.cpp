@@ -80,9 +80,41 @@ bool gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float
   return true;
 }
 
+// MKL's gemm_bf16bf16f32 (bfloat16 operands, float32 accumulation and result: AMX tiles or AVX-512 BF16 where the
+// CPU has them), found in libtorch_cpu as sgemm is: the products of inference at precision "bf16" (asr.rnn.stack).
+using GemmBf16 = void (*)(const char*, const char*, const int*, const int*, const int*, const float*,
+                          const at::BFloat16*, const int*, const at::BFloat16*, const int*, const float*, float*,
+                          const int*);
+
+GemmBf16 find_gemm_bf16() {
+  void* lib = dlopen("libtorch_cpu.so", RTLD_NOW | RTLD_NOLOAD);
+  return lib ? reinterpret_cast<GemmBf16>(dlsym(lib, "gemm_bf16bf16f32")) : nullptr;
+}
+
+// gemm's bfloat16 twin: c (m, n) float = a (m, k) @ b (k, n) + beta * c, or a @ b^T for a (n, k) b where
+// `b_rows_out`. The caller has checked that there is one.
+void gemm(int64_t m, int64_t n, int64_t k, const at::BFloat16* a, const at::BFloat16* b, float beta, float* c,
+          bool b_rows_out = false) {
+  static const GemmBf16 f = find_gemm_bf16();
+  const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
+  const float one = 1.f;
+  f(b_rows_out ? "T" : "N", "N", &N, &M, &K, &one, b, b_rows_out ? &K : &N, a, &K, &beta, c, &N);
+}
+
 void check(const at::Tensor& t, const char* name, int64_t dim) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == dim,
               "asr rnn_loop: ", name, " must be a contiguous float32 CPU tensor of ", dim, " dimensions");
+}
+
+// A forward loop's recurrent weights: float32, or bfloat16 (inference at precision "bf16", where MKL's bfloat16
+// product is there: `blas_bf16`).
+void check_weight(const at::Tensor& t, const char* name) {
+  if (t.scalar_type() == at::kBFloat16) {
+    TORCH_CHECK(find_gemm_bf16() && t.device().is_cpu() && t.is_contiguous() && t.dim() == 3,
+                "asr rnn_loop: bfloat16 ", name, " needs MKL's gemm_bf16bf16f32 and a contiguous CPU tensor");
+    return;
+  }
+  check(t, name, 3);
 }
 
 // `active` (T,) int64, or empty: rows sorted longest first, so that step s of every direction is real for the
@@ -118,10 +150,16 @@ void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, const at::Tensor&
     auto gh = at::empty({rows, G}, hs.options());  // this step's product, this unit's rows
     auto w = w_t[u.d];
     float* ghp = gh.data_ptr<float>();
-    const float *hp = hs.data_ptr<float>(), *wp = w.data_ptr<float>();
+    const float* hp = hs.data_ptr<float>();
+    const bool bf16 = w.scalar_type() == at::kBFloat16;  // the product on the states rounded to bfloat16
+    auto hb = at::empty({bf16 ? rows : 0, H}, w.options());
     for (int64_t s = 0; s < T; ++s) {
       const int64_t a = live(ap, s, u);
-      if (a > 0 && !gemm(a, G, H, hp + ((u.d * (T + 1) + s) * N + u.r0) * H, wp, 0.f, ghp)) {
+      const float* h_s = hp + ((u.d * (T + 1) + s) * N + u.r0) * H;
+      if (a > 0 && bf16) {
+        at::vec::convert(h_s, hb.data_ptr<at::BFloat16>(), a * H);
+        gemm(a, G, H, hb.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), 0.f, ghp);
+      } else if (a > 0 && !gemm(a, G, H, h_s, w.data_ptr<float>(), 0.f, ghp)) {
         auto out = gh.narrow(0, 0, a);
         at::mm_out(out, hs[u.d][s].narrow(0, u.r0, a), w);
       }
@@ -184,7 +222,7 @@ void backward_loop(at::Tensor& dh0, const at::Tensor& dg, const at::Tensor& w, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
     const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& b_hn, const at::Tensor& h0,
     const at::Tensor& active, bool saved) {
-  check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(b_hn, "b_hn", 2), check(h0, "h0", 3);
+  check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(b_hn, "b_hn", 2), check(h0, "h0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
   TORCH_CHECK(g.size(3) == 3 * H && w_hh_t.size(2) == 3 * H && h0.size(0) == D && h0.size(1) == N,
               "asr rnn_loop: gru_forward shapes disagree");
@@ -264,7 +302,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_backward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
     const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& active, bool saved) {
-  check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(h0, "h0", 3), check(c0, "c0", 3);
+  check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(h0, "h0", 3), check(c0, "c0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
   TORCH_CHECK(g.size(3) == 4 * H && w_hh_t.size(2) == 4 * H, "asr rnn_loop: lstm_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options()), cs = at::empty({D, T + 1, N, H}, g.options());
@@ -336,7 +374,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
 // The tanh RNN: g (D, T, N, H) input projections with both biases; w_hh_t (D, H, H); h0 (D, N, H) ->
 // hs (D, T + 1, N, H): h' = tanh(g + Wh h).
 at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& active) {
-  check(g, "g", 4), check(w_hh_t, "w_hh_t", 3), check(h0, "h0", 3);
+  check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(h0, "h0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
   TORCH_CHECK(g.size(3) == H && w_hh_t.size(2) == H, "asr rnn_loop: rnn_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options());
@@ -380,6 +418,18 @@ std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at:
   return {dg, dh0};
 }
 
+// out (M, N) = bias (N,) + x (M, K) rounded to bfloat16 @ w (N, K) bfloat16 transposed, accumulated in float32:
+// the input projections of inference at precision "bf16" (w in the module's layout).
+void linear_bf16(const at::Tensor& out, const at::Tensor& bias, const at::Tensor& x, const at::Tensor& w) {
+  check(out, "out", 2), check(bias, "bias", 1), check(x, "x", 2);
+  TORCH_CHECK(find_gemm_bf16() && w.scalar_type() == at::kBFloat16 && w.is_contiguous() && w.dim() == 2 &&
+              x.size(1) == w.size(1) && out.size(0) == x.size(0) && out.size(1) == w.size(0) &&
+              bias.size(0) == w.size(0), "asr rnn_loop: linear_bf16 needs MKL's gemm_bf16bf16f32 and shapes that agree");
+  out.copy_(bias.expand_as(out));
+  if (x.size(0) > 0) gemm(x.size(0), w.size(0), x.size(1), x.to(at::kBFloat16).data_ptr<at::BFloat16>(),
+                          w.data_ptr<at::BFloat16>(), 1.f, out.data_ptr<float>(), true);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(asr_rnn_loop, m) {
@@ -395,6 +445,8 @@ TORCH_LIBRARY(asr_rnn_loop, m) {
   m.def("rnn_backward(Tensor dys, Tensor dh_n, Tensor w_hh, Tensor hs, Tensor active)"
         " -> (Tensor, Tensor)");
   m.def("blas() -> bool", [] { return find_sgemm() != nullptr; });  // the steps' products call sgemm directly
+  m.def("blas_bf16() -> bool", [] { return find_gemm_bf16() != nullptr; });  // ... and at "bf16" MKL's bf16 gemm
+  m.def("linear_bf16(Tensor(a!) out, Tensor bias, Tensor x, Tensor w_t) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(asr_rnn_loop, CPU, m) {
@@ -404,4 +456,5 @@ TORCH_LIBRARY_IMPL(asr_rnn_loop, CPU, m) {
   m.impl("lstm_backward", lstm_backward);
   m.impl("rnn_forward", rnn_forward);
   m.impl("rnn_backward", rnn_backward);
+  m.impl("linear_bf16", linear_bf16);
 }

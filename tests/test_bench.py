@@ -10,6 +10,7 @@ from asr.backends.checkpoint import native_bf16
 from asr.bench.train import GAP_SECONDS, build_long_utterances
 from asr.cli import main as asr_main
 from asr.corpora.an4 import read_split
+from asr.native import compiled_loop
 
 
 def test_long_utterances_are_real_audio_joined_within_the_length_range(an4_dir, tmp_path):
@@ -77,6 +78,9 @@ def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model,
         assert r["speedup"] == pytest.approx(r["torch.nn_seconds"] / r["asr.rnn_seconds"])
         assert f"recurrent stack, forward (decoding), {t} thread(s), {r['frames']} frames" in printed
         assert f"asr.rnn / torch.nn: {r['speedup']:.2f}x" in printed
+        if compiled_loop().blas_bf16():          # and its products in bfloat16, beside a bfloat16 product's peak
+            assert r["asr.rnn bf16_gflops"] > 0 and r["bf16_peak_gflops"] > 0
+            assert re.search(r"^  asr\.rnn bf16 .* GFLOP/s \(\d+% of bfloat16\)$", printed, re.M)
     for r in rows.values():                      # the fixture scores 12.94 on all of AN4 test, 3.88 with an LM
         assert 0 < r["rtf"] < 1 and r["wer"] < (10 if "LM" in r["mode"] else 20) and r["search_x_realtime"] > 1
         assert re.search(rf"^{re.escape(r['mode'])}\s+{r['threads']}\s", printed, re.M)

@@ -45,10 +45,13 @@ def use_loop():
 
 
 def test_the_compiled_loop_builds_here():
-    """On an x86 CPU with AVX2 and a C++ compiler (every machine this suite runs on) the loops are compiled:
-    were it not, asr.rnn would quietly run its slower Python loop."""
-    assert torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") and shutil.which("c++")
+    """On an x86 CPU with AVX2 and a C++ compiler (every machine this suite runs on) the loops are compiled, for
+    the widest vectors torch found in the CPU: were it not, asr.rnn would quietly run its slower Python loop."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert capability in ("AVX2", "AVX512") and shutil.which("c++")
     assert compiled_loop() is not None
+    # for this CPU's vector width (AVX-512's gates: 1.3x AVX2's in a decoding batch's GRU loop on a Xeon)
+    assert any(lib.endswith(f"asr_rnn_loop_{capability.lower()}.so") for lib in torch.ops.loaded_libraries)
 
 
 def test_the_compiled_loop_finds_torchs_sgemm():
@@ -153,6 +156,36 @@ def test_inference_through_the_compiled_loop_is_torch_nn_packed(cell):
     for a, b in zip([ours[0], *(ours[1] if cell is nn.LSTM else [ours[1]])],
                     [theirs[0], *(theirs[1] if cell is nn.LSTM else [theirs[1]])]):
         torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
+def test_inference_products_in_bfloat16_are_torch_nns_to_bfloat16s_precision(cell):
+    """products_in(bfloat16) (precision "bf16"): the input projections and each step's product on bfloat16
+    operands with float32 accumulation (MKL's gemm_bf16bf16f32): torch.nn's packed outputs and final states to
+    within bfloat16's rounding, visibly not float32's (it is in use); a call with autograd, and float32 again,
+    float32's exactly."""
+    ops = compiled_loop()
+    if ops is None or not ops.blas_bf16():
+        pytest.skip("no bfloat16 product in this torch's BLAS: products_in keeps float32")
+    torch.manual_seed(0)
+    module = cell(40, 32, num_layers=2, batch_first=True, bidirectional=True)
+    x, lengths = torch.randn(6, 30, 40), torch.tensor([17, 30, 1, 22, 30, 9])
+    h0 = tuple(torch.randn(4, 6, 32) for _ in range(2 if cell is nn.LSTM else 1))
+    h0 = h0 if cell is nn.LSTM else h0[0]
+    flat = lambda r: [r[0], *(r[1] if isinstance(r[1], tuple) else [r[1]])]
+    with torch.no_grad():
+        theirs = flat(_nn(module, x, h0, lengths))
+        assert fast.products(module) == torch.float32 and fast.products_in(module, torch.bfloat16)
+        ours = flat(fast.run(module, x, h0, lengths))
+    assert fast.products(module) == torch.bfloat16
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+        assert (a - b).abs().max() > 1e-5                               # rounded: bfloat16 ran
+    trained = fast.run(module, x.requires_grad_(), h0, lengths)[0]      # autograd (training): float32 products
+    torch.testing.assert_close(trained, theirs[0], atol=2e-6, rtol=1e-5)
+    with torch.no_grad():
+        assert fast.products_in(module, torch.float32)
+        torch.testing.assert_close(fast.run(module, x, h0, lengths)[0], theirs[0], atol=2e-6, rtol=1e-5)
 
 
 def test_where_it_does_not_apply_the_module_runs():

@@ -6,6 +6,7 @@ import asr
 from asr.backends.checkpoint import CheckpointBackend
 from asr.features import FeatureConfig, FeatureExtractor
 from asr.model import AcousticModel, ModelConfig
+from asr.rnn import products_in
 from asr.tokens import Vocabulary
 from asr.transcribe import Transcriber
 
@@ -33,11 +34,13 @@ def test_streamed_frames_are_the_offline_frames(an4_test_utts, chunk, front_end)
         assert result.text == t.transcribe(wave).text and result.duration == pytest.approx(u.duration, abs=1e-3)
 
 
-def test_a_bf16_front_end_streams_the_frames_of_its_offline_pass(an4_test_utts):
-    """precision "bf16" keeps the convolutions' pending frames in bfloat16 between chunks: streamed frames are
+def test_a_bf16_model_streams_the_frames_of_its_offline_pass(an4_test_utts):
+    """precision "bf16" keeps the convolutions' pending frames in bfloat16 between chunks, and the recurrent
+    stack's products round each step's state alike chunk by chunk and in the offline pass: streamed frames are
     still the offline pass's."""
     t = _untrained(front_end="conv2d")
     t.backend.model.front_end_to(torch.bfloat16)
+    products_in(t.backend.model.rnn, torch.bfloat16)
     wave = an4_test_utts[0].samples()
     offline, n = t.log_probs([wave])                                # (1, T', V)
     stream = t.stream(endpoints=None)

@@ -15,16 +15,16 @@ import torch
 from torch import nn
 
 from ..native import compiled_loop
-from ..rnn import run
+from ..rnn import products_in, run
 
 GATES = {nn.GRU: 3, nn.LSTM: 4, nn.RNN: 1}
 PEAK_SIZE = 2048  # the timed sgemm: 2048^3 (17 GFLOP), long enough to reach the clock, short enough to repeat
 
 
-def matmul_peak(threads: int, size: int = PEAK_SIZE, repeats: int = 3) -> float:
-    """GFLOP/s of the best of `repeats` float32 (size x size) @ (size x size) products on `threads` threads."""
+def matmul_peak(threads: int, size: int = PEAK_SIZE, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of the best of `repeats` (size x size) @ (size x size) products in `dtype` on `threads` threads."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -56,7 +56,8 @@ def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]
                 repeats: int = 3) -> dict:
     """asr.rnn and torch.nn over `batches` of (N, T, C) stack inputs and (N,) lengths (packed semantics when
     decoding; padded, as training runs, with the backward pass when `train`): seconds, GFLOP/s and the speed-up,
-    with the sgemm peak of the same threads."""
+    with the sgemm peak of the same threads; decoding also asr.rnn's products in bfloat16 (precision "bf16",
+    asr.rnn.products_in), where this torch's BLAS has them, beside a bfloat16 product's peak."""
     from torch.nn.utils.rnn import pack_padded_sequence
 
     torch.set_num_threads(threads)
@@ -85,11 +86,17 @@ def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]
                 seconds["python loop"] = _time(ours, repeats)
             finally:
                 compiled_loop(True)
+        if not train and products_in(rnn, torch.bfloat16):
+            try:
+                seconds["asr.rnn bf16"] = _time(ours, repeats)
+            finally:
+                products_in(rnn, torch.float32)
     frames = sum(int(x.shape[0] * x.shape[1]) if train else int(n.sum()) for x, n in batches)
     flops = stack_flops(rnn, frames, train)
     peak = matmul_peak(threads)
+    bf16 = {"bf16_peak_gflops": matmul_peak(threads, dtype=torch.bfloat16)} if "asr.rnn bf16" in seconds else {}
     return {"threads": threads, "train": train, "frames": frames, "gflop": flops / 1e9, "peak_gflops": peak,
-            "compiled": compiled,
+            "compiled": compiled, **bf16,
             **{f"{k}_seconds": v for k, v in seconds.items()},
             **{f"{k}_gflops": flops / v / 1e9 for k, v in seconds.items()},
             "speedup": seconds["torch.nn"] / seconds["asr.rnn"]}
@@ -98,12 +105,14 @@ def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]
 def format_stack(r: dict) -> str:
     """One line per implementation and the ratios."""
     what = "forward + backward (training)" if r["train"] else "forward (decoding)"
+    bf16 = f"; bfloat16 {PEAK_SIZE}^3: {r['bf16_peak_gflops']:.0f}" if "bf16_peak_gflops" in r else ""
+    peak = lambda name: ("bfloat16", r["bf16_peak_gflops"]) if "bf16" in name else ("sgemm", r["peak_gflops"])
     return "\n".join(
         [f"recurrent stack, {what}, {r['threads']} thread(s), {r['frames']} frames, {r['gflop']:.2f} GFLOP of "
-         f"products; sgemm {PEAK_SIZE}^3 on the same threads: {r['peak_gflops']:.0f} GFLOP/s"]
-        + [f"  {name:<11} {r[f'{name}_seconds']:8.3f} s {r[f'{name}_gflops']:7.1f} GFLOP/s "
-           f"({r[f'{name}_gflops'] / r['peak_gflops']:.0%} of sgemm)"
-           for name in ("torch.nn", "python loop", "asr.rnn") if f"{name}_seconds" in r]
+         f"products; sgemm {PEAK_SIZE}^3 on the same threads: {r['peak_gflops']:.0f} GFLOP/s{bf16}"]
+        + [f"  {name:<12} {r[f'{name}_seconds']:8.3f} s {r[f'{name}_gflops']:7.1f} GFLOP/s "
+           f"({r[f'{name}_gflops'] / peak(name)[1]:.0%} of {peak(name)[0]})"
+           for name in ("torch.nn", "python loop", "asr.rnn", "asr.rnn bf16") if f"{name}_seconds" in r]
         + [f"  asr.rnn / torch.nn: {r['speedup']:.2f}x"
            + (" (asr.rnn: the compiled loop, asr/rnn_loop.cpp; python loop: the same without it)"
               if r.get("compiled") else " (asr.rnn's Python loop: the compiled one does not apply or is not built)")])

@@ -27,7 +27,10 @@ def _project(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, order):
     xs = [x] + ([reorder(x, order)] if d == 2 else [])
     out = x.new_empty(d, t, n, g)
     for k in range(d):
-        torch.addmm(bias[k], xs[k].reshape(t * n, c), w_ih[k].t(), out=out[k].view(t * n, g))
+        if w_ih.dtype == torch.bfloat16:                                # precision "bf16" (asr.rnn.stack.products_in)
+            compiled_loop().linear_bf16(out[k].view(t * n, g), bias[k], xs[k].reshape(t * n, c), w_ih[k])
+        else:
+            torch.addmm(bias[k], xs[k].reshape(t * n, c), w_ih[k].t(), out=out[k].view(t * n, g))
     return out, xs
 
 

@@ -114,9 +114,30 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
             return weights, w_hh_t
     weights = [torch.stack(params[k:k + dirs]) for k in range(0, 4 * dirs, dirs)]
     w_hh_t = weights[1].detach().transpose(1, 2).contiguous()
+    if keep and products(rnn) == torch.bfloat16:    # products_in: the loops' two operands
+        weights[0], w_hh_t = weights[0].detach().to(torch.bfloat16), w_hh_t.to(torch.bfloat16)
     if keep:
         cache[layer] = params, versions, weights, w_hh_t
     return weights, w_hh_t
+
+
+def products_in(rnn: nn.RNNBase, dtype: torch.dtype) -> bool:
+    """Inference's matrix products of `rnn` through `run` in `dtype` from here on: torch.bfloat16 runs the input
+    projections and each step's product on bfloat16 operands (the states rounded to it at each step) with float32
+    accumulation, MKL's gemm_bf16bf16f32 (AMX tiles or AVX-512 BF16 where the CPU has them); the gates, states and
+    outputs stay float32, and a call with autograd (training) keeps float32 products. False (and float32 kept)
+    where the compiled loops or that product are missing; torch.float32 goes back."""
+    ops = compiled_loop()
+    ok = dtype == torch.float32 or (dtype == torch.bfloat16 and ops is not None and ops.blas_bf16())
+    if ok:
+        rnn.__dict__["_asr_products"] = dtype
+        rnn.__dict__.pop("_asr_layer_weights", None)                    # the kept operands, in the old dtype
+    return ok
+
+
+def products(rnn: nn.RNNBase) -> torch.dtype:
+    """The dtype of `rnn`'s inference products through `run` (products_in)."""
+    return rnn.__dict__.get("_asr_products", torch.float32)
 
 
 def _order(lengths: torch.Tensor | None, t: int, n: int, dirs: int):
