@@ -91,8 +91,6 @@ def conv_step(conv: nn.Conv1d, pending: torch.Tensor, x: torch.Tensor, right_pad
     """
     k, s = conv.kernel_size[-1], conv.stride[-1]
     have = pending.shape[-1] + x.shape[-1]                                # real frames (r + t)
-    if pending.dtype != x.dtype:                                          # a bf16 front end's first piece
-        pending = pending.to(x.dtype)
     x = torch.cat([pending, x, x.new_zeros(*x.shape[:-1], k)], -1)        # (N, C, r + t + k): never too short
     # outputs now complete: max(0, (have + pad - k) // s + 1), divided only when non-negative (ONNX's integer
     # division truncates towards zero, Python's floors)
@@ -221,18 +219,6 @@ class AcousticModel(nn.Module):
         h_new = tuple(map(keep, h_new, h)) if isinstance(h, tuple) else keep(h_new, h)
         return y[:, :t], h_new
 
-    def front_end_to(self, dtype: torch.dtype) -> AcousticModel:
-        """The convolutions before the recurrent stack in `dtype` from here on, the stack and the output layer
-        unchanged: `torch.bfloat16` is inference's `precision="bf16"` (asr.backends.checkpoint), where oneDNN runs
-        the convolutions on a CPU's AMX tiles (AN4 test 1.2x faster end to end on a Xeon at 200 s batches; since
-        the 100 s batches and the front end in pieces, about as fast as float32: its GELUs and conversions cost
-        what the convolutions save; the recurrent stack's products in bfloat16 are asr.rnn.products_in's).
-        Inference only: training keeps float32 weights."""
-        for conv in (self.conv1, getattr(self, "conv1f", None), self.conv2):
-            if conv is not None:
-                conv.to(dtype)
-        return self
-
     def front_end(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, T, F) features -> (N, T', C) recurrent-stack input, (N,) output lengths, (N, 1, T') validity mask."""
         out_lengths = self.output_lengths(lengths)
@@ -241,10 +227,7 @@ class AcousticModel(nn.Module):
 
     def _front(self, x: torch.Tensor, state: ModelState, final: bool, out_lengths: torch.Tensor | None):
         """The convolutions of `step`: (N, t, F) features -> (N, t2, C), the mask, both convolutions' pending frames."""
-        dtype, front = x.dtype, self.conv2.weight.dtype   # front: bfloat16 after front_end_to, else float32
         x = x.transpose(1, 2)                                              # (N, F, t)
-        if front != dtype:
-            x = x.to(front)
         if self.cfg.front_end == "conv2d":
             x = x[:, None]                                                 # (N, 1, F, t)
             if eager():   # channels-last (for one channel, only strides): oneDNN runs conv1 2.6x faster
@@ -272,7 +255,7 @@ class AcousticModel(nn.Module):
         x = nn.functional.gelu(x)                                          # (N, C, t2)
         if mask is not None:
             x = x * mask
-        x = x.transpose(1, 2) if front == dtype else x.transpose(1, 2).to(dtype)
+        x = x.transpose(1, 2)
         return x, mask, pending1, pending2                                 # (N, t2, C)
 
     def step(self, x: torch.Tensor, state: ModelState, final: bool = False, out_lengths: torch.Tensor | None = None,

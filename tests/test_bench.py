@@ -88,7 +88,7 @@ def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model,
         assert rows[("greedy, ONNX", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
         assert rows[("greedy, TorchScript", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
         assert rows[("greedy, checkpoint, torch.nn stack", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
-        if native_bf16():                        # rounded convolutions: at most a word of the 12 files apart
+        if native_bf16():                        # rounded products: at most a word of the 12 files apart
             assert abs(rows[("greedy, checkpoint, bf16", t)]["wer"] - rows[("greedy, checkpoint", t)]["wer"]) < 2
     assert "12 utterances" in printed and "threads 1, 2" in printed
 

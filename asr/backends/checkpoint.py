@@ -114,14 +114,13 @@ class CheckpointBackend(Backend):
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> CheckpointBackend:
-        """`precision` "bf16", for CPUs with AMX: the convolutions before the recurrent stack in bfloat16
-        (AcousticModel.front_end_to) and the stack's matrix products on bfloat16 operands with float32 accumulation
-        (asr.rnn.products_in, where MKL's bfloat16 product is there): AN4 test 1.1x faster than fp32 on a Xeon
-        (recipes/an4/RESULTS.md); "fp32" (the default) runs the checkpoint as trained."""
+        """`precision` "bf16", for CPUs with AMX: the recurrent stack's matrix products on bfloat16 operands with
+        float32 accumulation (asr.rnn.products_in; float32 where this torch's BLAS has no bfloat16 product): AN4 test
+        1.15-1.27x faster than fp32 on a Xeon, its WER fp32's (recipes/an4/RESULTS.md); "fp32" (the default) runs
+        the checkpoint as trained."""
         cls.check_precision(path, precision)
         model, extractor, vocab, _ = load_checkpoint(path, device)
         if precision == "bf16":
-            model.front_end_to(torch.bfloat16)
             products_in(model.rnn, torch.bfloat16)
         backend = cls(model, extractor, vocab, device)
         backend.precision = precision
