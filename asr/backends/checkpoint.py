@@ -9,7 +9,6 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..features import FeatureExtractor, FeatureState
 from ..model import AcousticModel, ModelState
-from ..rnn import products_in
 from ..tracing import eager
 from .base import Backend, StepStream
 
@@ -114,14 +113,13 @@ class CheckpointBackend(Backend):
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> CheckpointBackend:
-        """`precision` "bf16", for CPUs with AMX: the recurrent stack's matrix products on bfloat16 operands with
-        float32 accumulation (asr.rnn.products_in; float32 where this torch's BLAS has no bfloat16 product): AN4 test
-        1.15-1.27x faster than fp32 on a Xeon, its WER fp32's (recipes/an4/RESULTS.md); "fp32" (the default) runs
-        the checkpoint as trained."""
+        """`precision` "bf16", for CPUs with AMX: the 1-D convolution's and the recurrent stack's matrix products on
+        bfloat16 operands with float32 accumulation (AcousticModel.products_in): AN4 test 1.2-1.3x faster than fp32
+        on a Xeon, its WER fp32's (recipes/an4/RESULTS.md); "fp32" (the default) runs the checkpoint as trained."""
         cls.check_precision(path, precision)
         model, extractor, vocab, _ = load_checkpoint(path, device)
         if precision == "bf16":
-            products_in(model.rnn, torch.bfloat16)
+            model.products_in(torch.bfloat16)
         backend = cls(model, extractor, vocab, device)
         backend.precision = precision
         return backend

@@ -49,9 +49,9 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True, runs: bool
     p.add_argument("--model", required=required, help="a checkpoint (best.pt) or an `asr export` file")
     p.add_argument("--device", help="cpu (the default), cuda, cuda:N")
     if runs:
-        p.add_argument("--precision", help="fp32 (the default), or bf16: a checkpoint's recurrent products on "
-                                           "bfloat16 operands, for CPUs with AMX (asr.backends.checkpoint; AN4 "
-                                           "test 1.15-1.27x faster, the same WER)")
+        p.add_argument("--precision", help="fp32 (the default), or bf16: a checkpoint's largest products (its 1-D "
+                                           "convolution and recurrent stack) on bfloat16 operands, for CPUs with AMX "
+                                           "(asr.backends.checkpoint; AN4 test 1.13-1.32x faster, the same WER)")
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:

@@ -90,7 +90,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--model-workers", type=int, help="the server's --model-workers for the batched run and the "
                                                      "unbatched one beside it (default: asr serve's)")
     p.add_argument("--device", help="the servers' --device")
-    p.add_argument("--precision", help="the servers' --precision (bf16: a checkpoint's recurrent products in bfloat16)")
+    p.add_argument("--precision", help="the servers' --precision (bf16: a checkpoint's largest products in bfloat16)")
     p.add_argument("--no-keepalive", dest="keepalive", action="store_false",
                    help="a new connection for every request (default: each client keeps one open, as HTTP clients do)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
