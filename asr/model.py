@@ -103,8 +103,8 @@ def _conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """conv(x), where training a 2-D convolution of one input channel on a CPU takes `_OneChannelConv2d`'s weight
     gradient (the same maths, several times faster than oneDNN's), and a convolution with bfloat16 weights
     (AcousticModel.products_in) takes x rounded to bfloat16 and gives float32 again."""
-    if conv.weight.dtype != x.dtype:
-        return conv(x.to(conv.weight.dtype)).to(x.dtype)
+    if conv.weight.dtype == torch.bfloat16 != x.dtype:                    # not autocast's: its weights stay float32
+        return conv(x.to(torch.bfloat16)).to(x.dtype)
     if (isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1 and x.device.type == "cpu"
             and torch.is_grad_enabled() and conv.weight.requires_grad and conv.padding_mode == "zeros"
             and eager()):

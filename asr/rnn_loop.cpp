@@ -446,7 +446,7 @@ TORCH_LIBRARY(asr_rnn_loop, m) {
         " -> (Tensor, Tensor)");
   m.def("blas() -> bool", [] { return find_sgemm() != nullptr; });  // the steps' products call sgemm directly
   m.def("blas_bf16() -> bool", [] { return find_gemm_bf16() != nullptr; });  // ... and at "bf16" MKL's bf16 gemm
-  m.def("linear_bf16(Tensor(a!) out, Tensor bias, Tensor x, Tensor w_t) -> ()");
+  m.def("linear_bf16(Tensor(a!) out, Tensor bias, Tensor x, Tensor w) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(asr_rnn_loop, CPU, m) {
