@@ -86,16 +86,19 @@ using GemmBf16 = void (*)(const char*, const char*, const int*, const int*, cons
                           const at::BFloat16*, const int*, const at::BFloat16*, const int*, const float*, float*,
                           const int*);
 
-GemmBf16 find_gemm_bf16() {
-  void* lib = dlopen("libtorch_cpu.so", RTLD_NOW | RTLD_NOLOAD);
-  return lib ? reinterpret_cast<GemmBf16>(dlsym(lib, "gemm_bf16bf16f32")) : nullptr;
+GemmBf16 find_gemm_bf16() {  // looked up once: the checks of every layer call ask for it
+  static const GemmBf16 f = [] {
+    void* lib = dlopen("libtorch_cpu.so", RTLD_NOW | RTLD_NOLOAD);
+    return lib ? reinterpret_cast<GemmBf16>(dlsym(lib, "gemm_bf16bf16f32")) : nullptr;
+  }();
+  return f;
 }
 
 // gemm's bfloat16 twin: c (m, n) float = a (m, k) @ b (k, n) + beta * c, or a @ b^T for a (n, k) b where
 // `b_rows_out`. The caller has checked that there is one.
 void gemm(int64_t m, int64_t n, int64_t k, const at::BFloat16* a, const at::BFloat16* b, float beta, float* c,
           bool b_rows_out = false) {
-  static const GemmBf16 f = find_gemm_bf16();
+  const GemmBf16 f = find_gemm_bf16();
   const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
   const float one = 1.f;
   f(b_rows_out ? "T" : "N", "N", &N, &M, &K, &one, b, b_rows_out ? &K : &N, a, &K, &beta, c, &N);
