@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .native import bf16_instructions, bf16_tiles
 from .rnn import dropout as rnn_dropout
 from .rnn import products as rnn_products
 from .rnn import products_in
@@ -224,14 +225,19 @@ class AcousticModel(nn.Module):
         return y[:, :t], h_new
 
     def products_in(self, dtype: torch.dtype) -> AcousticModel:
-        """Inference's largest matrix products in `dtype` from here on: `torch.bfloat16` (precision "bf16",
-        asr.backends.checkpoint) runs the 1-D convolution (oneDNN, AMX tiles on a Xeon) and the recurrent stack's
-        products (asr.rnn.products_in, where this torch's BLAS has a bfloat16 product) on bfloat16 operands with
-        float32 accumulation; everything between them stays float32. AN4 test on a Xeon: 1.2-1.3x faster than
-        float32 with its WER (recipes/an4/RESULTS.md); the 2-D convolutions in bfloat16 too changed it (their
-        input is the features themselves). Inference only: training takes float32 weights."""
+        """Inference's largest matrix products in `dtype` from here on, where this CPU runs them faster:
+        `torch.bfloat16` (precision "bf16", asr.backends.checkpoint) runs the 1-D convolution on bfloat16 operands
+        (oneDNN) where the CPU has bfloat16 instructions, and the recurrent stack's products too (asr.rnn.products_in,
+        MKL's bfloat16 product) where it has AMX tiles (asr.native); float32 accumulation, and everything between
+        them float32. AN4 test on a Xeon with AMX 1.13-1.32x faster than float32 with its WER; on an AMD EPYC with
+        AVX-512 BF16 alone the convolution's share 1.07x file by file (recipes/an4/RESULTS.md); the 2-D
+        convolutions in bfloat16 too changed the WER (their input is the features themselves). Inference only:
+        training takes float32 weights. `torch.float32` goes back."""
+        if dtype == torch.bfloat16 and not bf16_instructions():
+            return self                                                    # emulated: slower than float32
         self.conv2.to(dtype)
-        products_in(self.rnn, dtype)
+        if dtype != torch.bfloat16 or bf16_tiles():
+            products_in(self.rnn, dtype)
         return self
 
     def front_end(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@ cannot be built, and asr.rnn runs its Python loop (the same maths).
 
     ops = compiled_loop()          # torch.ops.asr_rnn_loop, or None
     compiled_loop(False)           # this process runs the Python loop (benchmarks time both)
+    bf16_instructions(), bf16_tiles()   # what this CPU computes in bfloat16 fast (precision "bf16" asks)
 """
 from __future__ import annotations
 
@@ -36,6 +37,19 @@ def compiled_loop(enable: bool | None = None):
             if "ops" not in _loop_state:
                 _loop_state["ops"] = _build_loop()
     return _loop_state["ops"]
+
+
+def bf16_instructions() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX tiles): there oneDNN's bfloat16
+    convolutions pay; elsewhere bfloat16 is emulated, and slower than float32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def bf16_tiles() -> bool:
+    """Whether this CPU has AMX tiles, where MKL's bfloat16 product beats its float32 one at the recurrent stack's
+    shapes (a 2-core Xeon: 1.1x a decoding batch's stack). With AVX-512 BF16 alone (a 2-core AMD EPYC, 2026-12-06)
+    it ran the stack 4x slower file by file, AN4 test 2.5x slower one file at a time (recipes/an4/RESULTS.md)."""
+    return torch.cpu._is_amx_tile_supported()
 
 
 # The vector width the loops' gates are compiled for, by what torch itself found in this CPU: AVX-512's 16 floats

@@ -6,11 +6,10 @@ import pytest
 import soundfile as sf
 
 from asr.audio import load_audio
-from asr.backends.checkpoint import native_bf16
 from asr.bench.train import GAP_SECONDS, build_long_utterances
 from asr.cli import main as asr_main
 from asr.corpora.an4 import read_split
-from asr.native import compiled_loop
+from asr.native import bf16_instructions, compiled_loop
 
 
 def test_long_utterances_are_real_audio_joined_within_the_length_range(an4_dir, tmp_path):
@@ -70,7 +69,7 @@ def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model,
     rows = {(r["mode"], r["threads"]): r for r in json.loads((tmp_path / "rtf.json").read_text())}
     modes = {"greedy, checkpoint", "greedy, checkpoint, torch.nn stack", "greedy, ONNX", "greedy, ONNX int8",
              "greedy, TorchScript", "LM beam, checkpoint", "LM beam, ONNX"}  # no sherpa-onnx: a log-mel model
-    modes |= {"greedy, checkpoint, bf16"} if native_bf16() else set()   # where the CPU has bf16 instructions
+    modes |= {"greedy, checkpoint, bf16"} if bf16_instructions() else set()   # where the CPU has bf16 instructions
     stacks = {t: rows.pop(("recurrent stack", t)) for t in (1, 2)}
     assert set(rows) == {(m, t) for m in modes for t in (1, 2)}
     for t, r in stacks.items():                  # asr.rnn and torch.nn on the same inputs, beside an sgemm
@@ -88,7 +87,7 @@ def test_bench_decode_prints_rtf_for_checkpoint_onnx_int8_and_lm_beam(an4_model,
         assert rows[("greedy, ONNX", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
         assert rows[("greedy, TorchScript", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
         assert rows[("greedy, checkpoint, torch.nn stack", t)]["wer"] == rows[("greedy, checkpoint", t)]["wer"]
-        if native_bf16():                        # rounded products: at most a word of the 12 files apart
+        if bf16_instructions():                        # rounded products: at most a word of the 12 files apart
             assert abs(rows[("greedy, checkpoint, bf16", t)]["wer"] - rows[("greedy, checkpoint", t)]["wer"]) < 2
     assert "12 utterances" in printed and "threads 1, 2" in printed
 

@@ -15,11 +15,6 @@ from .base import Backend, StepStream
 PIECE_SECONDS = 25.0   # padded audio whose features and convolutions run at once when a CPU decodes a batch
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AMX tiles or AVX-512 BF16), where precision "bf16" pays."""
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-
-
 class Recognizer(nn.Module):
     """Waveforms to log-probabilities: the feature extractor and the acoustic model, the unit that is exported.
 
@@ -113,9 +108,10 @@ class CheckpointBackend(Backend):
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> CheckpointBackend:
-        """`precision` "bf16", for CPUs with AMX: the 1-D convolution's and the recurrent stack's matrix products on
-        bfloat16 operands with float32 accumulation (AcousticModel.products_in): AN4 test 1.2-1.3x faster than fp32
-        on a Xeon, its WER fp32's (recipes/an4/RESULTS.md); "fp32" (the default) runs the checkpoint as trained."""
+        """`precision` "bf16": the 1-D convolution's and, on CPUs with AMX, the recurrent stack's matrix products on
+        bfloat16 operands with float32 accumulation, where this CPU runs them faster (AcousticModel.products_in): AN4
+        test 1.2-1.3x faster than fp32 on a Xeon, its WER fp32's (recipes/an4/RESULTS.md); "fp32" (the default) runs
+        the checkpoint as trained."""
         cls.check_precision(path, precision)
         model, extractor, vocab, _ = load_checkpoint(path, device)
         if precision == "bf16":

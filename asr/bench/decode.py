@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from ..audio import SAMPLE_RATE, load_audio
-from ..backends.checkpoint import native_bf16
 from ..data import Utterance
+from ..native import bf16_instructions
 from .rnn import bench_stack, format_stack
 
 
@@ -116,7 +116,7 @@ def bench_decode_matrix(model: str | Path, utts: list[Utterance], thread_counts:
             before = load(model, greedy)
             before.backend.model.fast_rnn = False
             models = {"greedy, checkpoint": load(model, greedy), "greedy, checkpoint, torch.nn stack": before}
-            if native_bf16():   # where the CPU has bf16 instructions (elsewhere bf16 is emulated, and slow)
+            if bf16_instructions():   # where the CPU has bf16 instructions (elsewhere bf16 is emulated, and slow)
                 models["greedy, checkpoint, bf16"] = load_model(model, options=greedy, chunking=chunking,
                                                                 precision="bf16")
             models.update({f"greedy, {name}": load(path, greedy) for name, path in files.items()})
