@@ -285,7 +285,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", options: De
                chunking: ChunkingOptions = ChunkingOptions(), precision: str = "fp32") -> Transcriber:
     """A Transcriber rebuilt from a model file alone: a checkpoint (e.g. `data/an4/exp/cpu/best.pt`) or an
     exported model (`asr export`); asr.backends picks the backend that reads it. `precision="bf16"` runs a
-    checkpoint's largest products on bfloat16 operands, for CPUs with AMX (asr.backends.checkpoint)."""
+    checkpoint's largest products on bfloat16 operands where the CPU runs them faster (AcousticModel.products_in)."""
     return Transcriber(load_backend(path, device, precision), options, chunking)
 
 

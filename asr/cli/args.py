@@ -50,8 +50,8 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True, runs: bool
     p.add_argument("--device", help="cpu (the default), cuda, cuda:N")
     if runs:
         p.add_argument("--precision", help="fp32 (the default), or bf16: a checkpoint's largest products (its 1-D "
-                                           "convolution and recurrent stack) on bfloat16 operands, for CPUs with AMX "
-                                           "(asr.backends.checkpoint; AN4 test 1.13-1.32x faster, the same WER)")
+                                           "convolution; the recurrent stack's on CPUs with AMX) on bfloat16 operands "
+                                           "where the CPU runs them faster (AN4 test 1.13-1.32x on a Xeon, same WER)")
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
