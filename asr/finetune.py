@@ -1,7 +1,7 @@
 """Starting from a trained model instead of from zero: `init_from: PATH` in TrainConfig (`INIT=PATH` for a
 recipe), and control over what moves.
 
-    asr train --config C init_from=english-base.pt lr=5e-4 freeze=[front_end] freeze_epochs=2
+    asr train --config C init_from=english-base.pt lr=1e-3 freeze=[front_end] freeze_epochs=2
 
 - Weights only: a fresh optimizer and schedule (`resume=true` is for continuing the same run).
 - The model's shape and the features are the checkpoint's. With `init_config: check` (the default) a config
