@@ -69,39 +69,58 @@ Sgemm find_sgemm() {
   return lib ? reinterpret_cast<Sgemm>(dlsym(lib, "sgemm_")) : nullptr;
 }
 
-// One row's product, c (1, n) = a (1, k) @ b (k, n) + beta * c, with R vectors of c held in registers while all of
-// b's rows stream past: sgemm's one-row path runs at a fraction of the speed the weights' reads allow (1 x 160 @
-// 160 x 480: 5.4 us on a 2-core AMD EPYC), and one-row products are every step of a stream, of a file decoded
-// alone (a server's request) and of a packed batch's last steps.
-void gemv(int64_t n, int64_t k, const float* a, const float* b, float beta, float* c) {
-  constexpr int64_t R = 4;
-  int64_t j = 0;
-  for (; j + R * W <= n; j += R * W) {
-    Vec acc[R];
-    for (int64_t r = 0; r < R; ++r) acc[r] = beta == 0.f ? Vec(0.f) : Vec::loadu(c + j + r * W) * Vec(beta);
-    for (int64_t i = 0; i < k; ++i) {
-      const Vec x(a[i]);
-      const float* bi = b + i * n + j;
-      for (int64_t r = 0; r < R; ++r) acc[r] = at::vec::fmadd(x, Vec::loadu(bi + r * W), acc[r]);
+// MR rows of c (rows n apart) = the same rows of a (k apart) @ b (k, n) + beta * c, on the columns [j, j + cols),
+// cols <= R vectors: MR x R vectors of c held in registers while b's rows stream past, each b vector read once
+// for all MR rows (Full: exactly R whole vectors, so that the compiler keeps every accumulator in a register).
+template <int64_t MR, int64_t R, bool Full>
+void rows_block(int64_t n, int64_t k, const float* a, const float* b, float beta, float* c, int64_t j,
+                int64_t cols) {
+  const int64_t V = Full ? R : (cols + W - 1) / W;
+  auto width = [&](int64_t r) { return Full ? W : std::min(W, cols - r * W); };
+  Vec acc[MR][R];
+  for (int64_t m = 0; m < MR; ++m)
+    for (int64_t r = 0; r < V; ++r)
+      acc[m][r] = beta == 0.f ? Vec(0.f) : load(c + m * n + j + r * W, width(r)) * Vec(beta);
+  for (int64_t i = 0; i < k; ++i) {
+    const float* bi = b + i * n + j;
+    Vec bv[R];
+    for (int64_t r = 0; r < V; ++r) bv[r] = load(bi + r * W, width(r));
+    for (int64_t m = 0; m < MR; ++m) {
+      const Vec x(a[m * k + i]);
+      for (int64_t r = 0; r < V; ++r) acc[m][r] = at::vec::fmadd(x, bv[r], acc[m][r]);
     }
-    for (int64_t r = 0; r < R; ++r) acc[r].store(c + j + r * W);
   }
-  for (; j < n; j += W) {  // the last columns, a vector (or part of one) at a time
-    const int64_t w = std::min(W, n - j);
-    Vec acc = beta == 0.f ? Vec(0.f) : load(c + j, w) * Vec(beta);
-    for (int64_t i = 0; i < k; ++i) acc = at::vec::fmadd(Vec(a[i]), load(b + i * n + j, w), acc);
-    store(acc, c + j, w);
-  }
+  for (int64_t m = 0; m < MR; ++m)
+    for (int64_t r = 0; r < V; ++r) store(acc[m][r], c + m * n + j + r * W, width(r));
 }
 
-constexpr int64_t kGemvRows = 3;  // at most this many rows go through gemv, row by row: the stack 1.3x at 1-3 rows,
-                                  // sgemm ahead from 4-6 (bidirectional 2x160, one thread, the EPYC)
+template <int64_t MR, int64_t R>
+void rows_product(int64_t n, int64_t k, const float* a, const float* b, float beta, float* c) {
+  int64_t j = 0;
+  for (; j + R * W <= n; j += R * W) rows_block<MR, R, true>(n, k, a, b, beta, c, j, R * W);
+  if (j < n) rows_block<MR, R, false>(n, k, a, b, beta, c, j, n - j);
+}
+
+// A product of a few rows, c (m, n) = a (m, k) @ b (k, n) + beta * c, four rows at a time: sgemm's path for so few
+// rows runs at a fraction of the speed that reading b allows (1 x 160 @ 160 x 480: 5.4 us on a 2-core AMD EPYC),
+// and few-row products are every step of a stream, of a file decoded alone (a server's request) and of a packed
+// batch's last steps.
+void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float beta, float* c) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) rows_product<4, 2>(n, k, a + i * k, b, beta, c + i * n);
+  for (; i + 2 <= m; i += 2) rows_product<2, 4>(n, k, a + i * k, b, beta, c + i * n);
+  for (; i < m; ++i) rows_product<1, 4>(n, k, a + i * k, b, beta, c + i * n);
+}
+
+// Products of at most this many rows go through small_gemm: the bidirectional 2x160 stack, one thread, on the EPYC,
+// against sgemm: 1.27-1.33x at 1-3 rows, 1.1-1.3x at 4-16, mixed at 24-64.
+constexpr int64_t kSmallRows = 16;
 
 // c (m, n) = a (m, k) @ b (k, n) + beta * c, every matrix row-major with rows of its own width; BLAS is
 // column-major, so it computes c^T = b^T a^T. False where there is no sgemm (the caller runs ATen's).
 bool gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float beta, float* c) {
-  if (m <= kGemvRows) {
-    for (int64_t i = 0; i < m; ++i) gemv(n, k, a + i * k, b, beta, c + i * n);
+  if (m <= kSmallRows) {
+    small_gemm(m, n, k, a, b, beta, c);
     return true;
   }
   static const Sgemm sgemm = find_sgemm();
