@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .native import bf16_instructions, bf16_tiles
+from .native import bf16_instructions
 from .rnn import dropout as rnn_dropout
 from .rnn import products as rnn_products
 from .rnn import products_in
@@ -226,18 +226,17 @@ class AcousticModel(nn.Module):
 
     def products_in(self, dtype: torch.dtype) -> AcousticModel:
         """Inference's largest matrix products in `dtype` from here on, where this CPU runs them faster:
-        `torch.bfloat16` (precision "bf16", asr.backends.checkpoint) runs the 1-D convolution on bfloat16 operands
-        (oneDNN) where the CPU has bfloat16 instructions, and the recurrent stack's products too (asr.rnn.products_in,
-        MKL's bfloat16 product) where it has AMX tiles (asr.native); float32 accumulation, and everything between
-        them float32. AN4 test on a Xeon with AMX 1.13-1.32x faster than float32 with its WER; on an AMD EPYC with
-        AVX-512 BF16 alone the convolution's share 1.07x file by file (recipes/an4/RESULTS.md); the 2-D
-        convolutions in bfloat16 too changed the WER (their input is the features themselves). Inference only:
+        `torch.bfloat16` (precision "bf16", asr.backends.checkpoint), where the CPU has bfloat16 instructions
+        (AVX-512 BF16 or AMX), runs the 1-D convolution (oneDNN) and the recurrent stack's products
+        (asr.rnn.products_in: MKL's on AMX, the loops' own AVX-512 BF16 kernel elsewhere) on bfloat16 operands;
+        float32 accumulation, and everything between them float32. AN4 test on a Xeon with AMX 1.13-1.32x faster
+        than float32 with its WER, on an AMD EPYC with AVX-512 BF16 alone 1.27-1.39x (recipes/an4/RESULTS.md); the
+        2-D convolutions in bfloat16 too changed the WER (their input is the features themselves). Inference only:
         training takes float32 weights. `torch.float32` goes back."""
         if dtype == torch.bfloat16 and not bf16_instructions():
             return self                                                    # emulated: slower than float32
         self.conv2.to(dtype)
-        if dtype != torch.bfloat16 or bf16_tiles():
-            products_in(self.rnn, dtype)
+        products_in(self.rnn, dtype)
         return self
 
     def front_end(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -300,7 +299,7 @@ class AcousticModel(nn.Module):
         if mask is None and out_lengths is not None:
             mask = valid_frames(out_lengths, x.shape[1])
         # asr.rnn where it is faster: training (padded or packed: its backward pass is the gain), inputs of one
-        # length (a file, a stream) and products in bfloat16 (precision "bf16": its input products on AMX make the
+        # length (a file, a stream) and products in bfloat16 (precision "bf16": its bfloat16 input products make the
         # padding cheap). Inference on a packed batch of unequal lengths in float32 runs torch.nn's packed kernel:
         # its input products skip the padding, and AN4 test on 1 thread took 0.73-0.74 s that way against
         # 0.76-0.85 s through the compiled loops (which shrink the batch as inputs end too, but project every

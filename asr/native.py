@@ -48,7 +48,8 @@ def bf16_instructions() -> bool:
 def bf16_tiles() -> bool:
     """Whether this CPU has AMX tiles, where MKL's bfloat16 product beats its float32 one at the recurrent stack's
     shapes (a 2-core Xeon: 1.1x a decoding batch's stack). With AVX-512 BF16 alone (a 2-core AMD EPYC, 2026-12-06)
-    it ran the stack 4x slower file by file, AN4 test 2.5x slower one file at a time (recipes/an4/RESULTS.md)."""
+    it ran the stack 4x slower file by file, AN4 test 2.5x slower one file at a time (recipes/an4/RESULTS.md): there
+    the loops' own AVX-512 BF16 kernel runs it (asr.rnn.products_in)."""
     return torch.cpu._is_amx_tile_supported()
 
 

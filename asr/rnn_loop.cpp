@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
+#include <immintrin.h>
 #include <torch/library.h>
 
 #include <dlfcn.h>
@@ -155,21 +156,104 @@ void gemm(int64_t m, int64_t n, int64_t k, const at::BFloat16* a, const at::BFlo
   f(b_rows_out ? "T" : "N", "N", &N, &M, &K, &one, b, b_rows_out ? &K : &N, a, &K, &beta, c, &N);
 }
 
+// AVX-512 BF16's dot product of bfloat16 pairs (vdpbf16ps: 32 products a vector where an fma makes 16), for CPUs
+// that have it but no AMX tiles, where MKL's bfloat16 product runs no faster than sgemm (a 2-core AMD EPYC:
+// 1 x 160 @ 160 x 480 in 39.4 us against 5.4). b (kp, n) holds b's rows 2i and 2i + 1 interleaved, a pair per
+// column (asr.rnn.stack packs them), a (m, kp) pairs of a row's columns; float32 accumulation and result.
+bool cpu_has_bf16_pairs() {
+  static const bool has = __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+
+constexpr int64_t kPairLanes = 16;  // float32 lanes of a 512-bit vector
+
+// MR rows of c (n apart) = beta * c + the same rows of a (kp pairs apart) @ b's columns [j, j + cols), cols <= R
+// vectors: MR x R accumulators in registers while b's pairs stream past (Full: exactly R whole vectors).
+template <int64_t MR, int64_t R, bool Full>
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void pairs_block(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, float beta, float* c, int64_t j,
+                 int64_t cols) {
+  __mmask16 mask[R];
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t w = Full ? kPairLanes : std::clamp<int64_t>(cols - r * kPairLanes, 0, kPairLanes);
+    mask[r] = static_cast<__mmask16>((1u << w) - 1);
+  }
+  __m512 acc[MR][R];
+  for (int64_t m = 0; m < MR; ++m)
+    for (int64_t r = 0; r < R; ++r)
+      acc[m][r] = beta == 0.f ? _mm512_setzero_ps()
+                              : _mm512_mul_ps(_mm512_maskz_loadu_ps(mask[r], c + m * n + j + r * kPairLanes),
+                                              _mm512_set1_ps(beta));
+  for (int64_t i = 0; i < kp; ++i) {
+    const uint32_t* bi = b + i * n + j;
+    __m512bh bv[R];
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < R; ++r)
+      bv[r] = (__m512bh)(Full ? _mm512_loadu_si512(bi + r * kPairLanes)
+                              : _mm512_maskz_loadu_epi32(mask[r], bi + r * kPairLanes));
+#pragma GCC unroll 8
+    for (int64_t m = 0; m < MR; ++m) {
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[m * kp + i]));
+#pragma GCC unroll 8
+      for (int64_t r = 0; r < R; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], x, bv[r]);
+    }
+  }
+  for (int64_t m = 0; m < MR; ++m)
+    for (int64_t r = 0; r < R; ++r) _mm512_mask_storeu_ps(c + m * n + j + r * kPairLanes, mask[r], acc[m][r]);
+}
+
+template <int64_t MR, int64_t R>
+void pairs_rows(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, float beta, float* c) {
+  constexpr int64_t cols = R * kPairLanes;
+  int64_t j = 0;
+  for (; j + cols <= n; j += cols) pairs_block<MR, R, true>(n, kp, a, b, beta, c, j, cols);
+  if (j < n) pairs_block<MR, R, false>(n, kp, a, b, beta, c, j, n - j);
+}
+
+// c (m, n) = a (m, kp pairs) @ b (kp pairs, n) + beta * c, four rows at a time. The caller has checked
+// cpu_has_bf16_pairs().
+void gemm_pairs(int64_t m, int64_t n, int64_t kp, const at::BFloat16* a, const at::BFloat16* b, float beta,
+                float* c) {
+  const auto* ap = reinterpret_cast<const uint32_t*>(a);
+  const auto* bp = reinterpret_cast<const uint32_t*>(b);
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) pairs_rows<4, 4>(n, kp, ap + i * kp, bp, beta, c + i * n);
+  for (; i + 2 <= m; i += 2) pairs_rows<2, 8>(n, kp, ap + i * kp, bp, beta, c + i * n);
+  for (; i < m; ++i) pairs_rows<1, 8>(n, kp, ap + i * kp, bp, beta, c + i * n);
+}
+
+// (m, k) float32 rows (k apart) -> (m, 2 * kp) bfloat16 rows, the column past an odd k zero: gemm_pairs' a.
+void to_pairs(const float* x, int64_t m, int64_t k, at::BFloat16* out, int64_t kp) {
+  if (2 * kp == k) {
+    at::vec::convert(x, out, m * k);
+    return;
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    at::vec::convert(x + i * k, out + i * 2 * kp, k);
+    out[i * 2 * kp + k] = at::BFloat16(0.f);
+  }
+}
+
 void check(const at::Tensor& t, const char* name, int64_t dim) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == dim,
               "asr rnn_loop: ", name, " must be a contiguous float32 CPU tensor of ", dim, " dimensions");
 }
 
-// A forward loop's recurrent weights: float32, or bfloat16 (inference at precision "bf16", where MKL's bfloat16
-// product is there: `blas_bf16`).
+// A forward loop's recurrent weights: float32 (D, H, G), or bfloat16 (inference at precision "bf16"): (D, H, G)
+// for MKL's bfloat16 product (`blas_bf16`), or (D, kp, G, 2) pairs for gemm_pairs (`bf16_pairs`).
 void check_weight(const at::Tensor& t, const char* name) {
   if (t.scalar_type() == at::kBFloat16) {
-    TORCH_CHECK(find_gemm_bf16() && t.device().is_cpu() && t.is_contiguous() && t.dim() == 3,
-                "asr rnn_loop: bfloat16 ", name, " needs MKL's gemm_bf16bf16f32 and a contiguous CPU tensor");
+    const bool pairs = t.dim() == 4 && t.size(3) == 2;
+    TORCH_CHECK((pairs ? cpu_has_bf16_pairs() : find_gemm_bf16() && t.dim() == 3) && t.device().is_cpu() &&
+                t.is_contiguous(), "asr rnn_loop: bfloat16 ", name, " needs a contiguous CPU tensor, (D, kp, G, 2) "
+                "pairs on a CPU with AVX-512 BF16, else (D, H, G) and MKL's gemm_bf16bf16f32");
     return;
   }
   check(t, name, 3);
 }
+
+// Whether a forward loop's recurrent weights have H rows: (D, H, G), or (D, ceil(H / 2), G, 2) pairs.
+bool has_rows(const at::Tensor& w_t, int64_t H) { return w_t.size(1) == (w_t.dim() == 4 ? (H + 1) / 2 : H); }
 
 // `active` (T,) int64, or empty: rows sorted longest first, so that step s of every direction is real for the
 // first active[s] rows only (asr.rnn sorts a batch of unequal lengths so). The loops then skip the rest: no product,
@@ -206,11 +290,15 @@ void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, const at::Tensor&
     float* ghp = gh.data_ptr<float>();
     const float* hp = hs.data_ptr<float>();
     const bool bf16 = w.scalar_type() == at::kBFloat16;  // the product on the states rounded to bfloat16
-    auto hb = at::empty({bf16 ? rows : 0, H}, w.options());
+    const int64_t kp = bf16 && w.dim() == 3 ? w.size(0) : 0;  // w (kp, G, 2) pairs: gemm_pairs
+    auto hb = at::empty({bf16 ? rows : 0, kp ? 2 * kp : H}, w.options());
     for (int64_t s = 0; s < T; ++s) {
       const int64_t a = live(ap, s, u);
       const float* h_s = hp + ((u.d * (T + 1) + s) * N + u.r0) * H;
-      if (a > 0 && bf16) {
+      if (a > 0 && kp) {
+        to_pairs(h_s, a, H, hb.data_ptr<at::BFloat16>(), kp);
+        gemm_pairs(a, G, kp, hb.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), 0.f, ghp);
+      } else if (a > 0 && bf16) {
         at::vec::convert(h_s, hb.data_ptr<at::BFloat16>(), a * H);
         gemm(a, G, H, hb.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), 0.f, ghp);
       } else if (a > 0 && !gemm(a, G, H, h_s, w.data_ptr<float>(), 0.f, ghp)) {
@@ -277,8 +365,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
     const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& b_hn, const at::Tensor& h0,
     const at::Tensor& active, bool saved) {
   check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(b_hn, "b_hn", 2), check(h0, "h0", 3);
-  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
-  TORCH_CHECK(g.size(3) == 3 * H && w_hh_t.size(2) == 3 * H && h0.size(0) == D && h0.size(1) == N,
+  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = h0.size(2);
+  TORCH_CHECK(g.size(3) == 3 * H && w_hh_t.size(2) == 3 * H && has_rows(w_hh_t, H) && h0.size(0) == D &&
+              h0.size(1) == N,
               "asr rnn_loop: gru_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options());
   const int64_t S = saved ? T : 0;
@@ -357,8 +446,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
     const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& active, bool saved) {
   check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(h0, "h0", 3), check(c0, "c0", 3);
-  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
-  TORCH_CHECK(g.size(3) == 4 * H && w_hh_t.size(2) == 4 * H, "asr rnn_loop: lstm_forward shapes disagree");
+  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = h0.size(2);
+  TORCH_CHECK(g.size(3) == 4 * H && w_hh_t.size(2) == 4 * H && has_rows(w_hh_t, H),
+              "asr rnn_loop: lstm_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options()), cs = at::empty({D, T + 1, N, H}, g.options());
   const int64_t S = saved ? T : 0;
   auto q = at::empty({D, S, N, 4 * H}, g.options()), tc = at::empty({D, S, N, H}, g.options());
@@ -429,8 +519,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
 // hs (D, T + 1, N, H): h' = tanh(g + Wh h).
 at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& active) {
   check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(h0, "h0", 3);
-  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = w_hh_t.size(1);
-  TORCH_CHECK(g.size(3) == H && w_hh_t.size(2) == H, "asr rnn_loop: rnn_forward shapes disagree");
+  const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = h0.size(2);
+  TORCH_CHECK(g.size(3) == H && w_hh_t.size(2) == H && has_rows(w_hh_t, H),
+              "asr rnn_loop: rnn_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options());
   hs.select(1, 0).copy_(h0);
   const float* gp = g.data_ptr<float>();
@@ -472,16 +563,32 @@ std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at:
   return {dg, dh0};
 }
 
-// out (M, N) = bias (N,) + x (M, K) rounded to bfloat16 @ w (N, K) bfloat16 transposed, accumulated in float32:
-// the input projections of inference at precision "bf16" (w in the module's layout).
+// out (M, N) = bias (N,) + x (M, K) rounded to bfloat16 @ w bfloat16 transposed, accumulated in float32: the input
+// projections of inference at precision "bf16", w (N, K) in the module's layout for MKL's product, or (kp, N, 2)
+// pairs for gemm_pairs (rows split between the threads).
 void linear_bf16(const at::Tensor& out, const at::Tensor& bias, const at::Tensor& x, const at::Tensor& w) {
   check(out, "out", 2), check(bias, "bias", 1), check(x, "x", 2);
-  TORCH_CHECK(find_gemm_bf16() && w.scalar_type() == at::kBFloat16 && w.is_contiguous() && w.dim() == 2 &&
-              x.size(1) == w.size(1) && out.size(0) == x.size(0) && out.size(1) == w.size(0) &&
-              bias.size(0) == w.size(0), "asr rnn_loop: linear_bf16 needs MKL's gemm_bf16bf16f32 and shapes that agree");
+  const bool pairs = w.dim() == 3 && w.size(2) == 2;
+  const int64_t n = pairs ? w.size(1) : w.size(0), k = x.size(1), m = x.size(0);
+  TORCH_CHECK((pairs ? cpu_has_bf16_pairs() && w.size(0) == (k + 1) / 2 : find_gemm_bf16() && w.dim() == 2 &&
+               w.size(1) == k) && w.scalar_type() == at::kBFloat16 && w.is_contiguous() && out.size(0) == m &&
+              out.size(1) == n && bias.size(0) == n, "asr rnn_loop: linear_bf16 needs (kp, N, 2) pairs on a CPU "
+              "with AVX-512 BF16 or (N, K) and MKL's gemm_bf16bf16f32, and shapes that agree");
   out.copy_(bias.expand_as(out));
-  if (x.size(0) > 0) gemm(x.size(0), w.size(0), x.size(1), x.to(at::kBFloat16).data_ptr<at::BFloat16>(),
-                          w.data_ptr<at::BFloat16>(), 1.f, out.data_ptr<float>(), true);
+  if (m == 0) return;
+  if (!pairs) {
+    gemm(m, n, k, x.to(at::kBFloat16).data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), 1.f,
+         out.data_ptr<float>(), true);
+    return;
+  }
+  const int64_t kp = w.size(0);
+  auto xb = at::empty({m, 2 * kp}, w.options());
+  at::parallel_for(0, (m + 3) / 4, 1, [&](int64_t b, int64_t e) {   // blocks of four rows
+    const int64_t r0 = 4 * b, r1 = std::min(m, 4 * e);
+    at::BFloat16* xr = xb.data_ptr<at::BFloat16>() + r0 * 2 * kp;
+    to_pairs(x.data_ptr<float>() + r0 * k, r1 - r0, k, xr, kp);
+    gemm_pairs(r1 - r0, n, kp, xr, w.data_ptr<at::BFloat16>(), 1.f, out.data_ptr<float>() + r0 * n);
+  });
 }
 
 }  // namespace
@@ -500,6 +607,7 @@ TORCH_LIBRARY(asr_rnn_loop, m) {
         " -> (Tensor, Tensor)");
   m.def("blas() -> bool", [] { return find_sgemm() != nullptr; });  // the steps' products call sgemm directly
   m.def("blas_bf16() -> bool", [] { return find_gemm_bf16() != nullptr; });  // ... and at "bf16" MKL's bf16 gemm
+  m.def("bf16_pairs() -> bool", [] { return cpu_has_bf16_pairs(); });  // ... or gemm_pairs, on AVX-512 BF16
   m.def("linear_bf16(Tensor(a!) out, Tensor bias, Tensor x, Tensor w) -> ()");
 }
 

@@ -158,19 +158,22 @@ def test_inference_through_the_compiled_loop_is_torch_nn_packed(cell):
         torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
-def test_inference_products_in_bfloat16_are_torch_nns_to_bfloat16s_precision(cell):
+@pytest.mark.parametrize("kernel", ["pairs", "mkl"])
+@pytest.mark.parametrize("cell, sizes", [(nn.GRU, (40, 32)), (nn.LSTM, (40, 32)), (nn.RNN, (40, 32)),
+                                         (nn.GRU, (41, 33))])            # odd: a padded pair, a part vector
+def test_inference_products_in_bfloat16_are_torch_nns_to_bfloat16s_precision(cell, sizes, kernel, monkeypatch):
     """products_in(bfloat16) (precision "bf16"): the input projections and each step's product on bfloat16
-    operands with float32 accumulation (MKL's gemm_bf16bf16f32): torch.nn's packed outputs and final states to
-    within bfloat16's rounding, visibly not float32's (it is in use); a call with autograd, and float32 again,
-    float32's exactly."""
+    operands with float32 accumulation, by either kernel (the loops' own AVX-512 BF16 one, or MKL's
+    gemm_bf16bf16f32): torch.nn's packed outputs and final states to within bfloat16's rounding, visibly not
+    float32's (it is in use); a call with autograd, and float32 again, float32's exactly."""
     ops = compiled_loop()
-    if ops is None or not ops.blas_bf16():
-        pytest.skip("no bfloat16 product in this torch's BLAS: products_in keeps float32")
+    if ops is None or not (ops.bf16_pairs() if kernel == "pairs" else ops.blas_bf16()):
+        pytest.skip(f"no {kernel} bfloat16 product here: products_in keeps float32")
+    monkeypatch.setattr(fast.stack, "_bf16_pairs", lambda: kernel == "pairs")
     torch.manual_seed(0)
-    module = cell(40, 32, num_layers=2, batch_first=True, bidirectional=True)
-    x, lengths = torch.randn(6, 30, 40), torch.tensor([17, 30, 1, 22, 30, 9])
-    h0 = tuple(torch.randn(4, 6, 32) for _ in range(2 if cell is nn.LSTM else 1))
+    module = cell(*sizes, num_layers=2, batch_first=True, bidirectional=True)
+    x, lengths = torch.randn(6, 30, sizes[0]), torch.tensor([17, 30, 1, 22, 30, 9])
+    h0 = tuple(torch.randn(4, 6, sizes[1]) for _ in range(2 if cell is nn.LSTM else 1))
     h0 = h0 if cell is nn.LSTM else h0[0]
     flat = lambda r: [r[0], *(r[1] if isinstance(r[1], tuple) else [r[1]])]
     with torch.no_grad():
@@ -186,6 +189,30 @@ def test_inference_products_in_bfloat16_are_torch_nns_to_bfloat16s_precision(cel
     with torch.no_grad():
         assert fast.products_in(module, torch.float32)
         torch.testing.assert_close(fast.run(module, x, h0, lengths)[0], theirs[0], atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell, sizes", [(nn.GRU, (41, 33)), (nn.LSTM, (40, 32)), (nn.RNN, (160, 160))])
+def test_the_two_bfloat16_kernels_compute_the_same_maths(cell, sizes, monkeypatch):
+    """The loops' own AVX-512 BF16 kernel (pairs) and MKL's gemm_bf16bf16f32 round the same operands and accumulate
+    in float32: most outputs alike to float32's precision, the rest where the order of the sums tipped a state's
+    rounding to bfloat16 (and the steps after it), while hardly any output is float32's."""
+    ops = compiled_loop()
+    if ops is None or not (ops.bf16_pairs() and ops.blas_bf16()):
+        pytest.skip("needs both bfloat16 kernels: AVX-512 BF16 and MKL's product")
+    torch.manual_seed(0)
+    module = cell(*sizes, num_layers=2, batch_first=True, bidirectional=True)
+    x, lengths = torch.randn(6, 30, sizes[0]), torch.tensor([17, 30, 1, 22, 30, 9])
+    outs = {}
+    with torch.no_grad():
+        fp32 = fast.run(module, x, None, lengths)[0]
+        for kernel in ("pairs", "mkl"):
+            monkeypatch.setattr(fast.stack, "_bf16_pairs", lambda k=kernel: k == "pairs")
+            assert fast.products_in(module, torch.bfloat16)
+            outs[kernel] = fast.run(module, x, None, lengths)[0]
+    valid = torch.arange(30)[None, :] < lengths[:, None]                # (N, T): outputs past a length are zeros
+    same = lambda a, b: ((a - b).abs()[valid] < 1e-5).float().mean()   # the share of outputs alike to 1e-5
+    assert same(outs["pairs"], outs["mkl"]) > 0.5 and same(outs["mkl"], fp32) < 0.1
+    torch.testing.assert_close(outs["pairs"], outs["mkl"], atol=5e-3, rtol=0)
 
 
 def test_where_it_does_not_apply_the_module_runs():

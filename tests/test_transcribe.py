@@ -8,7 +8,7 @@ import torch
 
 import asr
 from asr.audio import AudioError, load_audio
-from asr.native import bf16_instructions, bf16_tiles, compiled_loop
+from asr.native import bf16_instructions, compiled_loop
 from asr.rnn import products
 
 
@@ -75,15 +75,16 @@ def test_cli_transcribe_text_and_json(overfit_model, five_utts):
 
 
 def test_bf16_precision_runs_the_largest_products_in_bfloat16_and_transcribes_as_fp32(an4_test_utts):
-    """precision "bf16" (1.13-1.32x faster decoding than fp32 on a Xeon with AMX): the 1-D convolution's products
-    on bfloat16 operands where the CPU has bfloat16 instructions, the recurrent stack's too where it has AMX tiles
-    (MKL's bfloat16 product ran the stack 4x slower on an AMD EPYC without them), everything between them float32;
-    the English base model transcribes 40 AN4 test files as in float32 (all 40 alike on a Xeon, 2026-12-06), its
-    probabilities within a few hundredths. Without bfloat16 instructions it runs float32 as it is."""
+    """precision "bf16" (1.13-1.32x faster decoding than fp32 on a Xeon with AMX, 1.27-1.39x on an AMD EPYC with
+    AVX-512 BF16): where the CPU has bfloat16 instructions the 1-D convolution's products and the recurrent
+    stack's on bfloat16 operands (the stack's by MKL's product on AMX, else by the loops' own AVX-512 BF16 kernel),
+    everything between them float32; the English base model transcribes 40 AN4 test files as in float32 (all 40
+    alike on a Xeon and on the EPYC, 2026-12-06), its probabilities within a few hundredths. Without bfloat16
+    instructions it runs float32 as it is."""
     utts = an4_test_utts[:40]
     fp32, bf16 = asr.load_model("english-base"), asr.load_model("english-base", precision="bf16")
     model, ops = bf16.backend.model, compiled_loop()
-    stack = bf16_tiles() and ops is not None and ops.blas_bf16()
+    stack = bf16_instructions() and ops is not None and (ops.blas_bf16() or ops.bf16_pairs())
     assert products(model.rnn) == (torch.bfloat16 if stack else torch.float32)
     assert products(fp32.backend.model.rnn) == torch.float32
     rounded = [n for n, p in model.named_parameters() if p.dtype == torch.bfloat16]

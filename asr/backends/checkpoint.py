@@ -108,10 +108,10 @@ class CheckpointBackend(Backend):
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> CheckpointBackend:
-        """`precision` "bf16": the 1-D convolution's and, on CPUs with AMX, the recurrent stack's matrix products on
-        bfloat16 operands with float32 accumulation, where this CPU runs them faster (AcousticModel.products_in): AN4
-        test 1.2-1.3x faster than fp32 on a Xeon, its WER fp32's (recipes/an4/RESULTS.md); "fp32" (the default) runs
-        the checkpoint as trained."""
+        """`precision` "bf16": the 1-D convolution's and the recurrent stack's matrix products on bfloat16 operands
+        with float32 accumulation, on CPUs with bfloat16 instructions (AcousticModel.products_in): AN4 test 1.2-1.3x
+        faster than fp32 on a Xeon with AMX and 1.3-1.4x on an AMD EPYC with AVX-512 BF16, its WER fp32's
+        (recipes/an4/RESULTS.md); "fp32" (the default) runs the checkpoint as trained."""
         cls.check_precision(path, precision)
         model, extractor, vocab, _ = load_checkpoint(path, device)
         if precision == "bf16":

@@ -57,7 +57,7 @@ def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]
     """asr.rnn and torch.nn over `batches` of (N, T, C) stack inputs and (N,) lengths (packed semantics when
     decoding; padded, as training runs, with the backward pass when `train`): seconds, GFLOP/s and the speed-up,
     with the sgemm peak of the same threads; decoding also asr.rnn's products in bfloat16 (precision "bf16",
-    asr.rnn.products_in), where this torch's BLAS has them, beside a bfloat16 product's peak."""
+    asr.rnn.products_in), where the compiled loops have a bfloat16 kernel here, beside a bfloat16 product's peak."""
     from torch.nn.utils.rnn import pack_padded_sequence
 
     torch.set_num_threads(threads)

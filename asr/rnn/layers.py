@@ -23,7 +23,7 @@ def _project(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, order):
     """(T, N, C) inputs -> (D, T, N, gH) input projections plus `bias`, each direction in its own time order (one
     product per direction, written in place), and the inputs in those orders."""
     t, n, c = x.shape
-    d, g = w_ih.shape[0], w_ih.shape[1]
+    d, g = bias.shape                                                   # w_ih: (D, gH, C), or bfloat16 pairs
     xs = [x] + ([reorder(x, order)] if d == 2 else [])
     out = x.new_empty(d, t, n, g)
     for k in range(d):

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..native import compiled_loop
+from ..native import bf16_tiles, compiled_loop
 from ..tracing import eager
 from .layers import GRULayer, LSTMLayer, RNNLayer
 
@@ -115,7 +115,10 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
     weights = [torch.stack(params[k:k + dirs]) for k in range(0, 4 * dirs, dirs)]
     w_hh_t = weights[1].detach().transpose(1, 2).contiguous()
     if keep and products(rnn) == torch.bfloat16:    # products_in: the loops' two operands
-        weights[0], w_hh_t = weights[0].detach().to(torch.bfloat16), w_hh_t.to(torch.bfloat16)
+        if _bf16_pairs():
+            weights[0], w_hh_t = _pairs(weights[0].detach().transpose(1, 2)), _pairs(w_hh_t)
+        else:
+            weights[0], w_hh_t = weights[0].detach().to(torch.bfloat16), w_hh_t.to(torch.bfloat16)
     if keep:
         cache[layer] = params, versions, weights, w_hh_t
     return weights, w_hh_t
@@ -124,15 +127,31 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
 def products_in(rnn: nn.RNNBase, dtype: torch.dtype) -> bool:
     """Inference's matrix products of `rnn` through `run` in `dtype` from here on: torch.bfloat16 runs the input
     projections and each step's product on bfloat16 operands (the states rounded to it at each step) with float32
-    accumulation, MKL's gemm_bf16bf16f32 (AMX tiles or AVX-512 BF16 where the CPU has them); the gates, states and
-    outputs stay float32, and a call with autograd (training) keeps float32 products. False (and float32 kept)
-    where the compiled loops or that product are missing; torch.float32 goes back."""
+    accumulation and results, in the compiled loops: MKL's gemm_bf16bf16f32 on CPUs with AMX tiles, the loops' own
+    AVX-512 BF16 kernel (gemm_pairs, rnn_loop.cpp) on CPUs with that but no tiles, where MKL's ran the stack 4x
+    slower than float32 (recipes/an4/RESULTS.md), else MKL's. The gates, states and outputs stay float32, and a
+    call with autograd (training) keeps float32 products. False (and float32 kept) where the compiled loops or
+    both products are missing; torch.float32 goes back."""
     ops = compiled_loop()
-    ok = dtype == torch.float32 or (dtype == torch.bfloat16 and ops is not None and ops.blas_bf16())
+    ok = dtype == torch.float32 or (dtype == torch.bfloat16 and ops is not None
+                                    and (ops.blas_bf16() or ops.bf16_pairs()))
     if ok:
         rnn.__dict__["_asr_products"] = dtype
         rnn.__dict__.pop("_asr_layer_weights", None)                    # the kept operands, in the old dtype
     return ok
+
+
+def _bf16_pairs() -> bool:
+    """Whether the bfloat16 operands go to the loops' own AVX-512 BF16 kernel (else to MKL's product)."""
+    ops = compiled_loop()
+    return ops is not None and bool(ops.bf16_pairs()) and not (bf16_tiles() and ops.blas_bf16())
+
+
+def _pairs(w: torch.Tensor) -> torch.Tensor:
+    """(D, K, N) -> (D, ceil(K / 2), N, 2) bfloat16, rows 2i and 2i + 1 interleaved column by column (a zero row
+    past an odd K): the operand of the loops' AVX-512 BF16 kernel."""
+    w = F.pad(w, (0, 0, 0, w.shape[1] % 2))
+    return w.to(torch.bfloat16).view(w.shape[0], -1, 2, w.shape[2]).transpose(2, 3).contiguous()
 
 
 def products(rnn: nn.RNNBase) -> torch.dtype:
