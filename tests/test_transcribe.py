@@ -79,7 +79,7 @@ def test_bf16_precision_runs_the_largest_products_in_bfloat16_and_transcribes_as
     AVX-512 BF16): where the CPU has bfloat16 instructions the 1-D convolution's products and the recurrent
     stack's on bfloat16 operands (the stack's by MKL's product on AMX, else by the loops' own AVX-512 BF16 kernel),
     everything between them float32; the English base model transcribes 40 AN4 test files as in float32 (all 40
-    alike on a Xeon and on the EPYC, 2026-12-06), its probabilities within a few hundredths. Without bfloat16
+    alike on a Xeon, 39 on the EPYC, 2026-12-06), its probabilities within a few hundredths. Without bfloat16
     instructions it runs float32 as it is."""
     utts = an4_test_utts[:40]
     fp32, bf16 = asr.load_model("english-base"), asr.load_model("english-base", precision="bf16")
