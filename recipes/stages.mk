@@ -50,10 +50,17 @@ all:
 	  if [ $$n -ge $(STAGE) ] && [ $$n -le $(STOP_STAGE) ]; then $(MAKE) --no-print-directory $$s || exit 1; fi; \
 	done
 
-# run CMD as stage NAME unless MARKER exists
+# run CMD as stage NAME unless MARKER exists; with a fourth argument, ARGS (shell words, expanded when the stage
+# runs), the marker records them and a done stage whose marker records others is refused, naming both, rather
+# than skipped as if this run's (a marker left empty by an older checkout is taken as done); a fifth, the files
+# the stage reads: one newer than the marker (a model trained again) runs the stage again
 define stage
-	@if [ -f $(2) ]; then echo "stage $(1): done, skipping ($(2))"; \
-	else echo "stage $(1)" && $(3) && touch $(2); fi
+	@if [ -f $(2) ] $(if $(5),&& [ -z "$$(find $(5) -newer $(2) 2>/dev/null)" ]); then \
+	  if [ -n '$(strip $(4))' ] && [ -s $(2) ] && [ "$$(cat $(2))" != "$(strip $(4))" ]; then \
+	    echo "stage $(1): $(2) was made with" "$$(cat $(2))," "not with" "$(strip $(4)):" \
+	      "give this run its own N= (or delete $(2) to run the stage again)" >&2; exit 1; fi; \
+	  echo "stage $(1): done, skipping ($(2))"; \
+	else echo "stage $(1)" && $(3) && $(if $(strip $(4)),echo "$(strip $(4))" > $(2),touch $(2)); fi
 endef
 
 prepare:
@@ -71,6 +78,10 @@ stats:
 
 # the trained model this run starts from, where it names one (INIT, or init_from in EXTRA, which asr train reads last)
 TRAIN_FROM = $(or $(patsubst init_from=%,%,$(lastword $(filter init_from=%,$(EXTRA)))),$(if $(INIT),$(strip $(INIT_MODEL))))
+# what a done train stage was made with (its marker): the config's contents (wherever the file lies), the data in
+# DATA, the starting point and EXTRA; a later `make` with others is refused, not reported as this run
+TRAIN_ARGS = config sha256 $$(sha256sum < $(CONFIG) | cut -c1-16), $(subst $(DATA)/,,$(TRAIN_DATA)), from \
+  $(or $(TRAIN_FROM),zero)$(if $(INIT), $(INIT_EXTRA)), EXTRA: $(or $(strip $(EXTRA)),none)
 # an experiment dir holds one run: asked to start from a model, a dir whose run started elsewhere (config.json's
 # init_from; empty: from zero) is refused rather than skipped as done or resumed, which would report that run as this
 train:
@@ -83,7 +94,7 @@ train:
 	  $(ASR) train --config $(CONFIG) exp_dir=$(EXP) $(TRAIN_DATA) \
 	    dev_manifest=$(DATA)/dev.jsonl stats=$(EXP)/stats.json $(TRAIN_INIT) $(TRAIN_RESUME) $(EXTRA) 2>&1 \
 	    | tee -a $(EXP)/train.log; \
-	  test $${PIPESTATUS[0]} -eq 0)
+	  test $${PIPESTATUS[0]} -eq 0,$(TRAIN_ARGS))
 
 lm: $(LM_DEPS)
 	$(call stage,$(call n,lm) lm: $(LM_DESC) in $(LM),$(LM)/.done,\
@@ -91,7 +102,8 @@ lm: $(LM_DEPS)
 
 tune:
 	$(call stage,$(call n,tune) tune: LM weight and word score for beam search on dev,$(EXP)/.tune.done,\
-	  $(ASR) tune --model $(EXP)/best.pt --manifest $(DATA)/dev.jsonl --lm-dir $(LM) --out $(EXP)/decoding.json)
+	  $(ASR) tune --model $(EXP)/best.pt --manifest $(DATA)/dev.jsonl --lm-dir $(LM) --out $(EXP)/decoding.json,,\
+	  $(EXP)/best.pt $(LM)/.done)
 
 decode: $(TEST_SETS:%=decode-%)
 $(TEST_SETS:%=decode-%): decode-%:
@@ -99,7 +111,7 @@ $(TEST_SETS:%=decode-%): decode-%:
 	  $(EXP)/decode_$*_lm/.done,\
 	  $(ASR) decode --model $(EXP)/best.pt --manifest $(DATA)/$*.jsonl --out $(EXP)/decode_$* && \
 	  $(ASR) decode --model $(EXP)/best.pt --manifest $(DATA)/$*.jsonl --out $(EXP)/decode_$*_lm \
-	    --decoding $(EXP)/decoding.json)
+	    --decoding $(EXP)/decoding.json,,$(EXP)/best.pt $(EXP)/.tune.done)
 
 score: $(TEST_SETS:%=score-%)
 $(TEST_SETS:%=score-%): score-%:

@@ -76,6 +76,46 @@ def test_a_run_from_zero_is_not_taken_for_one_from_a_trained_model(small_run, an
     assert _make("train", *args).returncode == 0                     # from zero, as it was: done, skipped
 
 
+def test_a_done_train_stage_is_not_taken_for_one_with_other_arguments(small_run, tmp_path):
+    """The train stage's marker records what the run was made with (the config's contents, the data, the starting
+    point, EXTRA): `make` with another EXTRA or an edited config into the same experiment dir is refused, naming
+    both, where it used to skip training as done and report the old model as the new run's; the same arguments
+    (the config at another path, its contents the same) still skip."""
+    data, args, _ = small_run
+    best = data / "exp" / "small" / "best.pt"
+    before = best.read_bytes()
+    extra = next(a for a in args if a.startswith("EXTRA="))
+    others = [a for a in args if a != extra]
+    run = _make("train", *others, extra.replace("epochs=2", "epochs=7"))
+    assert run.returncode != 0 and "done, skipping" not in run.stdout
+    assert "was made with" in run.stderr and "EXTRA: epochs=2 " in run.stderr and "EXTRA: epochs=7 " in run.stderr
+    assert "give this run its own N=" in run.stderr, run.stderr
+    config = (ROOT / "recipes" / "an4" / "conf" / "cpu.yaml").read_text()
+    (tmp_path / "same.yaml").write_text(config)
+    (tmp_path / "edited.yaml").write_text(config.replace("dropout: 0.3", "dropout: 0.2"))
+    edited = _make("train", *args, f"CONFIG={tmp_path / 'edited.yaml'}")
+    assert edited.returncode != 0 and "give this run its own N=" in edited.stderr, edited.stdout + edited.stderr
+    same = _make("train", *args, f"CONFIG={tmp_path / 'same.yaml'}")
+    assert same.returncode == 0 and "done, skipping" in same.stdout, same.stdout + same.stderr
+    assert best.read_bytes() == before
+
+
+def test_a_model_trained_again_is_tuned_and_decoded_again(small_run):
+    """tune and decode read best.pt: one newer than their markers (training run again) runs them again, rather
+    than scoring the old model's transcripts as the new one's; untouched, they skip."""
+    data, args, _ = small_run
+    exp = data / "exp" / "small"
+    skipped = _make("tune", "decode", *args)
+    assert skipped.returncode == 0 and skipped.stdout.count("done, skipping") == 2, skipped.stdout
+    hyp = exp / "decode_test" / "hyp.txt"
+    hyp.write_text("stale\n")
+    (exp / "best.pt").touch()
+    again = _make("tune", "decode", *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "done, skipping" not in again.stdout and "stage 5 tune" in again.stdout and "stage 6 decode" in again.stdout
+    assert hyp.read_text() != "stale\n" and len(hyp.read_text().splitlines()) == 10
+
+
 def test_stage_range_runs_only_that_range(small_run):
     data, args, _ = small_run
     only = _make("all", *args, "STAGE=7", "STOP_STAGE=7")
