@@ -121,6 +121,9 @@ def use_arpa(arpa: str | Path, out_dir: str | Path) -> dict[str, Path]:
     return {"lm": out / "lm.arpa", "lexicon": out / "lexicon.txt", **_binary(out / "lm.arpa")}
 
 
+MAX_ORDER = 6   # KENLM_MAX_ORDER of KenLM's build_binary (built by `make install`) and of flashlight-text's decoder
+
+
 def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str | None = None,
              transcript_weight: int = 1, words: list[str] = (), spelled: list[str] = (),
              extra_text: str | Path | None = None, word_unit: str = "word") -> dict[str, Path]:
@@ -138,6 +141,9 @@ def build_lm(texts: list[str], out_dir: str | Path, order: int = 3, lmplz: str |
     Kneser-Ney discounts fall back to defaults when a small corpus cannot estimate them. `word_unit` "char":
     transcripts written without spaces, each character a word of the LM and the lexicon.
     """
+    if not 1 <= order <= MAX_ORDER:   # refused before anything is written
+        raise ValueError(f"order must be 1 to {MAX_ORDER}, not {order}: KenLM (build_binary and the beam search's "
+                         f"decoder) is built for at most {MAX_ORDER}-grams")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts = [t for t in texts if t.strip()]

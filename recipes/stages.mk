@@ -96,9 +96,15 @@ train:
 	    | tee -a $(EXP)/train.log; \
 	  test $${PIPESTATUS[0]} -eq 0,$(TRAIN_ARGS))
 
+# the LM is shared by the experiments and cheap to make: one built with other arguments (or before its marker
+# recorded them) is built again, and every experiment's tune and decode then run again with it
+LM_MADE_WITH = asr lm $(subst $(DATA)/,,$(LM_ARGS))
 lm: $(LM_DEPS)
+	@if [ -f $(LM)/.done ] && [ "$$(cat $(LM)/.done)" != "$(strip $(LM_MADE_WITH))" ]; then was=$$(cat $(LM)/.done); \
+	  echo "stage $(call n,lm) lm: $(LM) was built with $${was:-arguments its marker did not record}, not" \
+	    "$(strip $(LM_MADE_WITH)): building it again"; rm $(LM)/.done; fi
 	$(call stage,$(call n,lm) lm: $(LM_DESC) in $(LM),$(LM)/.done,\
-	  $(ASR) lm --manifest $(DATA)/train.jsonl --out $(LM) $(LM_ARGS))
+	  $(ASR) lm --manifest $(DATA)/train.jsonl --out $(LM) $(LM_ARGS),$(LM_MADE_WITH))
 
 tune:
 	$(call stage,$(call n,tune) tune: LM weight and word score for beam search on dev,$(EXP)/.tune.done,\

@@ -54,6 +54,15 @@ def test_empty_corpus_is_refused(tmp_path):
         build_lm(["", " "], tmp_path)
 
 
+def test_an_order_kenlm_cannot_load_is_refused_before_anything_is_written(tmp_path):
+    """build_binary and the decoder's KenLM take at most 6-grams: a 7-gram failed after lmplz had run (its ARPA
+    written, no lm.bin), naming a KenLM source line; now the order itself is named, up front."""
+    for order in (7, 0):
+        with pytest.raises(ValueError, match=f"order must be 1 to 6, not {order}: KenLM"):
+            build_lm(["A B C"], tmp_path / "lm", order=order)
+    assert not (tmp_path / "lm").exists()
+
+
 WORDLIST = Path("/usr/share/dict/american-english")   # Debian's wamerican, installed by make install
 
 
@@ -87,7 +96,7 @@ def test_spelled_names_in_the_lm_fix_spelled_names_on_an4_test(an4_dir, an4_mode
     assert len(spelled) == 40 and len(names) > 5000
     rates = []
     for name, extra in (("plain", []), ("spelled", names)):
-        paths = build_lm(texts, tmp_path / name, order=5, transcript_weight=3, spelled=extra)
+        paths = build_lm(texts, tmp_path / name, order=6, transcript_weight=3, spelled=extra)   # the recipe's
         model = load_model(an4_model, options=DecodingOptions(
             method="beam", lm=str(paths["lm"]), lexicon=str(paths["lexicon"]), lm_weight=1.5, word_score=3, threads=1))
         hyps = [r.text for r in model.transcribe([u.audio for u in spelled])]

@@ -100,11 +100,28 @@ def test_a_done_train_stage_is_not_taken_for_one_with_other_arguments(small_run,
     assert best.read_bytes() == before
 
 
+def test_an_lm_built_with_other_arguments_is_built_again_and_tuned_with(small_run):
+    """The lm stage's marker records its arguments: the recipe's LM_ARGS changed (as a checkout's update does),
+    the LM is built again rather than skipped, and tune runs again with it (the marker newer than its own)."""
+    data, args, _ = small_run
+    arpa = data / "lm" / "lm.arpa"
+    assert re.search(r"^ngram 6=\d+$", arpa.read_text(), re.M)           # the recipe's order
+    lower = _make("lm", "tune", *args, "LM_ARGS=--order 4 --transcript-weight 3")
+    assert lower.returncode == 0, lower.stdout + lower.stderr
+    assert "building it again" in lower.stdout and "stage 5 tune: LM" in lower.stdout, lower.stdout
+    assert "done, skipping" not in lower.stdout and re.search(r"^ngram 4=\d+$", arpa.read_text(), re.M)
+    back = _make("lm", "tune", *args)
+    assert back.returncode == 0 and "building it again" in back.stdout, back.stdout + back.stderr
+    assert re.search(r"^ngram 6=\d+$", arpa.read_text(), re.M)
+    assert _make("lm", *args).stdout.count("done, skipping") == 1
+
+
 def test_a_model_trained_again_is_tuned_and_decoded_again(small_run):
     """tune and decode read best.pt: one newer than their markers (training run again) runs them again, rather
     than scoring the old model's transcripts as the new one's; untouched, they skip."""
     data, args, _ = small_run
     exp = data / "exp" / "small"
+    assert _make("tune", "decode", *args).returncode == 0                # up to date with the tests before
     skipped = _make("tune", "decode", *args)
     assert skipped.returncode == 0 and skipped.stdout.count("done, skipping") == 2, skipped.stdout
     hyp = exp / "decode_test" / "hyp.txt"
