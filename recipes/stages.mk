@@ -53,9 +53,13 @@ all:
 # run CMD as stage NAME unless MARKER exists; with a fourth argument, ARGS (shell words, expanded when the stage
 # runs), the marker records them and a done stage whose marker records others is refused, naming both, rather
 # than skipped as if this run's (a marker left empty by an older checkout is taken as done); a fifth, the files
-# the stage reads: one newer than the marker (a model trained again) runs the stage again
+# the stage reads: one newer than the marker (a model trained again) runs the stage again; a sixth, non-empty: a
+# marker that records other ARGS (or none) runs the stage again instead of being refused (a stage cheap to redo)
 define stage
-	@if [ -f $(2) ] $(if $(5),&& [ -z "$$(find $(5) -newer $(2) 2>/dev/null)" ]); then \
+	@$(if $(6),if [ -f $(2) ] && [ "$$(cat $(2))" != "$(strip $(4))" ]; then was=$$(cat $(2)); \
+	  echo "stage $(1): $(2) was made with $${was:-what its marker did not record} and not with" \
+	    "$(strip $(4)): running it again"; rm $(2); fi;) \
+	if [ -f $(2) ] $(if $(5),&& [ -z "$$(find $(5) -newer $(2) 2>/dev/null)" ]); then \
 	  if [ -n '$(strip $(4))' ] && [ -s $(2) ] && [ "$$(cat $(2))" != "$(strip $(4))" ]; then \
 	    echo "stage $(1): $(2) was made with" "$$(cat $(2))," "not with" "$(strip $(4)):" \
 	      "give this run its own N= (or delete $(2) to run the stage again)" >&2; exit 1; fi; \
@@ -100,11 +104,8 @@ train:
 # recorded them) is built again, and every experiment's tune and decode then run again with it
 LM_MADE_WITH = asr lm $(subst $(DATA)/,,$(LM_ARGS))
 lm: $(LM_DEPS)
-	@if [ -f $(LM)/.done ] && [ "$$(cat $(LM)/.done)" != "$(strip $(LM_MADE_WITH))" ]; then was=$$(cat $(LM)/.done); \
-	  echo "stage $(call n,lm) lm: $(LM) was built with $${was:-arguments its marker did not record}, not" \
-	    "$(strip $(LM_MADE_WITH)): building it again"; rm $(LM)/.done; fi
 	$(call stage,$(call n,lm) lm: $(LM_DESC) in $(LM),$(LM)/.done,\
-	  $(ASR) lm --manifest $(DATA)/train.jsonl --out $(LM) $(LM_ARGS),$(LM_MADE_WITH))
+	  $(ASR) lm --manifest $(DATA)/train.jsonl --out $(LM) $(LM_ARGS),$(LM_MADE_WITH),,rerun)
 
 tune:
 	$(call stage,$(call n,tune) tune: LM weight and word score for beam search on dev,$(EXP)/.tune.done,\

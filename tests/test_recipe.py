@@ -108,10 +108,10 @@ def test_an_lm_built_with_other_arguments_is_built_again_and_tuned_with(small_ru
     assert re.search(r"^ngram 6=\d+$", arpa.read_text(), re.M)           # the recipe's order
     lower = _make("lm", "tune", *args, "LM_ARGS=--order 4 --transcript-weight 3")
     assert lower.returncode == 0, lower.stdout + lower.stderr
-    assert "building it again" in lower.stdout and "stage 5 tune: LM" in lower.stdout, lower.stdout
+    assert "running it again" in lower.stdout and "stage 5 tune: LM" in lower.stdout, lower.stdout
     assert "done, skipping" not in lower.stdout and re.search(r"^ngram 4=\d+$", arpa.read_text(), re.M)
     back = _make("lm", "tune", *args)
-    assert back.returncode == 0 and "building it again" in back.stdout, back.stdout + back.stderr
+    assert back.returncode == 0 and "running it again" in back.stdout, back.stdout + back.stderr
     assert re.search(r"^ngram 6=\d+$", arpa.read_text(), re.M)
     assert _make("lm", *args).stdout.count("done, skipping") == 1
 
