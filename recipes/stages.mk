@@ -56,14 +56,14 @@ all:
 # the stage reads: one newer than the marker (a model trained again) runs the stage again; a sixth, non-empty: a
 # marker that records other ARGS (or none) runs the stage again instead of being refused (a stage cheap to redo)
 define stage
-	@$(if $(6),if [ -f $(2) ] && [ "$$(cat $(2))" != "$(strip $(4))" ]; then was=$$(cat $(2)); \
-	  echo "stage $(1): $(2) was made with $${was:-what its marker did not record} and not with" \
-	    "$(strip $(4)): running it again"; rm $(2); fi;) \
-	if [ -f $(2) ] $(if $(5),&& [ -z "$$(find $(5) -newer $(2) 2>/dev/null)" ]); then \
-	  if [ -n '$(strip $(4))' ] && [ -s $(2) ] && [ "$$(cat $(2))" != "$(strip $(4))" ]; then \
-	    echo "stage $(1): $(2) was made with" "$$(cat $(2))," "not with" "$(strip $(4)):" \
+	@run=yes; if [ -f $(2) ] $(if $(5),&& [ -z "$$(find $(5) -newer $(2) 2>/dev/null)" ]); then run=; \
+	  was=$$(cat $(2)); if [ -n '$(strip $(4))' ] && [ "$$was" != "$(strip $(4))" ] \
+	    && [ -n "$$was" -o -n '$(6)' ]; then \
+	    if [ -z '$(6)' ]; then echo "stage $(1): $(2) was made with $$was, not with $(strip $(4)):" \
 	      "give this run its own N= (or delete $(2) to run the stage again)" >&2; exit 1; fi; \
-	  echo "stage $(1): done, skipping ($(2))"; \
+	    echo "stage $(1): $(2) was made with $${was:-what its marker did not record} and not with" \
+	      "$(strip $(4)): running it again"; rm $(2); run=yes; fi; fi; \
+	if [ -z "$$run" ]; then echo "stage $(1): done, skipping ($(2))"; \
 	else echo "stage $(1)" && $(3) && $(if $(strip $(4)),echo "$(strip $(4))" > $(2),touch $(2)); fi
 endef
 
