@@ -105,12 +105,14 @@ class Progress:
 class TrainingState:
     """Everything a run needs to continue exactly where it stopped: the model, extractor and vocabulary
     (as in every checkpoint), the optimizer, learning-rate schedule, loss scaler, each rank's RNGs,
-    the Progress and the training wall time. `save_last` writes it to last.pt, `restore` reads it back.
+    the weights' moving average (with `ema_epochs`), the Progress and the training wall time. `save_last` writes
+    it to last.pt, `restore` reads it back.
     """
 
     def __init__(self, exp: Path, config: dict, d: Dist, model: AcousticModel, extractor: FeatureExtractor,
-                 vocab, optimizer, scheduler, scaler, generator: torch.Generator):
+                 vocab, optimizer, scheduler, scaler, generator: torch.Generator, average=None):
         self.exp, self.config, self.d = exp, config, d
+        self.average = average       # asr.step.WeightAverage, or None: what best.pt and epoch_k.pt hold
         self.model, self.extractor, self.vocab = model, extractor, vocab
         self.optimizer, self.scheduler, self.scaler, self.generator = optimizer, scheduler, scaler, generator
         self.progress = Progress()
@@ -124,7 +126,8 @@ class TrainingState:
 
     def save_model(self, name: str, **meta) -> None:
         """exp/`name` (best.pt, epoch_k.pt): what transcription needs, with the run's config. Rank 0 only."""
-        save_checkpoint(self.exp / name, self.model, self.extractor, self.vocab, train_config=self.config, **meta)
+        model = self.average.model if self.average else self.model
+        save_checkpoint(self.exp / name, model, self.extractor, self.vocab, train_config=self.config, **meta)
 
     def save_last(self, **meta) -> None:
         """exp/last.pt, everything needed to continue exactly. A collective call: every rank must make it."""
@@ -134,7 +137,13 @@ class TrainingState:
             save_checkpoint(self.exp / "last.pt", self.model, self.extractor, self.vocab, train_config=self.config,
                             position=p.position(), best=p.best, optimizer=self.optimizer.state_dict(),
                             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=rngs,
-                            elapsed=self.elapsed, **meta)
+                            elapsed=self.elapsed, **meta, **self._average())
+
+    def _average(self) -> dict:
+        """last.pt's copy of the weights' moving average, if the run keeps one."""
+        if self.average is None:
+            return {}
+        return {"average": {k: v.cpu() for k, v in self.average.model.state_dict().items()}}
 
     def restore(self) -> bool:
         """Load exp/last.pt into the live objects, if there is one; returns whether there was."""
@@ -143,6 +152,8 @@ class TrainingState:
             return False
         ckpt = read_checkpoint(path)
         self.model.load_state_dict(ckpt["model"])
+        if self.average is not None:   # a run without one before starts its average from the weights
+            self.average.model.load_state_dict(ckpt.get("average", ckpt["model"]))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"]:  # empty when saved without loss scaling (bf16, fp32)

@@ -78,6 +78,9 @@ class TrainConfig:
     save_epochs: int = 1              # write last.pt every N epochs (and after the last one)
     keep_epochs: int = 0              # also keep the last N epochs' weights as epoch_<k>.pt (for asr average)
     select_by: str = "auto"           # what chooses best.pt: wer | cer | auto (cer where characters are the words)
+    ema_epochs: float = 0.0           # dev scores, and best.pt / epoch_k.pt hold, a moving average of the weights
+                                      # over about this many epochs' updates (asr.step.WeightAverage; 0: the
+                                      # weights as trained)
     resume: bool = False              # continue from exp_dir/last.pt, mid-epoch if it was saved there
     init_from: str = ""               # start from this checkpoint's weights (asr.finetune), not from zero
     init_config: str = "check"        # ... check: the config's model and features must be the checkpoint's;
@@ -109,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"tokens must be 'chars' or 'bpe', not {self.tokens!r}")
         if self.select_by not in ("auto", "wer", "cer"):
             raise ValueError(f"select_by must be auto, wer or cer, not {self.select_by!r}")
+        if self.ema_epochs < 0:
+            raise ValueError(f"ema_epochs must be >= 0 (0: no moving average), not {self.ema_epochs}")
 
 
 class ConfigError(ValueError):

@@ -267,6 +267,35 @@ class Stepper:
         return torch.zeros((), device=loss.device)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights as it trains (`ema_epochs`): dev scores the average
+    and best.pt / epoch_k.pt hold it, while the optimizer goes on with the live weights; last.pt holds both.
+
+    Each update moves the average by 1 - decay toward the live weights, decay = 1 - 1 / (`epochs` x
+    `steps_per_epoch`) (so about the last `epochs` epochs count), but at most (1 + n) / (10 + n) after n updates,
+    so the random start fades within the first steps (TensorFlow's ExponentialMovingAverage does the same).
+    Every floating-point tensor of the state dict is averaged, the others copied.
+    """
+
+    def __init__(self, model: AcousticModel, epochs: float, steps_per_epoch: int):
+        self.decay = 1 - 1 / max(1.0, epochs * steps_per_epoch)
+        self.model = AcousticModel(model.cfg).to(next(model.parameters()).device)
+        self.model.load_state_dict(model.state_dict())
+        self.model.requires_grad_(False)
+        live, mine = model.state_dict(keep_vars=True), self.model.state_dict(keep_vars=True)
+        self.averaged = [(mine[k], v) for k, v in live.items() if v.is_floating_point()]
+        self.copied = [(mine[k], v) for k, v in live.items() if not v.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, updates: int) -> None:
+        """Move the average toward the live weights after the run's `updates`-th update."""
+        decay = min(self.decay, (1 + updates) / (10 + updates))
+        if self.averaged:
+            torch._foreach_lerp_([a for a, _ in self.averaged], [v.detach() for _, v in self.averaged], 1 - decay)
+        for a, v in self.copied:
+            a.copy_(v)
+
+
 def train_one_epoch(step: Stepper, loader, after_step=lambda loss: None) -> dict:
     """One pass over `loader` (or an iterator over it), calling `after_step(loss)` after each update;
     returns this process's summed loss, batches, audio seconds and wall seconds."""

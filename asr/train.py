@@ -27,7 +27,7 @@ from .finetune import Freezer, checkpoint_stats, initialise, start_config
 from .guards import Interrupted, NonFiniteError, stop_on_signals
 from .model import AcousticModel, count_parameters
 from .score import score
-from .step import EpochPlan, Stepper, lr_schedule, make_optimizer, norm_summary, train_one_epoch
+from .step import EpochPlan, Stepper, WeightAverage, lr_schedule, make_optimizer, norm_summary, train_one_epoch
 from .text import normalize_text
 from .tokens import BPEVocabulary, Vocabulary, train_bpe
 from .transcribe import Transcriber
@@ -197,12 +197,18 @@ def train(cfg: TrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.multiplier)
     generator = torch.Generator().manual_seed(cfg.seed + d.rank)  # augmentation: its own stream per rank
     step = Stepper(replica, extractor, optimizer, scheduler, cfg, device, generator)
-    state = TrainingState(exp, asdict(cfg), d, model, extractor, vocab, optimizer, scheduler, step.scaler, generator)
-    transcriber = Transcriber(CheckpointBackend(model, extractor, vocab, device))
+    average = WeightAverage(model, cfg.ema_epochs, len(sampler)) if cfg.ema_epochs else None
+    state = TrainingState(exp, asdict(cfg), d, model, extractor, vocab, optimizer, scheduler, step.scaler, generator,
+                          average)
+    scored = average.model if average else model              # what dev scores and best.pt holds
+    transcriber = Transcriber(CheckpointBackend(scored, extractor, vocab, device))
 
     say(f"training {count_parameters(model) / 1e6:.2f} M parameters on {device}, {len(vocab)} {cfg.tokens} tokens"
         f"{f' x {d.world} processes' if d.enabled else ''}: {len(train_utts)} train / {len(dev_utts)} dev "
         f"utterances, {len(sampler)} batches per epoch{' per process' if d.enabled else ''}")
+    if average:
+        say(f"dev scores a moving average of the weights over ~{cfg.ema_epochs:g} epochs (decay "
+            f"{average.decay:.5f} an update)")
     progress = state.progress
     if cfg.resume and state.restore():
         progress = state.progress
@@ -258,17 +264,20 @@ def train(cfg: TrainConfig) -> dict:
 
 
 class AfterStep:
-    """What follows every update: the progress counted, TensorBoard scalars and log lines, last.pt
-    every `save_every` steps, and a save-and-stop once a signal has asked for it (`stop`)."""
+    """What follows every update: the progress counted, the weights' moving average, TensorBoard scalars and log
+    lines, last.pt every `save_every` steps, and a save-and-stop once a signal has asked for it (`stop`)."""
 
     def __init__(self, cfg: TrainConfig, state: TrainingState, step: Stepper, board, say):
         self.cfg, self.state, self.step, self.board, self.say = cfg, state, step, board, say
+        self.average = state.average
         self.stop: list[int] = []  # the signal that asked us to stop, once one has (asr.guards fills it)
 
     def __call__(self, loss: torch.Tensor | None) -> None:
         p, cfg = self.state.progress, self.cfg
         p.batch += 1
         p.step += 1
+        if loss is not None and self.average is not None:
+            self.average.update(p.step)
         if loss is not None and self.board is not None:
             for name, value in (*self.step.last.items(), ("lr", self.step.scheduler.get_last_lr()[0])):
                 self.board.add_scalar(f"train/{name}", value, p.step)

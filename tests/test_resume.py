@@ -35,7 +35,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, five_
     asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
 
     straight = tmp_path / "straight"
-    done = subprocess.run(_train_cmd(straight, manifest, dev, stats), capture_output=True, text=True)
+    run = (manifest, dev, stats, "ema_epochs=2", f"keep_epochs={EPOCHS}")   # the weights' moving average too
+    done = subprocess.run(_train_cmd(straight, *run), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     total_steps = _last(straight)["position"]["step"]
     per_epoch = total_steps // EPOCHS
@@ -45,7 +46,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, five_
         return 6 <= position["step"] < total_steps and 0 < position["batch"] < per_epoch
 
     exp = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(exp, manifest, dev, stats), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_train_cmd(exp, *run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         ckpt = _last(exp)
@@ -57,14 +58,19 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, five_
     saved = _last(exp)["position"]
     assert mid_epoch(saved), f"killed at {saved}: not mid-epoch"
 
-    resumed = subprocess.run(_train_cmd(exp, manifest, dev, stats, "resume=true"), capture_output=True, text=True)
+    resumed = subprocess.run(_train_cmd(exp, *run, "resume=true"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {exp / 'last.pt'} at step {saved['step']} " in resumed.stdout
     end = _last(exp)
     assert end["position"]["step"] == total_steps
     # same data order, RNG and optimizer state: the weights are those of the run never killed
-    for name, weight in _last(straight)["model"].items():
-        torch.testing.assert_close(end["model"][name], weight, msg=name)
+    for part in ("model", "average"):
+        for name, weight in _last(straight)[part].items():
+            torch.testing.assert_close(end[part][name], weight, msg=f"{part} {name}")
+    for epoch in range(1, EPOCHS + 1):   # each epoch's average (the first after the kill: a few updates from last.pt's)
+        kept = [torch.load(e / f"epoch_{epoch}.pt", weights_only=True)["model"] for e in (straight, exp)]
+        for name, weight in kept[0].items():
+            torch.testing.assert_close(kept[1][name], weight, msg=f"epoch {epoch} {name}")
 
 
 def _setup(tmp_path, five_utts):

@@ -322,3 +322,67 @@ def test_kept_features_train_the_same_weights_as_features_computed_every_epoch(a
         assert (len(cache.kept) > len(utts)) == (limit_mb == 64)   # (a batch may not draw both speeds)
         for name, weight in computed.items():
             assert torch.equal(kept[name], weight), name
+
+
+def test_the_weights_moving_average_follows_each_update_and_its_model_runs_what_it_holds(five_utts):
+    """WeightAverage after every update is the recurrence it names (decay 0.9 here, less over the first steps),
+    on every tensor; and its model, run for inference between updates (asr.rnn keeps inference weights on the
+    module), computes with the weights it holds now, as a fresh model loaded with them does."""
+    from asr.data import AudioDataset, collate
+    from asr.features import FeatureConfig, FeatureExtractor
+    from asr.model import AcousticModel, ModelConfig
+    from asr.step import WeightAverage
+    from asr.tokens import Vocabulary
+    torch.manual_seed(0)
+    vocab = Vocabulary()
+    batch = collate([AudioDataset(five_utts[:2], vocab)[i] for i in range(2)])
+    feats, lengths = FeatureExtractor(FeatureConfig())(batch.waves, batch.lengths)
+    model = AcousticModel(ModelConfig(hidden=32, conv_channels=32, layers=2, vocab_size=len(vocab)))
+    average = WeightAverage(model, epochs=2, steps_per_epoch=5)
+    assert average.decay == pytest.approx(0.9)
+    expected = {k: v.clone().double() for k, v in model.state_dict().items()}
+    for n in range(1, 31):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p), alpha=0.1)
+        average.update(n)
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = {k: decay * expected[k] + (1 - decay) * v.double() for k, v in model.state_dict().items()}
+        if n in (3, 30):
+            fresh = AcousticModel(model.cfg)
+            fresh.load_state_dict(average.model.state_dict())
+            with torch.no_grad():
+                got, want = average.model.eval()(feats, lengths)[0], fresh.eval()(feats, lengths)[0]
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    for k, v in average.model.state_dict().items():
+        torch.testing.assert_close(v.double(), expected[k], rtol=0, atol=1e-6, msg=k)
+    assert not torch.equal(average.model.state_dict()["output.weight"], model.state_dict()["output.weight"])
+
+
+def test_with_ema_epochs_dev_scores_the_average_and_best_pt_holds_it(five_utts, tmp_path):
+    """A real run with `ema_epochs`: each epoch_k.pt holds the average of its epoch and transcribes dev as the
+    log says dev scored; best.pt is the epoch that scored best; last.pt carries the live weights and the average."""
+    from asr.cli import main as asr_main
+    from asr.data import write_manifest
+    from asr.score import score
+    manifest, stats, exp = tmp_path / "five.jsonl", tmp_path / "stats.json", tmp_path / "exp"
+    write_manifest(manifest, five_utts)
+    asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
+    asr_main(["train", f"exp_dir={exp}", f"train_manifest={manifest}", f"dev_manifest={manifest}", f"stats={stats}",
+              "epochs=60", "batch_frames=500", "threads=1", "ema_epochs=1", "keep_epochs=60", "lr=4e-3",
+              "select_by=cer", "spec_augment=false", "model.hidden=96", "model.conv_channels=96", "model.layers=2",
+              "model.dropout=0", "tensorboard=false"])
+    log = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    last = torch.load(exp / "last.pt", weights_only=True)
+    for name, weight in last["average"].items():
+        assert torch.equal(torch.load(exp / "epoch_60.pt", weights_only=True)["model"][name], weight), name
+    assert not torch.equal(last["average"]["output.weight"], last["model"]["output.weight"])
+    refs = [u.text for u in five_utts]
+    cers = [r["dev_cer"] for r in log]
+    for epoch in (20, 40, 60):
+        hyps = [r.text for r in asr.load_model(exp / f"epoch_{epoch}.pt").transcribe([u.audio for u in five_utts])]
+        assert score(refs, hyps).cer.rate == pytest.approx(cers[epoch - 1]), (epoch, cers)
+    assert len(set(cers[19::20])) == 3
+    assert torch.load(exp / "best.pt", weights_only=True)["epoch"] == 1 + cers.index(min(cers))
+    with pytest.raises(ValueError, match="ema_epochs must be >= 0"):
+        TrainConfig(ema_epochs=-1)
