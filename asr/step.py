@@ -279,7 +279,8 @@ class WeightAverage:
 
     def __init__(self, model: AcousticModel, epochs: float, steps_per_epoch: int):
         self.decay = 1 - 1 / max(1.0, epochs * steps_per_epoch)
-        self.model = AcousticModel(model.cfg).to(next(model.parameters()).device)
+        with torch.random.fork_rng(devices=[]):   # its initial weights, overwritten, must not move the run's RNG
+            self.model = AcousticModel(model.cfg).to(next(model.parameters()).device)
         self.model.load_state_dict(model.state_dict())
         self.model.requires_grad_(False)
         live, mine = model.state_dict(keep_vars=True), self.model.state_dict(keep_vars=True)

@@ -361,22 +361,26 @@ def test_the_weights_moving_average_follows_each_update_and_its_model_runs_what_
 
 def test_with_ema_epochs_dev_scores_the_average_and_best_pt_holds_it(five_utts, tmp_path):
     """A real run with `ema_epochs`: each epoch_k.pt holds the average of its epoch and transcribes dev as the
-    log says dev scored; best.pt is the epoch that scored best; last.pt carries the live weights and the average."""
+    log says dev scored; best.pt is the epoch that scored best; last.pt carries the live weights and the average,
+    and the live weights are those of the same run without an average (keeping one changes only what is scored)."""
     from asr.cli import main as asr_main
     from asr.data import write_manifest
     from asr.score import score
     manifest, stats, exp = tmp_path / "five.jsonl", tmp_path / "stats.json", tmp_path / "exp"
     write_manifest(manifest, five_utts)
     asr_main(["stats", "--manifest", str(manifest), "--out", str(stats)])
-    asr_main(["train", f"exp_dir={exp}", f"train_manifest={manifest}", f"dev_manifest={manifest}", f"stats={stats}",
-              "epochs=60", "batch_frames=500", "threads=1", "ema_epochs=1", "keep_epochs=60", "lr=4e-3",
-              "select_by=cer", "spec_augment=false", "model.hidden=96", "model.conv_channels=96", "model.layers=2",
-              "model.dropout=0", "tensorboard=false"])
+    run = ["train", f"train_manifest={manifest}", f"dev_manifest={manifest}", f"stats={stats}", "epochs=60",
+           "batch_frames=500", "threads=1", "keep_epochs=60", "lr=4e-3", "select_by=cer", "spec_augment=false",
+           "model.hidden=96", "model.conv_channels=96", "model.layers=2", "model.dropout=0.1", "tensorboard=false"]
+    asr_main([*run, f"exp_dir={exp}", "ema_epochs=1"])
+    asr_main([*run, f"exp_dir={tmp_path / 'live'}"])
     log = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
     last = torch.load(exp / "last.pt", weights_only=True)
     for name, weight in last["average"].items():
         assert torch.equal(torch.load(exp / "epoch_60.pt", weights_only=True)["model"][name], weight), name
     assert not torch.equal(last["average"]["output.weight"], last["model"]["output.weight"])
+    for name, weight in torch.load(tmp_path / "live" / "last.pt", weights_only=True)["model"].items():
+        assert torch.equal(last["model"][name], weight), name
     refs = [u.text for u in five_utts]
     cers = [r["dev_cer"] for r in log]
     for epoch in (20, 40, 60):
