@@ -203,12 +203,7 @@ def train(cfg: TrainConfig) -> dict:
     scored = average.model if average else model              # what dev scores and best.pt holds
     transcriber = Transcriber(CheckpointBackend(scored, extractor, vocab, device))
 
-    say(f"training {count_parameters(model) / 1e6:.2f} M parameters on {device}, {len(vocab)} {cfg.tokens} tokens"
-        f"{f' x {d.world} processes' if d.enabled else ''}: {len(train_utts)} train / {len(dev_utts)} dev "
-        f"utterances, {len(sampler)} batches per epoch{' per process' if d.enabled else ''}")
-    if average:
-        say(f"dev scores a moving average of the weights over ~{cfg.ema_epochs:g} epochs (decay "
-            f"{average.decay:.5f} an update)")
+    say(start_line(cfg, model, vocab, device, d, len(train_utts), len(dev_utts), len(sampler), average))
     progress = state.progress
     if cfg.resume and state.restore():
         progress = state.progress
@@ -261,6 +256,18 @@ def train(cfg: TrainConfig) -> dict:
     barrier(d)
     shutdown(d)
     return progress.best
+
+
+def start_line(cfg: TrainConfig, model, vocab, device, d: Dist, n_train: int, n_dev: int, batches: int,
+               average: WeightAverage | None) -> str:
+    """What a run says as it starts: the model, the data, the batches, and what dev scores."""
+    line = (f"training {count_parameters(model) / 1e6:.2f} M parameters on {device}, {len(vocab)} {cfg.tokens} tokens"
+            f"{f' x {d.world} processes' if d.enabled else ''}: {n_train} train / {n_dev} dev utterances, {batches} "
+            f"batches per epoch{' per process' if d.enabled else ''}")
+    if average is not None:
+        line += (f"\ndev scores a moving average of the weights over ~{cfg.ema_epochs:g} epochs (decay "
+                 f"{average.decay:.5f} an update)")
+    return line
 
 
 class AfterStep:
