@@ -124,10 +124,14 @@ class TrainingState:
         """Training wall seconds, across every process that has resumed this run."""
         return time.time() - self.started
 
+    @property
+    def scored(self) -> AcousticModel:
+        """The model dev scores and best.pt / epoch_k.pt hold: the moving average where the run keeps one."""
+        return self.average.model if self.average is not None else self.model
+
     def save_model(self, name: str, **meta) -> None:
         """exp/`name` (best.pt, epoch_k.pt): what transcription needs, with the run's config. Rank 0 only."""
-        model = self.average.model if self.average else self.model
-        save_checkpoint(self.exp / name, model, self.extractor, self.vocab, train_config=self.config, **meta)
+        save_checkpoint(self.exp / name, self.scored, self.extractor, self.vocab, train_config=self.config, **meta)
 
     def save_last(self, **meta) -> None:
         """exp/last.pt, everything needed to continue exactly. A collective call: every rank must make it."""

@@ -200,8 +200,7 @@ def train(cfg: TrainConfig) -> dict:
     average = WeightAverage(model, cfg.ema_epochs, len(sampler)) if cfg.ema_epochs else None
     state = TrainingState(exp, asdict(cfg), d, model, extractor, vocab, optimizer, scheduler, step.scaler, generator,
                           average)
-    scored = average.model if average else model              # what dev scores and best.pt holds
-    transcriber = Transcriber(CheckpointBackend(scored, extractor, vocab, device))
+    transcriber = Transcriber(CheckpointBackend(state.scored, extractor, vocab, device))
 
     say(start_line(cfg, model, vocab, device, d, len(train_utts), len(dev_utts), len(sampler), average))
     progress = state.progress
@@ -276,15 +275,14 @@ class AfterStep:
 
     def __init__(self, cfg: TrainConfig, state: TrainingState, step: Stepper, board, say):
         self.cfg, self.state, self.step, self.board, self.say = cfg, state, step, board, say
-        self.average = state.average
         self.stop: list[int] = []  # the signal that asked us to stop, once one has (asr.guards fills it)
 
     def __call__(self, loss: torch.Tensor | None) -> None:
         p, cfg = self.state.progress, self.cfg
         p.batch += 1
         p.step += 1
-        if loss is not None and self.average is not None:
-            self.average.update(p.step)
+        if loss is not None and self.state.average is not None:
+            self.state.average.update(p.step)
         if loss is not None and self.board is not None:
             for name, value in (*self.step.last.items(), ("lr", self.step.scheduler.get_last_lr()[0])):
                 self.board.add_scalar(f"train/{name}", value, p.step)
