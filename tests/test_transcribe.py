@@ -43,6 +43,22 @@ def test_a_batch_decoded_in_pieces_has_the_whole_batchs_log_probs(model, an4_tes
     assert not torch.equal(split[0, :n[0]], split[-1, :n[0]])                           # rows not mixed up
 
 
+def test_a_live_model_is_evaluated_without_dropout_and_left_in_its_modes(an4_model, an4_test_utts):
+    """Training scores dev through the live model's backend: the pass runs every module in eval mode (no dropout:
+    the frozen model's log-probs) and leaves each module's own mode as it found it, training or not."""
+    backend = asr.load_model(an4_model).backend
+    wave = an4_test_utts[0].samples()[None]                                             # (1, S)
+    lengths = torch.tensor([wave.shape[1]])
+    want, _ = backend.log_probs(wave, lengths)                                          # all in eval mode
+    backend.network.train()
+    backend.model.output.eval()                                      # a module in its own mode: stays so
+    modes = {name: m.training for name, m in backend.network.named_modules()}
+    assert backend.model.dropout.training and not backend.model.output.training
+    got, _ = backend.log_probs(wave, lengths)
+    assert torch.equal(got, want)
+    assert {name: m.training for name, m in backend.network.named_modules()} == modes
+
+
 def test_array_and_file_inputs_agree(overfit_model, five_utts, tmp_path):
     model = asr.load_model(overfit_model[0])
     u = five_utts[0]

@@ -122,12 +122,16 @@ class CheckpointBackend(Backend):
 
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        was_training = self.model.training    # a run's live model evaluates on dev between epochs
-        self.network.eval()
+        # a run's live model evaluates on dev between epochs: the modules in training mode are switched for the
+        # pass and back (switching every module of an evaluating model took 3 % of a short file's request)
+        training = [m for m in self.network.modules() if m.training]
+        for m in training:
+            m.training = False
         try:
             log_probs, out_lengths = self.network(waves.to(self.device), lengths.to(self.device))  # (N, T', V)
         finally:
-            self.network.train(was_training)
+            for m in training:
+                m.training = True
         return log_probs.float().cpu(), out_lengths.cpu()
 
     def stream(self) -> StepStream:
