@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .features import FeatureExtractor
-from .model import AcousticModel
+from .model import AcousticModel, eval_mode
 
 
 def gradient_reach(model: AcousticModel, extractor: FeatureExtractor, waves: list[torch.Tensor],
@@ -26,13 +26,11 @@ def gradient_reach(model: AcousticModel, extractor: FeatureExtractor, waves: lis
     utterance). The Frobenius norm is estimated as the root mean square of || J^T v || over
     `projections` random Gaussian vectors v (E ||J^T v||^2 = ||J||_F^2).
     """
-    was_training = model.training
-    model.eval()
     generator = torch.Generator().manual_seed(seed)
     hidden = model.cfg.hidden
     total = torch.zeros(max_distance + 1, dtype=torch.float64)
     count = torch.zeros(max_distance + 1, dtype=torch.float64)
-    try:
+    with eval_mode(model):
         for wave in waves:
             with torch.no_grad():
                 feats, frames = extractor(wave[None], torch.tensor([wave.shape[0]]))   # (1, T, F), (1,)
@@ -49,6 +47,4 @@ def gradient_reach(model: AcousticModel, extractor: FeatureExtractor, waves: lis
             n = norms.shape[0]
             total[:n] += norms.clamp_min(1e-30).log10()
             count[:n] += 1
-    finally:
-        model.train(was_training)
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))

@@ -13,6 +13,7 @@ the recurrent stack keeps its hidden state, so streamed frames equal the offline
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -339,6 +340,21 @@ def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:
             if name.startswith("bias_"):
                 h = bias.shape[0] // 4          # gate order: input, forget, cell, output
                 bias[h:2 * h].fill_(value if name.startswith("bias_ih") else 0.0)
+
+
+@contextmanager
+def eval_mode(module: nn.Module):
+    """`module` in eval mode (no dropout) inside the block, each of its modules back in its own mode after: a live
+    model scored between epochs goes on training, one frozen in eval stays so. Only the modules in training
+    mode are switched (setting every module's mode took 3 % of a short file's request)."""
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield module
+    finally:
+        for m in training:
+            m.training = True
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint
 from ..features import FeatureExtractor, FeatureState
-from ..model import AcousticModel, ModelState
+from ..model import AcousticModel, ModelState, eval_mode
 from ..tracing import eager
 from .base import Backend, StepStream
 
@@ -122,16 +122,8 @@ class CheckpointBackend(Backend):
 
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # a run's live model evaluates on dev between epochs: the modules in training mode are switched for the
-        # pass and back (switching every module of an evaluating model took 3 % of a short file's request)
-        training = [m for m in self.network.modules() if m.training]
-        for m in training:
-            m.training = False
-        try:
+        with eval_mode(self.network):         # a run's live model evaluates on dev between epochs
             log_probs, out_lengths = self.network(waves.to(self.device), lengths.to(self.device))  # (N, T', V)
-        finally:
-            for m in training:
-                m.training = True
         return log_probs.float().cpu(), out_lengths.cpu()
 
     def stream(self) -> StepStream:
