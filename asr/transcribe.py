@@ -167,8 +167,9 @@ class Transcriber:
         """(S_k,) pieces -> each one's words and alternatives, decoded in length-sorted batches."""
         results: list[tuple] = [([], ()) for _ in pieces]
         groups = self._groups(pieces)
-        for group in tqdm(groups, desc="decoding", unit="batch", leave=False,
-                          disable=len(groups) < 4 or not sys.stderr.isatty()):
+        if len(groups) >= 4 and sys.stderr.isatty():   # a bar for long jobs; none built for a server's request
+            groups = tqdm(groups, desc="decoding", unit="batch", leave=False)
+        for group in groups:
             for i, decoded in zip(group, self.decode_waves([pieces[i] for i in group])):
                 results[i] = decoded
         return results
