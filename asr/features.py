@@ -25,7 +25,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from .audio import SAMPLE_RATE
-from .tracing import eager
+from .tracing import eager, native
 
 N_FFT = 512          # next power of two above the 25 ms window
 WIN_LENGTH = 400     # 25 ms at 16 kHz
@@ -182,7 +182,7 @@ class FeatureExtractor(nn.Module):
         """_sample_run of one whole input (1, S) for absolute positions lo .. lo + span - 1, by slicing: the
         same samples (reflected at both ends, pre-emphasised) without an index per sample."""
         r = audio.shape[1]
-        left, right = max(0, -lo), max(0, lo + span - r)
+        left, right = max(0, -lo), lo + span - r              # right: no Python test of r (see `whole`); <= 0: none
         run = torch.cat([audio[:, :left].flip(1), audio, audio[:, r - right:].flip(1)], 1)   # sample j at j + left
         return self._preemphasised(run[:, lo + left:lo + left + span].float())              # (1, L)
 
@@ -207,8 +207,9 @@ class FeatureExtractor(nn.Module):
         """(N, n, W) frames -> (N, n, F) un-normalised features."""
         with torch.autocast(x.device.type, enabled=False):
             # One MatMul when tracing or exporting (ONNX has no complex tensors) and for no frames (MKL's FFT
-            # refuses empty batches); the FFT, faster, otherwise. The two agree to float32 rounding.
-            if not eager() or x.shape[1] == 0:
+            # refuses empty batches); the FFT, faster, otherwise (a graph for this process too: asr.tracing). The
+            # two agree to float32 rounding.
+            if not native() or x.shape[1] == 0:
                 re, im = (x @ self.dft).chunk(2, dim=-1)
                 power = re * re + im * im                                                   # (N, n, K)
             else:
@@ -247,11 +248,28 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, frames = self.raw(waves, lengths)
+        return self._normalised(x, frames), frames
+
+    def whole(self, wave: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() of one whole input, (1, S) samples and (1,) its length S >= n_fft: the same frames by the
+        same operations as raw's eager path, with S in size arithmetic only (no Python test or int() of it), so
+        that a graph traced of it (asr.backends.checkpoint's one-input graph) keeps every length dynamic."""
+        cfg, r = self.cfg, wave.shape[1]
+        span = (cfg.num_frames(r) - 1) * cfg.hop_length + cfg.win_length                     # L
+        if cfg.kind == "fbank":
+            samples = self._reflected_run(wave, cfg.frame_offset, span)                       # (1, L)
+        else:                                        # S >= n_fft: every frame inside the input, no padding
+            samples = wave[:, cfg.frame_offset:cfg.frame_offset + span].float()
+        x = self._spectrum_features(samples.unfold(1, cfg.win_length, cfg.hop_length))       # (1, T, F)
+        frames = cfg.num_frames(length)                                                     # (1,)
+        return self._normalised(x, frames), frames
+
+    def _normalised(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         x = self.normalize(x)                                      # (N, T, F)
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None])[..., None]  # (N, T, 1)
         if self.cfg.utterance_mean:
             x = x - (x * mask).sum(1, keepdim=True) / frames[:, None, None]  # mean over valid frames only
-        return x * mask, frames
+        return x * mask
 
     def initial_state(self, n: int) -> FeatureState:
         if self.cfg.utterance_mean:

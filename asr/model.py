@@ -26,7 +26,7 @@ from .rnn import products as rnn_products
 from .rnn import products_in
 from .rnn import run as run_rnn
 from .rnn import supports as rnn_supports
-from .tracing import eager
+from .tracing import eager, native
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 FRONT_ENDS = ("conv1d", "conv2d")
@@ -251,14 +251,14 @@ class AcousticModel(nn.Module):
         x = x.transpose(1, 2)                                              # (N, F, t)
         if self.cfg.front_end == "conv2d":
             x = x[:, None]                                                 # (N, 1, F, t)
-            if eager():   # channels-last (for one channel, only strides): oneDNN runs conv1 2.6x faster
+            if native():   # channels-last (for one channel, only strides): oneDNN runs conv1 2.6x faster
                 x = x.contiguous(memory_format=torch.channels_last)
             x, pending1 = conv_step(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2, final)
             x = nn.functional.gelu(x)
-            if eager() and x.shape[-1] > 0:
+            if native() and x.shape[-1] > 0:   # (a graph for this process takes whole inputs: frames always)
                 x = self.conv1f(x)
-            else:   # a traced graph must also take a chunk with no new frames, where a convolution over 0 frames
-                # fails: one zero frame appended (conv1f sees one frame at a time) and its output dropped
+            else:   # an exported graph must also take a chunk with no new frames, where a convolution over 0
+                # frames fails: one zero frame appended (conv1f sees one frame at a time) and its output dropped
                 x = self.conv1f(nn.functional.pad(x, (0, 1)))[..., :-1]
             x = nn.functional.gelu(x)                                      # (N, C2, F/4, t1)
             # (N, C2 * F/4, t1), reshaped with time in front and every size given: ONNX's Reshape reads a 0

@@ -5,6 +5,7 @@ import sys
 import pytest
 import soundfile as sf
 import torch
+from torch import nn
 
 import asr
 from asr.audio import AudioError, load_audio
@@ -116,6 +117,53 @@ def test_bf16_precision_runs_the_largest_products_in_bfloat16_and_transcribes_as
         assert torch.equal(la, lb) and a == b
     out = _asr("transcribe", "--precision", "bf16", "--model", "english-base", utts[0].audio)
     assert out.returncode == 0 and out.stdout == f"{utts[0].audio}\t{b[0]}\n", out.stderr
+
+
+@pytest.mark.parametrize("cell,front_end,bidirectional,kind,utterance_mean", [
+    ("gru", "conv2d", True, "fbank", False), ("lstm", "conv1d", True, "logmel", True),
+    ("rnn", "conv2d", False, "mfcc", False), ("gru", "conv1d", False, "spectrogram", False)])
+def test_one_input_at_a_time_runs_as_one_traced_graph_with_the_modules_very_log_probs(
+        cell, front_end, bidirectional, kind, utterance_mean, an4_test_utts, tmp_path):
+    """A loaded checkpoint on a CPU takes one whole input at a time (a file, a served request) through one traced
+    graph of its features and network, with the compiled loops in it, whose log-probs are the module's bit for bit
+    at every length (it checks itself on several when made); inputs shorter than a frame's FFT, padded inputs,
+    batches and a run's live modules run the module."""
+    from asr.backends.checkpoint import CheckpointBackend
+    from asr.checkpoint import save_checkpoint
+    from asr.features import FeatureConfig, FeatureExtractor
+    from asr.model import AcousticModel, ModelConfig
+    from asr.tokens import Vocabulary
+
+    torch.manual_seed(0)
+    features, vocab = FeatureConfig(kind=kind, utterance_mean=utterance_mean), Vocabulary()
+    model = AcousticModel(ModelConfig(n_features=features.dim, vocab_size=len(vocab), cell=cell, front_end=front_end,
+                                      bidirectional=bidirectional, lookahead=0 if bidirectional else 3, hidden=48,
+                                      conv_channels=32, conv2d_channels=4, layers=2))
+    extractor = FeatureExtractor(features, torch.randn(features.dim), torch.rand(features.dim) + 0.5)
+    save_checkpoint(tmp_path / "m.pt", model, extractor, vocab)
+    backend = asr.load_model(tmp_path / "m.pt").backend
+    waves = [u.samples() for u in an4_test_utts[:3]] + [torch.randn(n) * 0.1 for n in (1, 511, 512, 16000 * 9 + 7)]
+    calls = []
+    with torch.no_grad():
+        for _ in range(2):                                                     # the graph made at the second
+            backend.log_probs(waves[0][None], torch.tensor([waves[0].shape[0]]))
+        backend.network.register_forward_hook(lambda *args: calls.append(1))     # the module's forward ran
+        for wave in waves:
+            lengths = torch.tensor([wave.shape[0]])
+            got, got_n = backend.log_probs(wave[None], lengths)
+            want, want_n = backend.network(wave[None], lengths)          # the module, eagerly
+            assert torch.equal(got, want) and torch.equal(got_n, want_n)
+            assert len(calls) == 1 + (wave.shape[0] < 512 or compiled_loop() is None)
+            calls.clear()
+        want0 = backend.network(waves[0][None], torch.tensor([waves[0].shape[0]]))[0]
+        calls.clear()
+        padded = nn.functional.pad(waves[0], (0, 800))[None]            # (1, S + 800): not one whole input
+        assert torch.equal(backend.log_probs(padded, torch.tensor([waves[0].shape[0]]))[0], want0)
+        assert len(calls) == 1
+    assert (backend.__dict__["_graph"] is not None) == (compiled_loop() is not None)   # wherever the loops run
+    live = CheckpointBackend(backend.model, backend.extractor, vocab)
+    live.log_probs(waves[0][None], torch.tensor([waves[0].shape[0]]))
+    assert "_graph" not in live.__dict__                               # its weights may change: never traced
 
 
 def test_precision_is_checked_and_bf16_is_a_checkpoints(an4_fbank_model, tmp_path):

@@ -1,6 +1,8 @@
 """The eager PyTorch backend: a checkpoint written by training (best.pt), or the live modules of a run."""
 from __future__ import annotations
 
+import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -9,7 +11,8 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..features import FeatureExtractor, FeatureState
 from ..model import AcousticModel, ModelState, eval_mode
-from ..tracing import eager
+from ..native import compiled_loop
+from ..tracing import eager, tracing_in_process
 from .base import Backend, StepStream
 
 PIECE_SECONDS = 25.0   # padded audio whose features and convolutions run at once when a CPU decodes a batch
@@ -34,6 +37,12 @@ class Recognizer(nn.Module):
         feats, frames = self.extractor(waves, lengths)                 # (N, T, F)
         return self.model(feats, frames, pack=self.pack)               # (N, T', V)
 
+    def whole(self, wave: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() of one whole input, (1, S) samples and (1,) S >= n_fft (FeatureExtractor.whole): a graph
+        traced of it keeps every length dynamic."""
+        feats, frames = self.extractor.whole(wave, length)            # (1, T, F)
+        return self.model(feats, frames, pack=self.pack)               # (1, T', V)
+
     def _in_pieces(self, waves: torch.Tensor, lengths: torch.Tensor, pieces: list[tuple[int, int]]):
         """forward's result, the features and convolutions run a piece of the batch at a time (their
         temporaries then stay in the caches, where a whole 100 s batch's are written out to memory and
@@ -51,6 +60,39 @@ class Recognizer(nn.Module):
         state = self.model.initial_state(x.shape[0], x.device)
         log_probs, _, _ = self.model.head(x, state, True, out_lengths, pack=self.pack)        # (N, T', V)
         return log_probs, out_lengths
+
+
+def trace_one_input(network: Recognizer) -> torch.jit.ScriptModule | None:
+    """`network` (in eval mode, its weights fixed from here on) traced for one whole input at a time (its `whole`,
+    the traced module's too), with this process's own fast paths in it (asr.tracing.native: the compiled loops, the
+    FFT), or None where that cannot be made or does not give the module's very log-probs at several lengths.
+
+    Why: a file's forward is ~285 torch calls from Python, each of which lets Python's lock go and takes it back,
+    waiting whenever another thread holds it: a served request (the event loop and upload decoders beside it)
+    spent ~1.5-2 ms of its 5 so (recipes/an4/RESULTS.md). Traced, they are one call."""
+    if compiled_loop() is None:     # the Python loop's steps are no graph of every length: nothing to gain
+        return None
+    g, rate = torch.Generator().manual_seed(0), network.extractor.cfg.sample_rate
+    noise = lambda seconds: torch.randn(1, max(int(seconds * rate), network.extractor.cfg.n_fft), generator=g) * 0.1
+    # traced on 1.37 s; checked on the shortest input it takes and odd lengths shorter and longer than 1.37 s
+    trace, *checks = [noise(s) for s in (1.37, 0, 0.0331, 0.73, 2.61, 6.05)]                   # (1, S) each
+    length = lambda wave: torch.tensor([wave.shape[1]])                                         # (1,)
+    try:
+        with torch.no_grad(), eval_mode(network), warnings.catch_warnings():
+            warnings.simplefilter("ignore")            # the tracer's notes on Python values: the checks decide
+            network.whole(trace, length(trace))        # eagerly first: what it keeps (asr.rnn's weights)
+            with tracing_in_process():
+                graph = torch.jit.trace_module(network, {"whole": (trace, length(trace))}, check_trace=False)
+            for wave in checks:
+                (want, want_n), (got, got_n) = network(wave, length(wave)), graph.whole(wave, length(wave))
+                if not (torch.equal(want, got) and torch.equal(want_n, got_n)):
+                    return None
+    except Exception:                                  # noqa: BLE001 - any failure: the module runs, as before
+        return None
+    return graph
+
+
+_graph_lock = threading.Lock()
 
 
 def _pieces(lengths: list[int], budget: float) -> list[tuple[int, int]]:
@@ -96,6 +138,11 @@ class CheckpointBackend(Backend):
     """An AcousticModel and its FeatureExtractor in eager PyTorch, on any device; packed batches are exact."""
     name = "checkpoint"
     precisions = ("fp32", "bf16")   # the checkpoint as trained, or its products in bfloat16 (`load`)
+    # Whole inputs one at a time on a CPU (files, a server's requests) through one traced graph of the network
+    # (trace_one_input), made at the second: set by `load`, whose weights do not change after; a run's live modules
+    # stay eager
+    one_input_graph = False
+    _single_inputs = 0
 
     def __init__(self, model: AcousticModel, extractor: FeatureExtractor, vocab, device: str | torch.device = "cpu"):
         self.model, self.extractor, self.vocab = model, extractor, vocab
@@ -118,13 +165,34 @@ class CheckpointBackend(Backend):
             model.products_in(torch.bfloat16)
         backend = cls(model, extractor, vocab, device)
         backend.precision = precision
+        backend.one_input_graph = True        # its weights stay as loaded: a graph of them stays right
         return backend
 
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        waves, lengths = waves.to(self.device), lengths.to(self.device)
         with eval_mode(self.network):         # a run's live model evaluates on dev between epochs
-            log_probs, out_lengths = self.network(waves.to(self.device), lengths.to(self.device))  # (N, T', V)
+            if (graph := self._one_input_graph(waves, lengths)) is not None:
+                log_probs, out_lengths = graph.whole(waves, lengths)                  # one call
+            else:
+                log_probs, out_lengths = self.network(waves, lengths)                 # (N, T', V)
         return log_probs.float().cpu(), out_lengths.cpu()
+
+    def _one_input_graph(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.jit.ScriptModule | None:
+        """The network traced for one whole input (trace_one_input) where `one_input_graph`, on a CPU, for one
+        input (1, S) of length S >= n_fft, from the second such input on (a single file does not pay the trace);
+        else, or where it cannot be made, None (the module runs)."""
+        if not (self.one_input_graph and self.device.type == "cpu" and waves.shape[0] == 1
+                and int(lengths[0]) == waves.shape[1] >= self.features.n_fft):
+            return None
+        if "_graph" not in self.__dict__:
+            with _graph_lock:
+                self._single_inputs += 1
+                if self._single_inputs < 2:
+                    return None
+                if "_graph" not in self.__dict__:
+                    self._graph = trace_one_input(self.network)
+        return self._graph
 
     def stream(self) -> StepStream:
         step = StreamStep(self.extractor, self.model.eval())        # ValueError for a bidirectional model

@@ -115,6 +115,7 @@ def bench_decode_matrix(model: str | Path, utts: list[Utterance], thread_counts:
             load = lambda path, options: load_model(path, options=options, chunking=chunking)
             before = load(model, greedy)
             before.backend.model.fast_rnn = False
+            before.backend.one_input_graph = False
             models = {"greedy, checkpoint": load(model, greedy), "greedy, checkpoint, torch.nn stack": before}
             if bf16_instructions():   # where the CPU has bf16 instructions (elsewhere bf16 is emulated, and slow)
                 models["greedy, checkpoint, bf16"] = load_model(model, options=greedy, chunking=chunking,

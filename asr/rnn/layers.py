@@ -80,6 +80,14 @@ def _steps(a: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return a.unbind(0)
 
 
+class NoGraph:
+    """The ctx of a layer's forward called as a plain function where no backward pass can follow (inference): what
+    the forward keeps for one is dropped."""
+
+    def save_for_backward(self, *tensors: torch.Tensor) -> None:
+        pass
+
+
 class GRULayer(torch.autograd.Function):
     """One GRU layer, both directions: r, z = sigmoid(Wi x + bi + Wh h + bh), n = tanh(Wi_n x + bi_n + r * (Wh_n h
     + bh_n)), h' = (1 - z) n + z h = lerp(n, h, z)."""

@@ -29,25 +29,28 @@ does not apply (`supports`: another device or dtype, tracing for export, a quant
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..native import bf16_tiles, compiled_loop
-from ..tracing import eager
-from .layers import GRULayer, LSTMLayer, RNNLayer
+from ..tracing import native
+from .layers import GRULayer, LSTMLayer, NoGraph, RNNLayer
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 def supports(rnn: nn.Module, x: torch.Tensor) -> bool:
     """Whether `run` computes what `rnn(x)` would: a plain nn.GRU / LSTM / RNN (tanh) with biases on float32 CPU
-    tensors, outside tracing and export (which must see the standard module: ONNX's GRU / LSTM / RNN ops)."""
+    tensors, outside tracing and export (which must see the standard module: ONNX's GRU / LSTM / RNN ops), but
+    in a graph traced for this process alone (asr.tracing.native)."""
     if type(rnn) not in (nn.GRU, nn.LSTM, nn.RNN) or not rnn.bias or getattr(rnn, "proj_size", 0):
         return False
     if isinstance(rnn, nn.RNN) and rnn.nonlinearity != "tanh":
         return False
-    return eager() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    return native() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
 def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
@@ -80,12 +83,15 @@ def run(rnn: nn.RNNBase, x: torch.Tensor, h0: Hidden | None = None,
             y = dropout(y, rnn.dropout)
         weights, w_hh_t = _layer_weights(rnn, layer, dirs)
         sl = slice(layer * dirs, (layer + 1) * dirs)
+        cell = LSTMLayer if lstm else GRULayer if isinstance(rnn, nn.GRU) else RNNLayer
+        # where no backward pass can follow, the layer's forward as a plain function: no autograd node, and a
+        # trace records its operations instead of a call back into Python
+        apply = cell.apply if saved else partial(cell.forward, NoGraph())
         if lstm:
-            y, h, c = LSTMLayer.apply(y, h0[0][sl], h0[1][sl], order, mask, active, saved, w_hh_t, *weights)
+            y, h, c = apply(y, h0[0][sl], h0[1][sl], order, mask, active, saved, w_hh_t, *weights)
             cs.append(c)
         else:
-            cell = GRULayer if isinstance(rnn, nn.GRU) else RNNLayer
-            y, h = cell.apply(y, h0[sl], order, mask, active, saved, w_hh_t, *weights)
+            y, h = apply(y, h0[sl], order, mask, active, saved, w_hh_t, *weights)
         hs.append(h)
     h_n = torch.cat(hs)                                                 # (layers * D, N, H)
     state = (h_n, torch.cat(cs)) if lstm else h_n
