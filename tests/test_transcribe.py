@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import soundfile as sf
@@ -160,6 +161,10 @@ def test_one_input_at_a_time_runs_as_one_traced_graph_with_the_modules_very_log_
         padded = nn.functional.pad(waves[0], (0, 800))[None]            # (1, S + 800): not one whole input
         assert torch.equal(backend.log_probs(padded, torch.tensor([waves[0].shape[0]]))[0], want0)
         assert len(calls) == 1
+        with ThreadPoolExecutor(2) as pool:                                # two model threads share the graph
+            results = list(pool.map(lambda w: backend.log_probs(w[None], torch.tensor([w.shape[0]])), waves * 2))
+        for wave, (got, _) in zip(waves * 2, results):
+            assert torch.equal(got, backend.network(wave[None], torch.tensor([wave.shape[0]]))[0])
     assert (backend.__dict__["_graph"] is not None) == (compiled_loop() is not None)   # wherever the loops run
     live = CheckpointBackend(backend.model, backend.extractor, vocab)
     live.log_probs(waves[0][None], torch.tensor([waves[0].shape[0]]))
