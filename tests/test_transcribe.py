@@ -123,14 +123,16 @@ def test_bf16_precision_runs_the_largest_products_in_bfloat16_and_transcribes_as
 @pytest.mark.parametrize("cell,front_end,bidirectional,kind,utterance_mean", [
     ("gru", "conv2d", True, "fbank", False), ("lstm", "conv1d", True, "logmel", True),
     ("rnn", "conv2d", False, "mfcc", False), ("gru", "conv1d", False, "spectrogram", False)])
-def test_one_input_at_a_time_runs_as_one_traced_graph_with_the_modules_very_log_probs(
+def test_inputs_one_by_one_run_as_one_traced_graph_with_the_modules_very_log_probs(
         cell, front_end, bidirectional, kind, utterance_mean, an4_test_utts, tmp_path):
-    """A loaded checkpoint on a CPU takes one whole input at a time (a file, a served request) through one traced
-    graph of its features and network, with the compiled loops in it, whose log-probs are the module's bit for bit
-    at every length (it checks itself on several when made); inputs shorter than a frame's FFT, padded inputs,
-    batches and a run's live modules run the module."""
+    """A loaded checkpoint on a CPU takes a single input (a file, a served request), or a batch that is mostly
+    padding (a server's requests), one input at a time through one traced graph of its features and network with
+    the compiled loops in it, whose log-probs are the module's for each input alone bit for bit at every length
+    (it checks itself on several when made); inputs shorter than a frame's FFT, batches of like lengths and a
+    run's live modules run the module."""
     from asr.backends.checkpoint import CheckpointBackend
     from asr.checkpoint import save_checkpoint
+    from asr.data import pad_waves
     from asr.features import FeatureConfig, FeatureExtractor
     from asr.model import AcousticModel, ModelConfig
     from asr.tokens import Vocabulary
@@ -145,29 +147,40 @@ def test_one_input_at_a_time_runs_as_one_traced_graph_with_the_modules_very_log_
     backend = asr.load_model(tmp_path / "m.pt").backend
     waves = [u.samples() for u in an4_test_utts[:3]] + [torch.randn(n) * 0.1 for n in (1, 511, 512, 16000 * 9 + 7)]
     calls = []
+    alone = lambda w: backend.network(w[None], torch.tensor([w.shape[0]]))      # the module, eagerly: (1, T', V)
+
+    def check(batch: list[torch.Tensor], module_runs: bool):
+        calls.clear()
+        got, got_n = backend.log_probs(*pad_waves(batch))
+        assert len(calls) == (module_runs or compiled_loop() is None)
+        for i, wave in enumerate(batch):
+            want, want_n = alone(wave)
+            if module_runs and len(batch) > 1:    # the module's batch: each input's own to float rounding
+                assert torch.allclose(got[i:i + 1, :want.shape[1]], want, atol=1e-4) and got_n[i] == want_n[0]
+            else:                                 # a graph's or the module's one input: bit for bit
+                assert torch.equal(got[i:i + 1, :want.shape[1]], want) and got_n[i] == want_n[0]
+
     with torch.no_grad():
         for _ in range(2):                                                     # the graph made at the second
             backend.log_probs(waves[0][None], torch.tensor([waves[0].shape[0]]))
         backend.network.register_forward_hook(lambda *args: calls.append(1))     # the module's forward ran
         for wave in waves:
-            lengths = torch.tensor([wave.shape[0]])
-            got, got_n = backend.log_probs(wave[None], lengths)
-            want, want_n = backend.network(wave[None], lengths)          # the module, eagerly
-            assert torch.equal(got, want) and torch.equal(got_n, want_n)
-            assert len(calls) == 1 + (wave.shape[0] < 512 or compiled_loop() is None)
-            calls.clear()
-        want0 = backend.network(waves[0][None], torch.tensor([waves[0].shape[0]]))[0]
+            check([wave], module_runs=wave.shape[0] < 512)
+        check([waves[1], waves[-1]], module_runs=False)                        # mostly padding: one by one
+        check([waves[0], waves[0][:-900]], module_runs=True)                   # like lengths: the module
+        want = alone(waves[0])[0]
         calls.clear()
-        padded = nn.functional.pad(waves[0], (0, 800))[None]            # (1, S + 800): not one whole input
-        assert torch.equal(backend.log_probs(padded, torch.tensor([waves[0].shape[0]]))[0], want0)
-        assert len(calls) == 1
+        padded = nn.functional.pad(waves[0], (0, 800))[None]                   # (1, S + 800): its own samples
+        assert torch.equal(backend.log_probs(padded, torch.tensor([waves[0].shape[0]]))[0], want)
+        assert len(calls) == (compiled_loop() is None)
         with ThreadPoolExecutor(2) as pool:                                # two model threads share the graph
             results = list(pool.map(lambda w: backend.log_probs(w[None], torch.tensor([w.shape[0]])), waves * 2))
         for wave, (got, _) in zip(waves * 2, results):
-            assert torch.equal(got, backend.network(wave[None], torch.tensor([wave.shape[0]]))[0])
+            assert torch.equal(got, alone(wave)[0])
     assert (backend.__dict__["_graph"] is not None) == (compiled_loop() is not None)   # wherever the loops run
     live = CheckpointBackend(backend.model, backend.extractor, vocab)
-    live.log_probs(waves[0][None], torch.tensor([waves[0].shape[0]]))
+    for _ in range(2):
+        live.log_probs(waves[0][None], torch.tensor([waves[0].shape[0]]))
     assert "_graph" not in live.__dict__                               # its weights may change: never traced
 
 
