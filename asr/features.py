@@ -11,7 +11,9 @@ Frame t of an input of S samples reads `win_length` samples from t * hop_length 
 Every input gets at least one frame. One function (`FeatureExtractor._frames`) makes the frames of
 a padded batch (each input its own length: a batch gives every input exactly its frames alone)
 and of audio arriving in pieces (`step`, for streaming), with tensor arithmetic only, so a traced
-or exported graph is right for every length. Every frame count and rate derives from FeatureConfig.
+or exported graph is right for every length; `whole` frames one whole input by the eager path's own
+operations, its length in size arithmetic only, for the graph the checkpoint backend traces for this
+process (asr.backends.checkpoint). Every frame count and rate derives from FeatureConfig.
 """
 from __future__ import annotations
 
