@@ -214,6 +214,17 @@ def test_bad_uploads_get_openai_errors_and_the_server_goes_on(an4_url, client, a
     assert metric(an4_url, "asr_requests_total", '{path="/v1/audio/transcriptions",status="413"}') >= 2
 
 
+def test_the_servers_warm_up_makes_the_one_input_graph_before_the_first_request(an4_model):
+    """`asr serve` warms its model up before it listens: the checkpoint backend's graph is made by then (where the
+    compiled loops run), so no request waits for the trace."""
+    from asr.native import compiled_loop
+    from asr.serve.app import warm_up
+
+    transcriber = asr.load_model(an4_model)
+    warm_up(transcriber)
+    assert (transcriber.backend.__dict__.get("_graph") is not None) == (compiled_loop() is not None)
+
+
 def test_health_and_metrics(an4_url, client, an4_test_utts):
     client.audio.transcriptions.create(model="whisper-1", file=Path(an4_test_utts[0].audio))
     code, health = request(an4_url, "GET", "/health")

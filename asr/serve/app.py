@@ -312,12 +312,19 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
+def warm_up(transcriber: Transcriber) -> None:
+    """Two calls on a second of silence, so that the first requests are not slow: the first pays for the decoder's
+    set-up, the second makes the checkpoint backend's one-input graph (0.1-0.3 s)."""
+    for _ in range(2):
+        transcriber.transcribe(torch.zeros(transcriber.sample_rate))
+
+
 def serve(transcriber: Transcriber, options: ServeOptions | None = None, sockets=None) -> None:
     """Run the server on options.host:options.port until interrupted (uvicorn; `sockets`: already bound ones
     instead, e.g. port 0 in tests)."""
     import uvicorn
 
-    transcriber.transcribe(torch.zeros(transcriber.sample_rate))        # warm-up: the first request is not slow
+    warm_up(transcriber)
     options = options or ServeOptions()
     config = uvicorn.Config(Server(transcriber, options).app, host=options.host, port=options.port,
                             log_level="warning", timeout_keep_alive=5)
