@@ -40,6 +40,13 @@ _FAR = 2 ** 40       # the length of an input that has not ended yet (2 * _FAR s
 PADDED_SHARE = 0.75  # an eager batch whose samples fill less of its padded size is computed input by input
 
 
+def mostly_padding(lengths: torch.Tensor) -> bool:
+    """Whether a batch of these (N,) sample counts, N > 1, is mostly padding: its samples fill less than PADDED_SHARE
+    of its padded size (inputs of mixed lengths, as a server's requests are), so that input by input is cheaper."""
+    n = lengths.shape[0]
+    return n > 1 and int(lengths.sum()) < PADDED_SHARE * n * int(lengths.max())
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     kind: str = "logmel"        # logmel | fbank (Kaldi framing, sherpa-onnx's front end) | spectrogram | mfcc
@@ -238,7 +245,7 @@ class FeatureExtractor(nn.Module):
         time spent on padding (length-bucketed training batches stay one call)."""
         frames = self.cfg.num_frames(lengths)                                               # (N,)
         n = waves.shape[0]
-        if eager() and n > 1 and int(lengths.sum()) < PADDED_SHARE * n * int(lengths.max()):
+        if eager() and mostly_padding(lengths):
             out = waves.new_zeros(n, int(frames.max()), self.cfg.dim, dtype=torch.float32)        # (N, T, F)
             for i in range(n):
                 out[i, :frames[i]] = self._frames(waves[i:i + 1, :lengths[i]], 0, 0, frames[i], lengths[i:i + 1])[0]

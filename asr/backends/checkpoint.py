@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
-from ..features import PADDED_SHARE, FeatureExtractor, FeatureState
+from ..features import FeatureExtractor, FeatureState, mostly_padding
 from ..model import AcousticModel, ModelState, eval_mode
 from ..native import compiled_loop
 from ..tracing import eager, tracing_in_process
@@ -192,14 +192,13 @@ class CheckpointBackend(Backend):
     def _one_input_graph(self, lengths: torch.Tensor) -> torch.jit.ScriptModule | None:
         """The network traced for one whole input (trace_one_input), for inputs of these (N,) lengths to take one
         by one: where `one_input_graph`, on a CPU, every input at least n_fft samples long, and one input or a
-        batch mostly padding (less than PADDED_SHARE of it samples: a server's requests of mixed lengths, which
-        the graph decodes 1.1-1.3x faster one by one than the module does as a batch; a length-sorted batch is
-        faster in the module); made at the second such call (a single file does not pay the trace). Else, or
-        where it cannot be made, None (the module runs)."""
+        batch mostly padding (asr.features.mostly_padding: a server's requests of mixed lengths, which the graph
+        decodes 1.1-1.3x faster one by one than the module does as a batch; a length-sorted batch is faster in the
+        module); made at the second such call (a single file does not pay the trace). Else, or where it cannot
+        be made, None (the module runs)."""
         if not (self.one_input_graph and self.device.type == "cpu"):
             return None
-        n, longest = lengths.shape[0], int(lengths.max())
-        if int(lengths.min()) < self.features.n_fft or (n > 1 and int(lengths.sum()) >= PADDED_SHARE * n * longest):
+        if int(lengths.min()) < self.features.n_fft or (lengths.shape[0] > 1 and not mostly_padding(lengths)):
             return None
         if "_graph" not in self.__dict__:
             with _graph_lock:
