@@ -27,6 +27,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from .audio import SAMPLE_RATE
+from .native import linear
 from .tracing import eager, native
 
 N_FFT = 512          # next power of two above the 25 ms window
@@ -231,7 +232,7 @@ class FeatureExtractor(nn.Module):
                 power = torch.add(c[..., 0], c[..., 1])            # one pass (1.4x .real.square() and .imag's)
             if self.cfg.kind == "spectrogram":
                 return torch.log(torch.clamp(power, min=LOG_FLOOR))
-            mel = power @ self.mel                                                          # (N, n, n_mels)
+            mel = linear(power, self.mel.t()) if native() else power @ self.mel              # (N, n, n_mels)
             if self.cfg.kind == "mfcc":
                 return torch.log(mel + 1e-6) @ self.dct                                     # as torchaudio's MFCC
             floor = KALDI_LOG_FLOOR if self.cfg.kind == "fbank" else LOG_FLOOR

@@ -16,6 +16,10 @@ from ..tracing import eager, tracing_in_process
 from .base import Backend, StepStream
 
 PIECE_SECONDS = 25.0   # padded audio whose features and convolutions run at once when a CPU decodes a batch
+# The most inputs of a mostly-padding batch (a server's requests: 16 at most by default) that go one by one through
+# the one-input graph: more, and the module's batched products are faster (AN4 test's 45 shortest files, fill 0.745,
+# one thread, float32: 121 against 92 ms; RESULTS.md "Products through oneDNN")
+ONE_BY_ONE_MAX = 16
 
 
 class Recognizer(nn.Module):
@@ -192,13 +196,15 @@ class CheckpointBackend(Backend):
     def _one_input_graph(self, lengths: torch.Tensor) -> torch.jit.ScriptModule | None:
         """The network traced for one whole input (trace_one_input), for inputs of these (N,) lengths to take one
         by one: where `one_input_graph`, on a CPU, every input at least n_fft samples long, and one input or a
-        batch mostly padding (asr.features.mostly_padding: a server's requests of mixed lengths, which the graph
-        decodes 1.1-1.3x faster one by one than the module does as a batch; a length-sorted batch is faster in the
-        module); made at the second such call (a single file does not pay the trace). Else, or where it cannot
-        be made, None (the module runs)."""
+        batch of at most ONE_BY_ONE_MAX mostly padding (asr.features.mostly_padding: a server's requests of mixed
+        lengths, which the graph serves faster one by one, its calls without Python's lock; a length-sorted batch
+        is faster in the module); made at the second such call (a single file does not pay the trace). Else, or
+        where it cannot be made, None (the module runs)."""
         if not (self.one_input_graph and self.device.type == "cpu"):
             return None
-        if int(lengths.min()) < self.features.n_fft or (lengths.shape[0] > 1 and not mostly_padding(lengths)):
+        n = lengths.shape[0]
+        few_mixed = n <= ONE_BY_ONE_MAX and mostly_padding(lengths)
+        if int(lengths.min()) < self.features.n_fft or (n > 1 and not few_mixed):
             return None
         if "_graph" not in self.__dict__:
             with _graph_lock:

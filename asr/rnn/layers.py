@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..native import compiled_loop
+from ..native import compiled_loop, linear
 
 
 def reorder(a: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
@@ -30,7 +30,7 @@ def _project(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, order):
         if w_ih.dtype == torch.bfloat16:                                # precision "bf16" (asr.rnn.stack.products_in)
             compiled_loop().linear_bf16(out[k].view(t * n, g), bias[k], xs[k].reshape(t * n, c), w_ih[k])
         else:
-            torch.addmm(bias[k], xs[k].reshape(t * n, c), w_ih[k].t(), out=out[k].view(t * n, g))
+            linear(xs[k].reshape(t * n, c), w_ih[k], bias[k], out=out[k].view(t * n, g))
     return out, xs
 
 
@@ -62,7 +62,7 @@ def _input_grads(dg: torch.Tensor, xs: list[torch.Tensor], w_ih: torch.Tensor, o
     dx, dw = None, []
     for k in range(d):
         dgk = dg[:, k].reshape(t * n, g)
-        part = (dgk @ w_ih[k]).view(t, n, -1)                           # (T, N, C) in direction k's order
+        part = linear(dgk, w_ih[k].t()).view(t, n, -1)                  # (T, N, C) in direction k's order
         part = part if k == 0 else reorder(part, order)
         dx = part if dx is None else dx.add_(part)
         dw.append(dgk.t() @ xs[k].reshape(t * n, -1))                   # (gH, C)

@@ -1,0 +1,93 @@
+"""asr.native's float32 products: `linear` through oneDNN or BLAS, the same maths either way; oneDNN only where
+autograd does not need the product and no exported graph will hold it; the engine chosen by the CPU."""
+import pytest
+import torch
+from torch import nn
+
+from asr import native
+from asr.native import linear, onednn_products
+from asr.tracing import tracing_in_process
+
+ONEDNN_OP = "mkldnn::_linear_pointwise"
+
+
+@pytest.fixture
+def engine():
+    """Sets the products' engine for one test (True: oneDNN); this process's choice is made again after."""
+    yield onednn_products
+    native._products.clear()
+
+
+def _ops(f) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        f()
+    return {e.name for e in prof.events()}
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+@pytest.mark.parametrize("rows, bias, three_d", [(37, True, False), (1, True, False), (0, True, False),
+                                                 (40, False, True), (300, True, True)])
+def test_linear_is_f_linear_through_either_engine(rows, bias, three_d, onednn, engine):
+    engine(onednn)
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 19, generator=g)
+    x = x.view(2, rows // 2, 19)[:, 1:] if three_d else x               # (2, n, K), not contiguous, or (rows, K)
+    w, b = torch.randn(23, 19, generator=g), torch.randn(23, generator=g) if bias else None
+    want = nn.functional.linear(x.double(), w.double(), None if b is None else b.double()).float()
+    got = []
+    ops = _ops(lambda: got.append(linear(x, w, b)))
+    assert got[0].shape == want.shape
+    torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-5)
+    assert (ONEDNN_OP in ops) == onednn
+    if not three_d:                                                              # into a given tensor
+        out = torch.full((x.shape[0], 23), float("nan"))
+        assert linear(x, w, b, out=out) is out
+        torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_product_autograd_needs_stays_torchs(engine):
+    engine(True)
+    x, w = torch.randn(30, 8, requires_grad=True), torch.randn(5, 8, requires_grad=True)
+    ops = _ops(lambda: linear(x, w).square().sum().backward())
+    assert ONEDNN_OP not in ops
+    torch.testing.assert_close(x.grad, 2 * (x @ w.t()) @ w)
+    with torch.no_grad():
+        assert ONEDNN_OP in _ops(lambda: linear(x, w))
+
+
+class _Linear(nn.Linear):
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)
+
+
+def test_exported_graphs_hold_the_standard_product_a_graph_for_this_process_onednns(engine):
+    """A trace for a saved or exported graph (TorchScript, ONNX) records F.linear; one for this process alone
+    (asr.tracing.tracing_in_process, the checkpoint backend's one-input graph) records oneDNN's product, and
+    keeps the number of rows dynamic."""
+    engine(True)
+    layer = _Linear(8, 5)
+    f = layer
+    with torch.no_grad():
+        exported = torch.jit.trace(f, torch.randn(30, 8))
+        with tracing_in_process():
+            in_process = torch.jit.trace(f, torch.randn(30, 8))
+        kinds = lambda graph: {n.kind() for n in graph.graph.nodes()}
+        assert ONEDNN_OP not in kinds(exported) and "aten::linear" in kinds(exported)
+        assert ONEDNN_OP in kinds(in_process)
+        x = torch.randn(77, 8)
+        torch.testing.assert_close(in_process(x), nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_the_engine_is_chosen_by_the_cpu_or_by_asr_onednn_products(engine, monkeypatch):
+    """oneDNN where MKL lacks the CPU's widest instructions (an AMD CPU with AVX-512), BLAS elsewhere, the same in
+    every process on a machine; ASR_ONEDNN_PRODUCTS=1 / 0 decides instead."""
+    monkeypatch.delenv("ASR_ONEDNN_PRODUCTS", raising=False)
+    native._products.clear()
+    amd512 = torch.backends.cpu.get_cpu_capability() == "AVX512" and native._cpu_vendor() == "AuthenticAMD"
+    assert onednn_products() == amd512
+    assert native._cpu_vendor() in ("GenuineIntel", "AuthenticAMD")                 # x86, read from /proc/cpuinfo
+    for value, want in (("1", True), ("0", False)):
+        monkeypatch.setenv("ASR_ONEDNN_PRODUCTS", value)
+        native._products.clear()
+        assert onednn_products() == want
