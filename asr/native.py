@@ -5,7 +5,7 @@ cannot be built, and asr.rnn runs its Python loop (the same maths).
     ops = compiled_loop()          # torch.ops.asr_rnn_loop, or None
     compiled_loop(False)           # this process runs the Python loop (benchmarks time both)
     bf16_instructions(), bf16_tiles()   # what this CPU computes in bfloat16 fast (precision "bf16" asks)
-    linear(x, w, bias)             # a float32 product of many rows through the fastest engine here (oneDNN or BLAS)
+    linear(x, w, bias)             # a float32 product through the faster engine here (oneDNN or BLAS)
 """
 from __future__ import annotations
 
@@ -58,13 +58,13 @@ _products: dict = {}                    # "onednn": whether `linear` takes oneDN
 
 
 def onednn_products(enable: bool | None = None) -> bool:
-    """Whether `linear`'s float32 products of many rows go through oneDNN (torch's own, the engine of its
-    convolutions) rather than torch's BLAS (MKL in the x86 wheels): on AMD's CPUs with AVX-512,
-    where MKL runs its AVX2 kernels and oneDNN its AVX-512 ones (a 2-core AMD EPYC, family 26: 250-264 against
-    104-112 GFLOP/s at the recurrent stack's input products, recipes/an4/RESULTS.md); on Intel's, MKL has AVX-512
-    too, and nothing changes. ASR_ONEDNN_PRODUCTS=1 / 0 decides instead; `enable` switches it for this process
-    (benchmarks time both). Decided by the CPU, not timed, so that every process on a machine computes alike (a
-    resumed run's sums in the same order as the first)."""
+    """Whether `linear`'s float32 products go through oneDNN (torch's own, the engine of its convolutions) rather
+    than torch's BLAS (MKL in the x86 wheels): on AMD's CPUs with AVX-512, where MKL runs its AVX2 kernels and
+    oneDNN its AVX-512 ones (a 2-core AMD EPYC, family 26: 250-264 against 104-112 GFLOP/s at the recurrent
+    stack's input products, recipes/an4/RESULTS.md); on Intel's, MKL has AVX-512 too, and nothing changes.
+    ASR_ONEDNN_PRODUCTS=1 / 0 decides instead; `enable` switches it for this process (benchmarks time both).
+    Decided by the CPU, not timed, so that every process on a machine computes alike (a resumed run's sums in
+    the same order as the first)."""
     if enable is not None:
         _products["onednn"] = enable
     if "onednn" not in _products:
@@ -90,14 +90,14 @@ def _cpu_vendor() -> str:
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) @ w (N, K)^T + bias (N,) -> (..., N) (written into `out` where given: x 2-D): F.linear, through
-    oneDNN where `onednn_products` and the product is float32 on a CPU, outside autograd, eager or in a graph for
-    this process alone (asr.tracing.native: exports hold standard operations only). The two agree to float32
+    oneDNN where `onednn_products` and the product is float32 on a CPU, outside autograd and autocast, eager or in a
+    graph for this process alone (asr.tracing.native: exports hold standard operations only). The two agree to float32
     rounding; a product of one row takes ~8 us longer through oneDNN (its set-up), one of hundreds 2.3x less time."""
     from .tracing import native
 
     if (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu"
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
-            and native() and onednn_products()):
+            and not torch.is_autocast_enabled("cpu") and native() and onednn_products()):
         # the bias as a broadcast addend: the op's plain form takes a list the tracer cannot record
         addend = (bias if bias is not None else w.new_zeros(w.shape[0]))[None]                 # (1, N)
         y = torch.ops.mkldnn._linear_pointwise.binary(x.reshape(-1, x.shape[-1]), addend, w, None, "add")
