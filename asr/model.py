@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .native import bf16_instructions, onednn_products
+from .native import bf16_instructions, onednn_active
 from .rnn import dropout as rnn_dropout
 from .rnn import products as rnn_products
 from .rnn import products_in
@@ -301,12 +301,12 @@ class AcousticModel(nn.Module):
             mask = valid_frames(out_lengths, x.shape[1])
         # asr.rnn where it is faster: training (padded or packed: its backward pass is the gain), inputs of one
         # length (a file, a stream), products in bfloat16 (precision "bf16": its bfloat16 input products make the
-        # padding cheap) or through oneDNN (asr.native.onednn_products: 2.3x BLAS's speed). Inference on a packed
+        # padding cheap) or through oneDNN (asr.native.onednn_active: 2.3x BLAS's speed). Inference on a packed
         # batch of unequal lengths in float32 through BLAS runs torch.nn's packed kernel: its input products skip
         # the padding, and AN4 test on 1 thread took 0.73-0.74 s that way against 0.76-0.85 s through the compiled
         # loops (which shrink the batch as inputs end too, but project every padded step)
         bf16 = rnn_products(self.rnn) == torch.bfloat16
-        fits = out_lengths is not None and (not pack or torch.is_grad_enabled() or bf16 or onednn_products()
+        fits = out_lengths is not None and (not pack or torch.is_grad_enabled() or bf16 or onednn_active()
                                             or bool((out_lengths == out_lengths[0]).all()))
         if fits and self.fast_rnn and rnn_supports(self.rnn, x):
             y, rnn_state = run_rnn(self.rnn, x, state.rnn, out_lengths if pack else None)

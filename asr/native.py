@@ -5,7 +5,7 @@ cannot be built, and asr.rnn runs its Python loop (the same maths).
     ops = compiled_loop()          # torch.ops.asr_rnn_loop, or None
     compiled_loop(False)           # this process runs the Python loop (benchmarks time both)
     bf16_instructions(), bf16_tiles()   # what this CPU computes in bfloat16 fast (precision "bf16" asks)
-    linear(x, w, bias)             # a float32 product through the faster engine here (oneDNN or BLAS)
+    with batch_products(): linear(x, w, bias)   # a batch's float32 product through the faster engine (oneDNN or BLAS)
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -55,6 +56,7 @@ def bf16_tiles() -> bool:
 
 
 _products: dict = {}                    # "onednn": whether `linear` takes oneDNN, decided once a process
+_local = threading.local()              # .batch: within `batch_products` on this thread
 
 
 def onednn_products(enable: bool | None = None) -> bool:
@@ -87,21 +89,49 @@ def _cpu_vendor() -> str:
     return ""
 
 
+@contextmanager
+def batch_products():
+    """Within, on this thread: `linear` may take oneDNN (`onednn_products`): a batch's forward in decoding, a
+    training step's forward and backward. Outside, and in any traced graph, torch's BLAS: one input's products (a
+    file, a request; the checkpoint's one-input graph, which must equal the module bit for bit) gained nothing
+    measurable, and oneDNN keeps ~0.7 MB for every row count it has run (a server meets every length)."""
+    before = getattr(_local, "batch", False)
+    _local.batch = True
+    try:
+        yield
+    finally:
+        _local.batch = before
+
+
+def onednn_active() -> bool:
+    """Whether `linear` takes oneDNN here and now (`batch_products` and `onednn_products`)."""
+    return getattr(_local, "batch", False) and onednn_products()
+
+
+def bucket_rows(m: int) -> int:
+    """m rows rounded up to one of 8 sizes an octave (16 at least apart): the row counts oneDNN is asked for, so that
+    a run meets a bounded few of them (each costs ~0.7 MB kept, see `batch_products`) for at most 1/8 more rows."""
+    step = max(16, 1 << max(0, m.bit_length() - 4))
+    return -(-m // step) * step
+
+
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) @ w (N, K)^T + bias (N,) -> (..., N) (written into `out` where given: x 2-D): F.linear, through
-    oneDNN where `onednn_products` and the product is float32 on a CPU, outside autograd and autocast, eager or in a
-    graph for this process alone (asr.tracing.native: exports hold standard operations only). The two agree to float32
-    rounding; a product of one row takes ~8 us longer through oneDNN (its set-up), one of hundreds 2.3x less time."""
-    from .tracing import native
+    oneDNN where `onednn_active` and the product is float32 on a CPU, eager, outside autograd and autocast (its
+    rows padded to `bucket_rows`). The two agree to float32 rounding."""
+    from .tracing import eager
 
-    if (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu"
+    if (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and onednn_active() and eager()
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
-            and not torch.is_autocast_enabled("cpu") and native() and onednn_products()):
-        # the bias as a broadcast addend: the op's plain form takes a list the tracer cannot record
-        addend = (bias if bias is not None else w.new_zeros(w.shape[0]))[None]                 # (1, N)
-        y = torch.ops.mkldnn._linear_pointwise.binary(x.reshape(-1, x.shape[-1]), addend, w, None, "add")
-        y = y.view(*x.shape[:-1], w.shape[0])                                                   # (..., N)
+            and not torch.is_autocast_enabled("cpu")):
+        rows = x.reshape(-1, x.shape[-1])                                                         # (M, K)
+        m = rows.shape[0]
+        if bucket_rows(m) > m:
+            rows = torch.cat([rows, rows.new_zeros(bucket_rows(m) - m, rows.shape[1])])
+        addend = (bias if bias is not None else w.new_zeros(w.shape[0]))[None]                     # (1, N)
+        y = torch.ops.mkldnn._linear_pointwise.binary(rows, addend, w, None, "add")[:m]
+        y = y.view(*x.shape[:-1], w.shape[0])                                                       # (..., N)
         return y if out is None else out.copy_(y)
     if out is None:
         return torch.nn.functional.linear(x, w, bias)

@@ -1,6 +1,7 @@
 """The eager PyTorch backend: a checkpoint written by training (best.pt), or the live modules of a run."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from pathlib import Path
@@ -11,7 +12,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..features import FeatureExtractor, FeatureState, mostly_padding
 from ..model import AcousticModel, ModelState, eval_mode
-from ..native import compiled_loop
+from ..native import batch_products, compiled_loop
 from ..tracing import eager, tracing_in_process
 from .base import Backend, StepStream
 
@@ -189,8 +190,9 @@ class CheckpointBackend(Backend):
         with eval_mode(self.network):         # a run's live model evaluates on dev between epochs
             if (graph := self._one_input_graph(lengths)) is not None:
                 log_probs, out_lengths = _one_by_one(graph, waves, lengths)
-            else:
-                log_probs, out_lengths = self.network(waves, lengths)                 # (N, T', V)
+            else:   # a batch's products through oneDNN where it is faster (asr.native.batch_products)
+                with batch_products() if waves.shape[0] > 1 else contextlib.nullcontext():
+                    log_probs, out_lengths = self.network(waves, lengths)             # (N, T', V)
         return log_probs.float().cpu(), out_lengths.cpu()
 
     def _one_input_graph(self, lengths: torch.Tensor) -> torch.jit.ScriptModule | None:

@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 
-from ..native import compiled_loop, linear, onednn_products
+from ..native import batch_products, compiled_loop, linear, onednn_products
 from ..rnn import products_in, run
 
 GATES = {nn.GRU: 3, nn.LSTM: 4, nn.RNN: 1}
@@ -31,7 +31,7 @@ def matmul_peak(threads: int, size: int = PEAK_SIZE, repeats: int = 3, dtype: to
     if onednn is not None:
         onednn_products(onednn)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), batch_products():
             product = (lambda: linear(a, b)) if dtype == torch.float32 else (lambda: a @ b)
             product()
             best = float("inf")
@@ -82,7 +82,7 @@ def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]
     torch.set_num_threads(threads)
     rnn.train(train)
 
-    def ours():
+    def ours():                                   # as a model's batch runs it (asr.native.batch_products)
         for x, n in batches:
             y, _ = run(rnn, x.requires_grad_(train), None, None if train else n)
             if train:
@@ -97,7 +97,7 @@ def bench_stack(rnn: nn.RNNBase, batches: list[tuple[torch.Tensor, torch.Tensor]
                 rnn(pack_padded_sequence(x, n, batch_first=True, enforce_sorted=False))
 
     compiled = compiled_loop() is not None
-    with torch.set_grad_enabled(train):
+    with torch.set_grad_enabled(train), batch_products():
         seconds = {"asr.rnn": _time(ours, repeats), "torch.nn": _time(theirs, repeats)}
         if compiled:                                                    # and asr.rnn with its Python loop
             compiled_loop(False)
