@@ -1,6 +1,7 @@
-"""The package's compiled code: the recurrent layers' time loops (asr/rnn_loop.cpp), built with torch's C++
-extension tools on first use and loaded as torch.ops.asr_rnn_loop, which asr.rnn's layers call; None where they
-cannot be built, and asr.rnn runs its Python loop (the same maths).
+"""The package's compiled code and this CPU's fast paths: the recurrent layers' time loops (asr/rnn_loop.cpp),
+built with torch's C++ extension tools on first use and loaded as torch.ops.asr_rnn_loop, which asr.rnn's layers
+call (None where they cannot be built, and asr.rnn runs its Python loop: the same maths); which engine a batch's
+float32 products take (oneDNN or BLAS); what the CPU computes in bfloat16.
 
     ops = compiled_loop()          # torch.ops.asr_rnn_loop, or None
     compiled_loop(False)           # this process runs the Python loop (benchmarks time both)
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from .tracing import eager
 
 _LOOP_SOURCE = Path(__file__).with_name("rnn_loop.cpp")
 _loop_lock = threading.Lock()
@@ -120,8 +123,6 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
     """x (..., K) @ w (N, K)^T + bias (N,) -> (..., N) (written into `out` where given: x 2-D): F.linear, through
     oneDNN where `onednn_active` and the product is float32 on a CPU, eager, outside autograd and autocast (its
     rows padded to `bucket_rows`). The two agree to float32 rounding."""
-    from .tracing import eager
-
     if (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and onednn_active() and eager()
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
             and not torch.is_autocast_enabled("cpu")):
