@@ -127,9 +127,9 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
             and not torch.is_autocast_enabled("cpu")):
         rows = x.reshape(-1, x.shape[-1])                                                         # (M, K)
-        m = rows.shape[0]
-        if bucket_rows(m) > m:
-            rows = torch.cat([rows, rows.new_zeros(bucket_rows(m) - m, rows.shape[1])])
+        m, padded = rows.shape[0], bucket_rows(rows.shape[0])
+        if padded > m:
+            rows = torch.cat([rows, rows.new_zeros(padded - m, rows.shape[1])])
         addend = (bias if bias is not None else w.new_zeros(w.shape[0]))[None]                     # (1, N)
         y = torch.ops.mkldnn._linear_pointwise.binary(rows, addend, w, None, "add")[:m]
         y = y.view(*x.shape[:-1], w.shape[0])                                                       # (..., N)

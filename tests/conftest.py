@@ -211,3 +211,12 @@ features: {kind: fbank}
 text: {charset: data, case: lower, language: fa}
 model: {conv_channels: 96, hidden: 128, layers: 2, dropout: 0.0}
 """
+
+
+@pytest.fixture
+def products_engine():
+    """Sets the float32 products' engine for one test (asr.native.onednn_products: True for oneDNN); this process's
+    own choice is made again after it."""
+    from asr import native
+    yield native.onednn_products
+    native._products.clear()

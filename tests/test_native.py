@@ -12,13 +12,6 @@ from asr.tracing import tracing_in_process
 ONEDNN_OP = "mkldnn::_linear_pointwise"
 
 
-@pytest.fixture
-def engine():
-    """Sets the products' engine for one test (True: oneDNN); this process's choice is made again after."""
-    yield onednn_products
-    native._products.clear()
-
-
 def _ops(f) -> set[str]:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         f()
@@ -28,8 +21,8 @@ def _ops(f) -> set[str]:
 @pytest.mark.parametrize("onednn", [False, True])
 @pytest.mark.parametrize("rows, bias, three_d", [(37, True, False), (1, True, False), (0, True, False),
                                                  (40, False, True), (300, True, True)])
-def test_linear_is_f_linear_through_either_engine(rows, bias, three_d, onednn, engine):
-    engine(onednn)
+def test_linear_is_f_linear_through_either_engine(rows, bias, three_d, onednn, products_engine):
+    products_engine(onednn)
     g = torch.Generator().manual_seed(rows)
     x = torch.randn(rows, 19, generator=g)
     x = x.view(2, rows // 2, 19)[:, 1:] if three_d else x               # (2, n, K), not contiguous, or (rows, K)
@@ -49,8 +42,8 @@ def test_linear_is_f_linear_through_either_engine(rows, bias, three_d, onednn, e
     assert (ONEDNN_OP in ops) == onednn
 
 
-def test_a_product_autograd_needs_stays_torchs(engine):
-    engine(True)
+def test_a_product_autograd_needs_stays_torchs(products_engine):
+    products_engine(True)
     x, w = torch.randn(30, 8, requires_grad=True), torch.randn(5, 8, requires_grad=True)
     with batch_products():
         ops = _ops(lambda: linear(x, w).square().sum().backward())
@@ -74,10 +67,10 @@ class _Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
-def test_traced_graphs_hold_the_standard_product(engine):
+def test_traced_graphs_hold_the_standard_product(products_engine):
     """A trace, for export or for this process alone (asr.tracing.tracing_in_process: the checkpoint backend's
     one-input graph, which must equal the module bit for bit), records F.linear even within a batch's scope."""
-    engine(True)
+    products_engine(True)
     layer = _Linear(8, 5)
     with torch.no_grad(), batch_products():
         for graph in (torch.jit.trace(layer, torch.randn(30, 8)), _in_process(layer)):
@@ -90,7 +83,7 @@ def _in_process(layer):
         return torch.jit.trace(layer, torch.randn(30, 8))
 
 
-def test_the_engine_is_chosen_by_the_cpu_or_by_asr_onednn_products(engine, monkeypatch):
+def test_the_engine_is_chosen_by_the_cpu_or_by_asr_onednn_products(products_engine, monkeypatch):
     """oneDNN where MKL lacks the CPU's widest instructions (an AMD CPU with AVX-512), BLAS elsewhere, the same in
     every process on a machine; ASR_ONEDNN_PRODUCTS=1 / 0 decides instead."""
     monkeypatch.delenv("ASR_ONEDNN_PRODUCTS", raising=False)

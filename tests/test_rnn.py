@@ -125,31 +125,28 @@ def test_same_outputs_states_and_gradients_as_torch_nn(cell, bidirectional, laye
 
 @pytest.mark.parametrize("onednn", [False, True])
 @pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
-def test_either_products_engine_gives_torch_nns_outputs_and_gradients(cell, onednn):
+def test_either_products_engine_gives_torch_nns_outputs_and_gradients(cell, onednn, products_engine):
     """The input projections and their input gradients through oneDNN or BLAS (asr.native.linear; a packed batch
     decoding in float32 runs the compiled loops where oneDNN projects: AcousticModel.head)."""
     from asr import native
-    native.onednn_products(onednn)
-    try:
-        torch.manual_seed(1)
-        module = cell(40, 32, num_layers=2, batch_first=True, bidirectional=True)
-        x, lengths = torch.randn(6, 30, 40), torch.tensor([30, 4, 17, 30, 1, 22])
-        h0 = tuple(torch.randn(4, 6, 32) for _ in range(2 if cell is nn.LSTM else 1))
-        with native.batch_products():                  # as a training step runs it
-            ours = _results(fast.run, module, x, h0, lengths)
-        for a, b in zip(ours, _results(_nn, module, x, h0, lengths)):
-            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
-        model = AcousticModel(ModelConfig(n_features=20, conv_channels=16, hidden=16, layers=2, dropout=0.0,
-                                          cell=cell.__name__.lower())).eval()
-        frames = torch.tensor([60, 41, 13])
-        feats = torch.randn(3, 60, 20) * (torch.arange(60) < frames[:, None])[..., None]   # (3, 60, 20), 0 past
-        with torch.no_grad(), native.batch_products():   # as a decoding batch runs it
-            batch, _ = model(feats, frames, pack=True)
-            for i, n in enumerate(frames.tolist()):
-                alone, m = model(feats[i:i + 1, :n], frames[i:i + 1])
-                torch.testing.assert_close(batch[i:i + 1, :m[0]], alone, atol=1e-5, rtol=1e-5)
-    finally:
-        native._products.clear()
+    products_engine(onednn)
+    torch.manual_seed(1)
+    module = cell(40, 32, num_layers=2, batch_first=True, bidirectional=True)
+    x, lengths = torch.randn(6, 30, 40), torch.tensor([30, 4, 17, 30, 1, 22])
+    h0 = tuple(torch.randn(4, 6, 32) for _ in range(2 if cell is nn.LSTM else 1))
+    with native.batch_products():                  # as a training step runs it
+        ours = _results(fast.run, module, x, h0, lengths)
+    for a, b in zip(ours, _results(_nn, module, x, h0, lengths)):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+    model = AcousticModel(ModelConfig(n_features=20, conv_channels=16, hidden=16, layers=2, dropout=0.0,
+                                      cell=cell.__name__.lower())).eval()
+    frames = torch.tensor([60, 41, 13])
+    feats = torch.randn(3, 60, 20) * (torch.arange(60) < frames[:, None])[..., None]   # (3, 60, 20), 0 past
+    with torch.no_grad(), native.batch_products():   # as a decoding batch runs it
+        batch, _ = model(feats, frames, pack=True)
+        for i, n in enumerate(frames.tolist()):
+            alone, m = model(feats[i:i + 1, :n], frames[i:i + 1])
+            torch.testing.assert_close(batch[i:i + 1, :m[0]], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_the_model_trains_and_decodes_the_same_through_either_stack():

@@ -125,13 +125,12 @@ def test_bf16_precision_runs_the_largest_products_in_bfloat16_and_transcribes_as
     ("rnn", "conv2d", False, "mfcc", False), ("gru", "conv1d", False, "spectrogram", False)])
 @pytest.mark.parametrize("onednn", [False, True])   # the products' engine (asr.native.onednn_products)
 def test_inputs_one_by_one_run_as_one_traced_graph_with_the_modules_very_log_probs(
-        cell, front_end, bidirectional, kind, utterance_mean, onednn, an4_test_utts, tmp_path, request):
+        cell, front_end, bidirectional, kind, utterance_mean, onednn, an4_test_utts, tmp_path, products_engine):
     """A loaded checkpoint on a CPU takes a single input (a file, a served request), or a batch of a few inputs
     that is mostly padding (a server's requests), one input at a time through one traced graph of its features and
     network with the compiled loops in it, whose log-probs are the module's for each input alone bit for bit at
     every length (it checks itself on several when made); inputs shorter than a frame's FFT, batches of like
     lengths or of more than ONE_BY_ONE_MAX inputs and a run's live modules run the module."""
-    from asr import native
     from asr.backends.checkpoint import ONE_BY_ONE_MAX, CheckpointBackend
     from asr.checkpoint import save_checkpoint
     from asr.data import pad_waves
@@ -139,8 +138,7 @@ def test_inputs_one_by_one_run_as_one_traced_graph_with_the_modules_very_log_pro
     from asr.model import AcousticModel, ModelConfig
     from asr.tokens import Vocabulary
 
-    native.onednn_products(onednn)
-    request.addfinalizer(native._products.clear)
+    products_engine(onednn)
     torch.manual_seed(0)
     features, vocab = FeatureConfig(kind=kind, utterance_mean=utterance_mean), Vocabulary()
     model = AcousticModel(ModelConfig(n_features=features.dim, vocab_size=len(vocab), cell=cell, front_end=front_end,
