@@ -1,12 +1,14 @@
 """The package's compiled code and this CPU's fast paths: the recurrent layers' time loops (asr/rnn_loop.cpp),
 built with torch's C++ extension tools on first use and loaded as torch.ops.asr_rnn_loop, which asr.rnn's layers
 call (None where they cannot be built, and asr.rnn runs its Python loop: the same maths); which engine a batch's
-float32 products take (oneDNN or BLAS); what the CPU computes in bfloat16.
+float32 products take (oneDNN or BLAS), and the loops' steps (their own kernel or BLAS); what the CPU computes in
+bfloat16.
 
     ops = compiled_loop()          # torch.ops.asr_rnn_loop, or None
     compiled_loop(False)           # this process runs the Python loop (benchmarks time both)
     bf16_instructions(), bf16_tiles()   # what this CPU computes in bfloat16 fast (precision "bf16" asks)
     with batch_products(): linear(x, w, bias)   # a batch's float32 product through the faster engine (oneDNN or BLAS)
+    own_step_products()            # whether the loops' own kernel takes every step's product (else BLAS past 16 rows)
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ def compiled_loop(enable: bool | None = None):
         with _loop_lock:
             if "ops" not in _loop_state:
                 _loop_state["ops"] = _build_loop()
+                own_step_products()                                     # this process's choice, to the loops
     return _loop_state["ops"]
 
 
@@ -58,7 +61,7 @@ def bf16_tiles() -> bool:
     return torch.cpu._is_amx_tile_supported()
 
 
-_products: dict = {}                    # "onednn": whether `linear` takes oneDNN, decided once a process
+_products: dict = {}                    # "onednn", "steps": onednn_products, own_step_products, decided once a process
 _local = threading.local()              # .batch: within `batch_products` on this thread
 
 
@@ -67,17 +70,37 @@ def onednn_products(enable: bool | None = None) -> bool:
     than torch's BLAS (MKL in the x86 wheels): on AMD's CPUs with AVX-512, where MKL runs its AVX2 kernels and
     oneDNN its AVX-512 ones (a 2-core AMD EPYC, family 26: 250-264 against 104-112 GFLOP/s at the recurrent
     stack's input products, recipes/an4/RESULTS.md); on Intel's, MKL has AVX-512 too, and nothing changes.
-    ASR_ONEDNN_PRODUCTS=1 / 0 decides instead; `enable` switches it for this process (benchmarks time both).
-    Decided by the CPU, not timed, so that every process on a machine computes alike (a resumed run's sums in
-    the same order as the first)."""
+    ASR_ONEDNN_PRODUCTS=1 / 0 decides instead; `enable` switches it for this process (benchmarks time both)."""
     if enable is not None:
         _products["onednn"] = enable
     if "onednn" not in _products:
         env = os.environ.get("ASR_ONEDNN_PRODUCTS")
-        _products["onednn"] = (env == "1" if env in ("0", "1") else
-                               torch.backends.cpu.get_cpu_capability() == "AVX512" and _cpu_vendor() == "AuthenticAMD")
+        _products["onednn"] = env == "1" if env in ("0", "1") else _blas_without_avx512()
         _products["onednn"] &= torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     return _products["onednn"]
+
+
+def own_step_products(enable: bool | None = None) -> bool:
+    """Whether the compiled loops compute every step's float32 product with their own AVX-512 kernel (rnn_loop.cpp's
+    small_gemm, else only those of at most 16 rows) rather than torch's sgemm: where the BLAS runs AVX2 kernels on
+    a CPU with AVX-512 (a 2-core AMD EPYC, family 26: 215-233 against 66-109 GFLOP/s at a step's shapes, AN4 test
+    decoded in batches 1.27-1.33x faster, recipes/an4/RESULTS.md). ASR_OWN_STEP_PRODUCTS=1 / 0 decides instead;
+    `enable` switches it for this process (and tells the loops, where built)."""
+    if enable is not None:
+        _products["steps"] = enable
+    if "steps" not in _products:
+        env = os.environ.get("ASR_OWN_STEP_PRODUCTS")
+        _products["steps"] = env == "1" if env in ("0", "1") else _blas_without_avx512()
+    if (ops := _loop_state.get("ops")) is not None:
+        ops.own_products(_products["steps"])
+    return _products["steps"]
+
+
+def _blas_without_avx512() -> bool:
+    """Whether torch's BLAS (MKL in the x86 wheels) runs AVX2 kernels on a CPU with AVX-512: AMD's, where MKL keeps
+    AVX-512 for Intel's. Decided by the CPU, not timed, so that every process on a machine computes alike (a
+    resumed run's sums in the same order as the first)."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX512" and _cpu_vendor() == "AuthenticAMD"
 
 
 def _cpu_vendor() -> str:

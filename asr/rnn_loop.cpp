@@ -18,6 +18,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <tuple>
 #include <utility>
@@ -117,10 +118,15 @@ void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b,
 // against sgemm: 1.27-1.33x at 1-3 rows, 1.1-1.3x at 4-16, mixed at 24-64.
 constexpr int64_t kSmallRows = 16;
 
+// Whether every product goes through small_gemm, whatever its rows (`own_products`, set by asr.native where torch's
+// BLAS runs AVX2 kernels on a CPU with AVX-512: MKL on AMD's CPUs). There, one thread, 160 x 480 weights, a 2-core
+// AMD EPYC (2026-12-07): small_gemm 215-233 GFLOP/s at 4-96 rows against sgemm's 66-109.
+std::atomic<bool> own_products{false};
+
 // c (m, n) = a (m, k) @ b (k, n) + beta * c, every matrix row-major with rows of its own width; BLAS is
 // column-major, so it computes c^T = b^T a^T. False where there is no sgemm (the caller runs ATen's).
 bool gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float beta, float* c) {
-  if (m <= kSmallRows) {
+  if (m <= kSmallRows || own_products.load(std::memory_order_relaxed)) {
     small_gemm(m, n, k, a, b, beta, c);
     return true;
   }
@@ -608,6 +614,7 @@ TORCH_LIBRARY(asr_rnn_loop, m) {
   m.def("blas() -> bool", [] { return find_sgemm() != nullptr; });  // the steps' products call sgemm directly
   m.def("blas_bf16() -> bool", [] { return find_gemm_bf16() != nullptr; });  // ... and at "bf16" MKL's bf16 gemm
   m.def("bf16_pairs() -> bool", [] { return cpu_has_bf16_pairs(); });  // ... or gemm_pairs, on AVX-512 BF16
+  m.def("own_products(bool on) -> bool", [](bool on) { return own_products.exchange(on); });  // see gemm
   m.def("linear_bf16(Tensor(a!) out, Tensor bias, Tensor x, Tensor w) -> ()");
 }
 

@@ -220,3 +220,4 @@ def products_engine():
     from asr import native
     yield native.onednn_products
     native._products.clear()
+    native.own_step_products()

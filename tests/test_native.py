@@ -95,3 +95,18 @@ def test_the_engine_is_chosen_by_the_cpu_or_by_asr_onednn_products(products_engi
         monkeypatch.setenv("ASR_ONEDNN_PRODUCTS", value)
         native._products.clear()
         assert onednn_products() == want
+
+
+def test_the_steps_kernel_is_chosen_by_the_cpu_or_by_asr_own_step_products(products_engine, monkeypatch):
+    """The loops' own kernel for every step's product where MKL lacks the CPU's widest instructions, as for
+    oneDNN; ASR_OWN_STEP_PRODUCTS=1 / 0 decides instead; the choice reaches the compiled loops."""
+    ops = native.compiled_loop()
+    monkeypatch.delenv("ASR_OWN_STEP_PRODUCTS", raising=False)
+    native._products.clear()
+    amd512 = torch.backends.cpu.get_cpu_capability() == "AVX512" and native._cpu_vendor() == "AuthenticAMD"
+    assert native.own_step_products() == amd512
+    for value, want in (("1", True), ("0", False)):
+        monkeypatch.setenv("ASR_OWN_STEP_PRODUCTS", value)
+        native._products.clear()
+        assert native.own_step_products() == want
+        assert ops.own_products(want) == want                      # the loops' flag (own_products returns it)

@@ -149,6 +149,28 @@ def test_either_products_engine_gives_torch_nns_outputs_and_gradients(cell, oned
             torch.testing.assert_close(batch[i:i + 1, :m[0]], alone, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("own", [False, True])
+@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
+def test_steps_of_many_rows_through_either_kernel_give_torch_nns_results(cell, own, products_engine):
+    """Steps of more than 16 rows (a decoding batch's) take torch's sgemm or the loops' own kernel
+    (asr.native.own_step_products); the rows shrink as inputs end, down to the few-row steps, forward and back."""
+    from asr import native
+    native.own_step_products(own)
+    torch.manual_seed(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                       # one direction a unit: every row of the batch in each step
+    module = cell(24, 40, num_layers=2, batch_first=True, bidirectional=True)
+    lengths = torch.randint(1, 25, (40,))
+    lengths[:3] = 25
+    x, h0 = torch.randn(40, 25, 24), tuple(torch.randn(4, 40, 40) for _ in range(2 if cell is nn.LSTM else 1))
+    try:
+        ours, theirs = _results(fast.run, module, x, h0, lengths), _results(_nn, module, x, h0, lengths)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
 def test_the_model_trains_and_decodes_the_same_through_either_stack():
     torch.manual_seed(0)
     model = AcousticModel(ModelConfig(n_features=20, conv_channels=16, hidden=16, layers=2, front_end="conv2d",
