@@ -173,11 +173,11 @@ bool cpu_has_bf16_pairs() {
 
 constexpr int64_t kPairLanes = 16;  // float32 lanes of a 512-bit vector
 
-// MR rows of c (n apart) = beta * c + the same rows of a (kp pairs apart) @ b's columns [j, j + cols), cols <= R
-// vectors: MR x R accumulators in registers while b's pairs stream past (Full: exactly R whole vectors).
+// MR rows of c (n apart) = bias (zero where null) + the same rows of a (kp pairs apart) @ b's columns [j, j + cols),
+// cols <= R vectors: MR x R accumulators in registers while b's pairs stream past (Full: exactly R whole vectors).
 template <int64_t MR, int64_t R, bool Full>
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-void pairs_block(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, float beta, float* c, int64_t j,
+void pairs_block(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, const float* bias, float* c, int64_t j,
                  int64_t cols) {
   __mmask16 mask[R];
   for (int64_t r = 0; r < R; ++r) {
@@ -187,9 +187,7 @@ void pairs_block(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, fl
   __m512 acc[MR][R];
   for (int64_t m = 0; m < MR; ++m)
     for (int64_t r = 0; r < R; ++r)
-      acc[m][r] = beta == 0.f ? _mm512_setzero_ps()
-                              : _mm512_mul_ps(_mm512_maskz_loadu_ps(mask[r], c + m * n + j + r * kPairLanes),
-                                              _mm512_set1_ps(beta));
+      acc[m][r] = bias ? _mm512_maskz_loadu_ps(mask[r], bias + j + r * kPairLanes) : _mm512_setzero_ps();
   for (int64_t i = 0; i < kp; ++i) {
     const uint32_t* bi = b + i * n + j;
     __m512bh bv[R];
@@ -209,23 +207,23 @@ void pairs_block(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, fl
 }
 
 template <int64_t MR, int64_t R>
-void pairs_rows(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, float beta, float* c) {
+void pairs_rows(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, const float* bias, float* c) {
   constexpr int64_t cols = R * kPairLanes;
   int64_t j = 0;
-  for (; j + cols <= n; j += cols) pairs_block<MR, R, true>(n, kp, a, b, beta, c, j, cols);
-  if (j < n) pairs_block<MR, R, false>(n, kp, a, b, beta, c, j, n - j);
+  for (; j + cols <= n; j += cols) pairs_block<MR, R, true>(n, kp, a, b, bias, c, j, cols);
+  if (j < n) pairs_block<MR, R, false>(n, kp, a, b, bias, c, j, n - j);
 }
 
-// c (m, n) = a (m, kp pairs) @ b (kp pairs, n) + beta * c, four rows at a time. The caller has checked
-// cpu_has_bf16_pairs().
-void gemm_pairs(int64_t m, int64_t n, int64_t kp, const at::BFloat16* a, const at::BFloat16* b, float beta,
+// c (m, n) = a (m, kp pairs) @ b (kp pairs, n) + bias (n,) (none where null: the first product's write of c is
+// its only one), four rows at a time. The caller has checked cpu_has_bf16_pairs().
+void gemm_pairs(int64_t m, int64_t n, int64_t kp, const at::BFloat16* a, const at::BFloat16* b, const float* bias,
                 float* c) {
   const auto* ap = reinterpret_cast<const uint32_t*>(a);
   const auto* bp = reinterpret_cast<const uint32_t*>(b);
   int64_t i = 0;
-  for (; i + 4 <= m; i += 4) pairs_rows<4, 4>(n, kp, ap + i * kp, bp, beta, c + i * n);
-  for (; i + 2 <= m; i += 2) pairs_rows<2, 8>(n, kp, ap + i * kp, bp, beta, c + i * n);
-  for (; i < m; ++i) pairs_rows<1, 8>(n, kp, ap + i * kp, bp, beta, c + i * n);
+  for (; i + 4 <= m; i += 4) pairs_rows<4, 4>(n, kp, ap + i * kp, bp, bias, c + i * n);
+  for (; i + 2 <= m; i += 2) pairs_rows<2, 8>(n, kp, ap + i * kp, bp, bias, c + i * n);
+  for (; i < m; ++i) pairs_rows<1, 8>(n, kp, ap + i * kp, bp, bias, c + i * n);
 }
 
 // (m, k) float32 rows (k apart) -> (m, 2 * kp) bfloat16 rows, the column past an odd k zero: gemm_pairs' a.
@@ -303,7 +301,7 @@ void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, const at::Tensor&
       const float* h_s = hp + ((u.d * (T + 1) + s) * N + u.r0) * H;
       if (a > 0 && kp) {
         to_pairs(h_s, a, H, hb.data_ptr<at::BFloat16>(), kp);
-        gemm_pairs(a, G, kp, hb.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), 0.f, ghp);
+        gemm_pairs(a, G, kp, hb.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), nullptr, ghp);
       } else if (a > 0 && bf16) {
         at::vec::convert(h_s, hb.data_ptr<at::BFloat16>(), a * H);
         gemm(a, G, H, hb.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), 0.f, ghp);
@@ -580,9 +578,9 @@ void linear_bf16(const at::Tensor& out, const at::Tensor& bias, const at::Tensor
                w.size(1) == k) && w.scalar_type() == at::kBFloat16 && w.is_contiguous() && out.size(0) == m &&
               out.size(1) == n && bias.size(0) == n, "asr rnn_loop: linear_bf16 needs (kp, N, 2) pairs on a CPU "
               "with AVX-512 BF16 or (N, K) and MKL's gemm_bf16bf16f32, and shapes that agree");
-  out.copy_(bias.expand_as(out));
   if (m == 0) return;
   if (!pairs) {
+    out.copy_(bias.expand_as(out));
     gemm(m, n, k, x.to(at::kBFloat16).data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), 1.f,
          out.data_ptr<float>(), true);
     return;
@@ -593,7 +591,7 @@ void linear_bf16(const at::Tensor& out, const at::Tensor& bias, const at::Tensor
     const int64_t r0 = 4 * b, r1 = std::min(m, 4 * e);
     at::BFloat16* xr = xb.data_ptr<at::BFloat16>() + r0 * 2 * kp;
     to_pairs(x.data_ptr<float>() + r0 * k, r1 - r0, k, xr, kp);
-    gemm_pairs(r1 - r0, n, kp, xr, w.data_ptr<at::BFloat16>(), 1.f, out.data_ptr<float>() + r0 * n);
+    gemm_pairs(r1 - r0, n, kp, xr, w.data_ptr<at::BFloat16>(), bias.data_ptr<float>(), out.data_ptr<float>() + r0 * n);
   });
 }
 
