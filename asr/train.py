@@ -26,6 +26,7 @@ from .features import FeatureExtractor, load_stats
 from .finetune import Freezer, checkpoint_stats, initialise, start_config
 from .guards import Interrupted, NonFiniteError, stop_on_signals
 from .model import AcousticModel, count_parameters
+from .native import keep_freed_memory
 from .score import score
 from .step import EpochPlan, Stepper, WeightAverage, lr_schedule, make_optimizer, norm_summary, train_one_epoch
 from .text import normalize_text
@@ -166,6 +167,7 @@ def train(cfg: TrainConfig) -> dict:
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    keep_freed_memory()                     # each batch's tensors reuse the last one's pages (asr.native)
     d, device = init_distributed(pick_device(cfg.device))
     torch.manual_seed(cfg.seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels (seen: LSTM training at a third of its speed)

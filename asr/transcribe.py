@@ -24,6 +24,7 @@ from .audio import AudioError, AudioInput, audio_windows, load_audio, split_at_p
 from .backends import Backend, load_backend
 from .data import length_batches, pad_waves
 from .decode import BeamSearch, DecodingOptions, TokenPath, greedy_paths, words_of
+from .native import keep_freed_memory
 from .stream import STREAM_MODES, EndpointRules, RedecodingTranscriber, StreamingTranscriber
 from .transcripts import Alternative, Transcript, Word
 from .vad import VadOptions, speech_regions
@@ -286,7 +287,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", options: De
                chunking: ChunkingOptions = ChunkingOptions(), precision: str = "fp32") -> Transcriber:
     """A Transcriber rebuilt from a model file alone: a checkpoint (e.g. `data/an4/exp/cpu/best.pt`) or an
     exported model (`asr export`); asr.backends picks the backend that reads it. `precision="bf16"` runs a
-    checkpoint's largest products on bfloat16 operands where the CPU runs them faster (AcousticModel.products_in)."""
+    checkpoint's largest products on bfloat16 operands where the CPU runs them faster (AcousticModel.products_in).
+    The process's malloc keeps freed memory for the next batch from here on (asr.native.keep_freed_memory)."""
+    keep_freed_memory()
     return Transcriber(load_backend(path, device, precision), options, chunking)
 
 
