@@ -85,7 +85,7 @@ def own_step_products(enable: bool | None = None) -> bool:
     """Whether the compiled loops compute every step's float32 product with their own AVX-512 kernel (rnn_loop.cpp's
     small_gemm, else only those of at most 16 rows) rather than torch's sgemm: where the BLAS runs AVX2 kernels on
     a CPU with AVX-512 (a 2-core AMD EPYC, family 26: 215-233 against 66-109 GFLOP/s at a step's shapes, AN4 test
-    decoded in batches 1.27-1.33x faster, recipes/an4/RESULTS.md). ASR_OWN_STEP_PRODUCTS=1 / 0 decides instead;
+    decoded in batches 1.05-1.33x faster, recipes/an4/RESULTS.md). ASR_OWN_STEP_PRODUCTS=1 / 0 decides instead;
     `enable` switches it for this process (and tells the loops, where built)."""
     if enable is not None:
         _products["steps"] = enable
@@ -144,7 +144,7 @@ def keep_freed_memory() -> bool:
     (M_MMAP_THRESHOLD) and up to 64 MB freed at the heap's top kept, not returned (M_TRIM_THRESHOLD). As it
     starts, glibc maps large blocks fresh and returns freed ones readily, so each batch's tensors (MBs each) fault
     their pages in again: ~33,000 minor faults a pass of AN4 test decoded in batches, 1.26x its time on a 2-core
-    AMD EPYC, a training step ~5 % (recipes/an4/RESULTS.md); the peak RSS stays the same. Called by load_model and
+    AMD EPYC, a training step 3-8 % (recipes/an4/RESULTS.md); the peak RSS stays the same. Called by load_model and
     train; once a process; nothing where the C library is not glibc or the user has set its malloc variables
     (MALLOC_*_ or GLIBC_TUNABLES). Returns whether they are set."""
     if "kept" not in _malloc:
