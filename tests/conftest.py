@@ -215,8 +215,8 @@ model: {conv_channels: 96, hidden: 128, layers: 2, dropout: 0.0}
 
 @pytest.fixture
 def products_engine():
-    """Sets the float32 products' engine for one test (asr.native.onednn_products: True for oneDNN); this process's
-    own choice is made again after it."""
+    """Sets the float32 products' engine for one test (asr.native.onednn_products: True for oneDNN); after it this
+    process's own choices are made again, the steps' kernel's too (asr.native.own_step_products)."""
     from asr import native
     yield native.onednn_products
     native._products.clear()

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from asr import native
-from asr.native import batch_products, bucket_rows, linear, onednn_products
+from asr.native import batch_products, bucket_rows, linear
 from asr.tracing import tracing_in_process
 
 ONEDNN_OP = "mkldnn::_linear_pointwise"
@@ -83,33 +83,24 @@ def _in_process(layer):
         return torch.jit.trace(layer, torch.randn(30, 8))
 
 
-def test_the_engine_is_chosen_by_the_cpu_or_by_asr_onednn_products(products_engine, monkeypatch):
-    """oneDNN where MKL lacks the CPU's widest instructions (an AMD CPU with AVX-512), BLAS elsewhere, the same in
-    every process on a machine; ASR_ONEDNN_PRODUCTS=1 / 0 decides instead."""
-    monkeypatch.delenv("ASR_ONEDNN_PRODUCTS", raising=False)
+@pytest.mark.parametrize("choose, variable", [("onednn_products", "ASR_ONEDNN_PRODUCTS"),
+                                               ("own_step_products", "ASR_OWN_STEP_PRODUCTS")])
+def test_each_engine_is_chosen_by_the_cpu_or_by_its_variable(choose, variable, products_engine, monkeypatch):
+    """oneDNN for a batch's products, the loops' own kernel for every step's, where MKL lacks the CPU's widest
+    instructions (an AMD CPU with AVX-512), BLAS elsewhere, the same in every process on a machine; the variable
+    (1 / 0) decides instead; the steps' choice reaches the compiled loops."""
+    choose = getattr(native, choose)
+    monkeypatch.delenv(variable, raising=False)
     native._products.clear()
     amd512 = torch.backends.cpu.get_cpu_capability() == "AVX512" and native._cpu_vendor() == "AuthenticAMD"
-    assert onednn_products() == amd512
+    assert choose() == amd512
     assert native._cpu_vendor() in ("GenuineIntel", "AuthenticAMD")                 # x86, read from /proc/cpuinfo
     for value, want in (("1", True), ("0", False)):
-        monkeypatch.setenv("ASR_ONEDNN_PRODUCTS", value)
+        monkeypatch.setenv(variable, value)
         native._products.clear()
-        assert onednn_products() == want
-
-
-def test_the_steps_kernel_is_chosen_by_the_cpu_or_by_asr_own_step_products(products_engine, monkeypatch):
-    """The loops' own kernel for every step's product where MKL lacks the CPU's widest instructions, as for
-    oneDNN; ASR_OWN_STEP_PRODUCTS=1 / 0 decides instead; the choice reaches the compiled loops."""
-    ops = native.compiled_loop()
-    monkeypatch.delenv("ASR_OWN_STEP_PRODUCTS", raising=False)
-    native._products.clear()
-    amd512 = torch.backends.cpu.get_cpu_capability() == "AVX512" and native._cpu_vendor() == "AuthenticAMD"
-    assert native.own_step_products() == amd512
-    for value, want in (("1", True), ("0", False)):
-        monkeypatch.setenv("ASR_OWN_STEP_PRODUCTS", value)
-        native._products.clear()
-        assert native.own_step_products() == want
-        assert ops.own_products(want) == want                      # the loops' flag (own_products returns it)
+        assert choose() == want
+        if choose is native.own_step_products:                # the loops' flag (own_products returns the last)
+            assert native.compiled_loop().own_products(want) == want
 
 
 
