@@ -1,14 +1,17 @@
 """Dynamic batching for asr serve: requests queued by the event loop, decoded in batches by model workers.
 
 `Batcher.transcribe(wave)` queues one request's (S,) samples and waits for its Transcript; `model_workers`
-threads each decode a batch at once (`Transcriber.transcribe([...])`), so the event loop keeps accepting
-while they compute.
+threads each take their next batch from the queue themselves and decode it at once
+(`Transcriber.transcribe([...])`), so the event loop keeps accepting while they compute and a worker that
+finishes starts on the next request without waiting for the event loop's turn.
 """
 from __future__ import annotations
 
 import asyncio
 import math
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from collections import deque
 
 import torch
 
@@ -23,7 +26,11 @@ class Batcher:
     A free worker takes the first waiting request, then whatever arrives within the window, up to
     max_batch; with more than one worker also up to its share of the requests in progress
     (`in_progress()`: uploading, queued or computing, divided by the workers), so concurrent requests
-    spread over the workers instead of filling one batch while the others idle.
+    spread over the workers instead of filling one batch while the others idle. One worker gathers at a time.
+
+    Why threads that take their own work: handed each batch by the event loop, a worker idled while the loop
+    was busy reading other uploads; one request at a time on a 2-core EPYC the model thread waited ~0.9 ms of every
+    ~3.4 ms request (recipes/an4/RESULTS.md, "The model workers take their own requests").
     """
 
     def __init__(self, transcriber: Transcriber, options, metrics, in_progress=None):
@@ -31,74 +38,86 @@ class Batcher:
         (the batch histogram and queue gauge); `in_progress()`: the requests in progress (default: queued)."""
         self.transcriber, self.options, self.metrics = transcriber, options, metrics
         self.workers = options.model_workers
-        self.model_threads = ThreadPoolExecutor(self.workers, thread_name_prefix="asr-model")  # the model runs here
         self.pending = 0         # requests queued or in the model
         self.in_progress = in_progress or (lambda: self.pending)
-        self.queue: asyncio.Queue | None = None
-        self.free: asyncio.Semaphore | None = None
-        self.task: asyncio.Task | None = None
-        self.batches: set[asyncio.Task] = set()
+        self._queue: deque = deque()       # (wave, transcriber, future) requests and (fn, args, future) jobs
+        self._ready = threading.Condition()
+        self._gather = threading.Lock()    # held by the one worker gathering its batch
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        self.queue, self.free = asyncio.Queue(), asyncio.Semaphore(self.workers)
-        self.task = asyncio.create_task(self._run())
+        self._loop, self._stopping = asyncio.get_running_loop(), False
+        self._threads = [threading.Thread(target=self._work, name=f"asr-model_{i}", daemon=True)
+                         for i in range(self.workers)]
+        for t in self._threads:
+            t.start()
 
     async def stop(self) -> None:
-        for task in [self.task, *self.batches]:
-            if task is not None:
-                task.cancel()
-        self.model_threads.shutdown(wait=True, cancel_futures=True)
+        with self._ready:
+            self._stopping = True
+            self._queue.clear()
+            self._ready.notify_all()
+        await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in self._threads])
 
     async def run_model(self, fn, *args):
-        """fn(*args) in the model thread (streams share it with the batches)."""
-        return await asyncio.get_running_loop().run_in_executor(self.model_threads, fn, *args)
+        """fn(*args) in a model thread, in turn with the batches (streams share the workers with them)."""
+        return await self._put(_Job(fn, args))
 
     async def transcribe(self, wave: torch.Tensor, transcriber: Transcriber | None = None) -> Transcript:
         """(S,) samples -> their Transcript, decoded with whatever else arrives meanwhile; `transcriber`: the
         same model with this request's own options (hotwords, nbest), batched with the requests that share them."""
-        future = asyncio.get_running_loop().create_future()
         self.pending += 1
         self.metrics.queue.set(self.pending)
-        future.add_done_callback(self._done)
-        self.queue.put_nowait((wave, transcriber or self.transcriber, future))
-        return await future
+        return await self._put(_Request(wave, transcriber or self.transcriber), self._done)
+
+    async def _put(self, item, done=None):
+        item.future = self._loop.create_future()
+        if done is not None:
+            item.future.add_done_callback(done)
+        with self._ready:
+            self._queue.append(item)
+            self._ready.notify()
+        return await item.future
 
     def _done(self, _future) -> None:
         self.pending -= 1
         self.metrics.queue.set(self.pending)
 
-    async def _run(self) -> None:
+    def _work(self) -> None:
+        """A model worker: its next job, or batch of requests (gathered while no other worker gathers), in turn."""
         while True:
-            await self.free.acquire()                                 # a worker is free: gather its batch
-            try:
-                batch = await self._collect()
-            except BaseException:
-                self.free.release()
-                raise
-            task = asyncio.create_task(self._decode(batch))
-            self.batches.add(task)
-            task.add_done_callback(self.batches.discard)
-
-    async def _decode(self, batch: list) -> None:
-        try:
-            batch = [(w, t, f) for w, t, f in batch if not f.done()]       # timed out or gone while queued
-            if not batch:
+            with self._gather:
+                batch = self._collect()
+            if batch is None:
                 return
-            self.metrics.batch.observe(len(batch))
-            for transcriber in dict.fromkeys(t for _, t, _ in batch):     # requests with the same options together
-                part = [(w, f) for w, t, f in batch if t is transcriber]
-                try:
-                    results = await self.run_model(transcriber.transcribe, [w for w, _ in part])
-                except Exception as e:  # a model failure answers this batch's requests, the server goes on
-                    for _, f in part:
-                        if not f.done():
-                            f.set_exception(e)
+            if isinstance(batch, _Job):
+                self._answer(batch.future, batch.fn, *batch.args)
+            else:
+                self._decode(batch)
+
+    def _collect(self):
+        """The first queued item (a job alone), then the requests that arrive within the window, up to max_batch and
+        the share; None once stopping."""
+        with self._ready:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._ready.wait()
+            first = self._queue.popleft()
+            if isinstance(first, _Job):
+                return first
+            batch, deadline = [first], time.monotonic() + self.options.batch_window
+            while len(batch) < self._share() and not self._stopping:
+                if self._queue and isinstance(self._queue[0], _Request):
+                    batch.append(self._queue.popleft())
                     continue
-                for (_, f), r in zip(part, results):
-                    if not f.done():
-                        f.set_result(r)
-        finally:
-            self.free.release()
+                left = deadline - time.monotonic()
+                if self._queue or left <= 0:           # a job waits next, or the window is over
+                    break
+                self._ready.wait(left)
+            return batch
 
     def _share(self) -> int:
         """The most one batch takes now: max_batch, and with several workers its share of the requests in progress."""
@@ -106,22 +125,49 @@ class Batcher:
             return self.options.max_batch
         return max(1, min(self.options.max_batch, math.ceil(self.in_progress() / self.workers)))
 
-    async def _collect(self) -> list:
-        """The first queued request, then whatever arrives within the window, up to max_batch and the share."""
-        batch = [await self.queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.options.batch_window
-        while len(batch) < self._share():
+    def _decode(self, batch: list[_Request]) -> None:
+        batch = [r for r in batch if not r.future.done()]       # timed out or gone while queued
+        if not batch:
+            return
+        self.metrics.batch.observe(len(batch))
+        for transcriber in dict.fromkeys(r.transcriber for r in batch):   # requests with the same options together
+            part = [r for r in batch if r.transcriber is transcriber]
             try:
-                batch.append(self.queue.get_nowait())
+                results = transcriber.transcribe([r.wave for r in part])
+            except Exception as e:  # a model failure answers this batch's requests, the server goes on
+                for r in part:
+                    self._loop.call_soon_threadsafe(_settle, r.future, None, e)
                 continue
-            except asyncio.QueueEmpty:
-                pass
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self.queue.get(), left))
-            except asyncio.TimeoutError:
-                break
-        return batch
+            for r, result in zip(part, results):
+                self._loop.call_soon_threadsafe(_settle, r.future, result, None)
 
+    def _answer(self, future: asyncio.Future, fn, *args) -> None:
+        try:
+            result, error = fn(*args), None
+        except Exception as e:  # noqa: BLE001 - the caller's await raises it
+            result, error = None, e
+        self._loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+class _Request:
+    __slots__ = ("wave", "transcriber", "future")
+
+    def __init__(self, wave: torch.Tensor, transcriber: Transcriber):
+        self.wave, self.transcriber, self.future = wave, transcriber, None
+
+
+class _Job:
+    __slots__ = ("fn", "args", "future")
+
+    def __init__(self, fn, args: tuple):
+        self.fn, self.args, self.future = fn, args, None
+
+
+def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
+    """On the event loop: a worker's result (or error) to its awaiting request, unless it gave up meanwhile."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
