@@ -8,7 +8,7 @@ bfloat16.
     compiled_loop(False)           # this process runs the Python loop (benchmarks time both)
     bf16_instructions(), bf16_tiles()   # what this CPU computes in bfloat16 fast (precision "bf16" asks)
     with batch_products(): linear(x, w, bias)   # a batch's float32 product through the faster engine (oneDNN or BLAS)
-    own_step_products()            # whether the loops' own kernel takes every step's product (else BLAS past 16 rows)
+    own_products()                 # whether the loops' own kernel takes each step's and one input's products
     keep_freed_memory()            # glibc's malloc keeps a batch's freed blocks for the next (load_model, train)
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .tracing import eager
+from .tracing import eager, native
 
 _LOOP_SOURCE = Path(__file__).with_name("rnn_loop.cpp")
 _loop_lock = threading.Lock()
@@ -43,8 +43,9 @@ def compiled_loop(enable: bool | None = None):
     if "ops" not in _loop_state:
         with _loop_lock:
             if "ops" not in _loop_state:
-                _loop_state["ops"] = _build_loop()
-                own_step_products()                                     # this process's choice, to the loops
+                _loop_state["ops"] = ops = _build_loop()
+                if ops is not None:
+                    ops.own_products(own_products())                    # this process's choice, to the loops
     return _loop_state["ops"]
 
 
@@ -62,7 +63,7 @@ def bf16_tiles() -> bool:
     return torch.cpu._is_amx_tile_supported()
 
 
-_products: dict = {}                    # "onednn", "steps": onednn_products, own_step_products, decided once a process
+_products: dict = {}                    # "onednn", "own": onednn_products, own_products, decided once a process
 _local = threading.local()              # .batch: within `batch_products` on this thread
 
 
@@ -81,20 +82,21 @@ def onednn_products(enable: bool | None = None) -> bool:
     return _products["onednn"]
 
 
-def own_step_products(enable: bool | None = None) -> bool:
-    """Whether the compiled loops compute every step's float32 product with their own AVX-512 kernel (rnn_loop.cpp's
-    small_gemm, else only those of at most 16 rows) rather than torch's sgemm: where the BLAS runs AVX2 kernels on
-    a CPU with AVX-512 (a 2-core AMD EPYC, family 26: 215-233 against 66-109 GFLOP/s at a step's shapes, AN4 test
-    decoded in batches 1.05-1.33x faster, recipes/an4/RESULTS.md). ASR_OWN_STEP_PRODUCTS=1 / 0 decides instead;
-    `enable` switches it for this process (and tells the loops, where built)."""
-    if enable is not None:
-        _products["steps"] = enable
-    if "steps" not in _products:
-        env = os.environ.get("ASR_OWN_STEP_PRODUCTS")
-        _products["steps"] = env == "1" if env in ("0", "1") else _blas_without_avx512()
-    if (ops := _loop_state.get("ops")) is not None:
-        ops.own_products(_products["steps"])
-    return _products["steps"]
+def own_products(enable: bool | None = None) -> bool:
+    """Whether float32 products of inference's recurrent stack outside a batch take the compiled loops' own AVX-512
+    kernel (rnn_loop.cpp's small_gemm) rather than torch's BLAS: every step's product (else only those of at most 16
+    rows), and one input's input projections (`linear` of a weight kept transposed, as asr.rnn keeps them then).
+    Where the BLAS runs AVX2 kernels on a CPU with AVX-512 (a 2-core AMD EPYC, family 26: 215-233 against 66-109
+    GFLOP/s at a step's shapes, AN4 test decoded in batches 1.05-1.33x faster, file by file ...x,
+    recipes/an4/RESULTS.md). ASR_OWN_PRODUCTS=1 / 0 decides instead; `enable` switches it for this process (and
+    tells the loops, where built; weights asr.rnn keeps already stay as kept)."""
+    if enable is not None or "own" not in _products:
+        env = os.environ.get("ASR_OWN_PRODUCTS")
+        _products["own"] = (enable if enable is not None else env == "1" if env in ("0", "1")
+                            else _blas_without_avx512())
+        if (ops := _loop_state.get("ops")) is not None:
+            ops.own_products(_products["own"])
+    return _products["own"]
 
 
 def _blas_without_avx512() -> bool:
@@ -173,7 +175,10 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) @ w (N, K)^T + bias (N,) -> (..., N) (written into `out` where given: x 2-D): F.linear, through
     oneDNN where `onednn_active` and the product is float32 on a CPU, eager, outside autograd and autocast (its
-    rows padded to `bucket_rows`). The two agree to float32 rounding."""
+    rows padded to `bucket_rows`); else, a float32 w stored transposed (w.t() contiguous: the features' mel matrix,
+    the input weights asr.rnn keeps for inference where `own_products`) through the compiled loops' own kernel
+    where `own_products`, without autograd, eagerly or in a graph for this process (asr.tracing.native). They all
+    agree to float32 rounding."""
     if (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and onednn_active() and eager()
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
             and not torch.is_autocast_enabled("cpu")):
@@ -185,6 +190,12 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
         y = torch.ops.mkldnn._linear_pointwise.binary(rows, addend, w, None, "add")[:m]
         y = y.view(*x.shape[:-1], w.shape[0])                                                       # (..., N)
         return y if out is None else out.copy_(y)
+    if (w.dim() == 2 and w.t().is_contiguous() and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu"
+            and not torch.is_grad_enabled() and native() and own_products() and (ops := compiled_loop()) is not None):
+        rows = x.reshape(-1, x.shape[-1]).contiguous()                                            # (M, K)
+        y = out if out is not None else x.new_empty(rows.shape[0], w.shape[0])                    # (M, N)
+        ops.linear_f32(y, bias, rows, w.t())
+        return y if out is not None else y.view(*x.shape[:-1], w.shape[0])
     if out is None:
         return torch.nn.functional.linear(x, w, bias)
     return torch.mm(x, w.t(), out=out) if bias is None else torch.addmm(bias, x, w.t(), out=out)

@@ -216,8 +216,8 @@ model: {conv_channels: 96, hidden: 128, layers: 2, dropout: 0.0}
 @pytest.fixture
 def products_engine():
     """Sets the float32 products' engine for one test (asr.native.onednn_products: True for oneDNN); after it this
-    process's own choices are made again, the steps' kernel's too (asr.native.own_step_products)."""
+    process's own choices are made again, the steps' kernel's too (asr.native.own_products)."""
     from asr import native
     yield native.onednn_products
     native._products.clear()
-    native.own_step_products()
+    native.own_products()

@@ -53,6 +53,44 @@ def test_a_product_autograd_needs_stays_torchs(products_engine):
             assert ONEDNN_OP in _ops(lambda: linear(x, w))
 
 
+OWN_OP = "asr_rnn_loop::linear_f32"
+
+
+@pytest.mark.parametrize("own", [False, True])
+@pytest.mark.parametrize("rows, n, bias, three_d", [(97, 480, True, False), (1, 480, True, False),
+                                                    (6, 80, False, True), (290, 29, True, False), (0, 80, True, False)])
+def test_a_weight_stored_transposed_takes_the_loops_kernel_where_own_products(rows, n, bias, three_d, own,
+                                                                             products_engine):
+    """One input's products of a weight kept transposed (asr.rnn's input weights for inference, the features' mel
+    matrix) go through the compiled loops' kernel where `own_products` (every width: whole blocks of vectors and
+    masked ones, one row and many, no bias), torch's BLAS elsewhere and for a batch's oneDNN; the same maths."""
+    if native.compiled_loop() is None:
+        pytest.skip("the compiled loops could not be built here")
+    products_engine(True)
+    native.own_products(own)
+    g = torch.Generator().manual_seed(rows + n)
+    x = torch.randn(2 * rows, 70, generator=g)[::2]                          # (rows, K), not contiguous
+    x = x.view(2, rows // 2, 70) if three_d else x
+    w = torch.randn(70, n, generator=g).t()                                  # (N, K), stored (K, N)
+    b = torch.randn(n, generator=g) if bias else None
+    want = nn.functional.linear(x.double(), w.double(), None if b is None else b.double()).float()
+    with torch.no_grad():
+        got = []
+        ops = _ops(lambda: got.append(linear(x, w, b)))
+        if not three_d:
+            out = torch.full((rows, n), float("nan"))
+            assert linear(x, w, b, out=out) is out
+            got.append(out)
+        assert (OWN_OP in ops) == own
+        with batch_products():
+            assert OWN_OP not in _ops(lambda: got.append(linear(x, w, b)))       # a batch's: oneDNN
+        assert OWN_OP not in _ops(lambda: linear(x, w.contiguous(), b))        # a weight as modules keep it
+    assert OWN_OP not in _ops(lambda: linear(x, w, b))                         # autograd may need it: torch's
+    for y in got:
+        assert y.shape == want.shape
+        torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5)
+
+
 def test_onednn_meets_a_bounded_few_row_counts():
     """oneDNN keeps ~0.7 MB for each row count it has run: every count from 1 to 100 000 rounds up to one of at most
     8 an octave, by at most 1/8 (16 rows at least apart)."""
@@ -84,7 +122,7 @@ def _in_process(layer):
 
 
 @pytest.mark.parametrize("choose, variable", [("onednn_products", "ASR_ONEDNN_PRODUCTS"),
-                                               ("own_step_products", "ASR_OWN_STEP_PRODUCTS")])
+                                               ("own_products", "ASR_OWN_PRODUCTS")])
 def test_each_engine_is_chosen_by_the_cpu_or_by_its_variable(choose, variable, products_engine, monkeypatch):
     """oneDNN for a batch's products, the loops' own kernel for every step's, where MKL lacks the CPU's widest
     instructions (an AMD CPU with AVX-512), BLAS elsewhere, the same in every process on a machine; the variable
@@ -99,7 +137,7 @@ def test_each_engine_is_chosen_by_the_cpu_or_by_its_variable(choose, variable, p
         monkeypatch.setenv(variable, value)
         native._products.clear()
         assert choose() == want
-        if choose is native.own_step_products:                # the loops' flag (own_products returns the last)
+        if choose is native.own_products:                # the loops' flag (own_products returns the last)
             assert native.compiled_loop().own_products(want) == want
 
 

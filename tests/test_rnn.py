@@ -153,9 +153,9 @@ def test_either_products_engine_gives_torch_nns_outputs_and_gradients(cell, oned
 @pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
 def test_steps_of_many_rows_through_either_kernel_give_torch_nns_results(cell, own, products_engine):
     """Steps of more than 16 rows (a decoding batch's) take torch's sgemm or the loops' own kernel
-    (asr.native.own_step_products); the rows shrink as inputs end, down to the few-row steps, forward and back."""
+    (asr.native.own_products); the rows shrink as inputs end, down to the few-row steps, forward and back."""
     from asr import native
-    native.own_step_products(own)
+    native.own_products(own)
     torch.manual_seed(2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                       # one direction a unit: every row of the batch in each step
@@ -169,6 +169,36 @@ def test_steps_of_many_rows_through_either_kernel_give_torch_nns_results(cell, o
         torch.set_num_threads(threads)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("own", [False, True])
+@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
+def test_inference_through_either_kernel_gives_torch_nns_results(cell, own, products_engine):
+    """Without autograd asr.rnn keeps its weights, the input weights stored transposed where the loops' own kernel
+    takes one input's projections and every step (asr.native.own_products): one input and a packed batch, two
+    layers, both directions, give torch.nn's outputs and final states, and so after the choice changes."""
+    from asr import native
+    if compiled_loop() is None:
+        pytest.skip("the compiled loops could not be built here")
+    native.own_products(own)
+    torch.manual_seed(3)
+    module = cell(24, 40, num_layers=2, batch_first=True, bidirectional=True).eval()
+    lengths = torch.tensor([31, 7, 19, 31, 2])
+    x, h0 = torch.randn(5, 31, 24), tuple(torch.randn(4, 5, 40) for _ in range(2 if cell is nn.LSTM else 1))
+    with torch.no_grad():
+        for _ in range(2):                              # kept as this choice stores them, then the other's way
+            for rows, lens in ((slice(0, 1), None), (slice(None), lengths)):
+                h = tuple(a[:, rows] for a in h0)
+                ours = fast.run(module, x[rows], h if len(h) == 2 else h[0], lens)
+                theirs = _nn(module, x[rows], h if len(h) == 2 else h[0], lens)
+                for a, b in zip(_flat(ours), _flat(theirs)):
+                    torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+            native.own_products(not own)
+
+
+def _flat(result):
+    y, h = result
+    return [y, *(h if isinstance(h, tuple) else (h,))]
 
 
 def test_the_model_trains_and_decodes_the_same_through_either_stack():

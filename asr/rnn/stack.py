@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..native import bf16_tiles, compiled_loop
+from ..native import bf16_tiles, compiled_loop, own_products
 from ..tracing import native
 from .layers import GRULayer, LSTMLayer, NoGraph, RNNLayer
 
@@ -105,8 +105,9 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
     """A layer's w_ih, w_hh, b_ih, b_hh stacked over its directions ((D, gH, C) ... (D, gH)) and w_hh transposed
     (D, H, gH), the loops' operand. Without autograd (inference) they are kept on the module (a copy of the layer's
     weights) until a parameter changes, replaced or written in place: restacking them took 7 % of decoding AN4 test
-    file by file. A call with autograd drops them: the optimiser step it leads to may write in place without
-    counting a version (torch's fused AdamW does), so versions alone would miss it."""
+    file by file; kept where `own_products`, w_ih is stored transposed (the loops' kernel takes one input's
+    projections, asr.native.linear). A call with autograd drops them: the optimiser step it leads to may write in
+    place without counting a version (torch's fused AdamW does), so versions alone would miss it."""
     params = [getattr(rnn, f"{kind}_l{layer}{sfx}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
               for sfx in ("", "_reverse")[:dirs]]
     keep = not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
@@ -125,6 +126,8 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
             weights[0], w_hh_t = _pairs(weights[0].detach().transpose(1, 2)), _pairs(w_hh_t)
         else:
             weights[0], w_hh_t = weights[0].detach().to(torch.bfloat16), w_hh_t.to(torch.bfloat16)
+    elif keep and own_products() and weights[0].device.type == "cpu":   # w_ih stored transposed: asr.native.linear
+        weights[0] = weights[0].detach().transpose(1, 2).contiguous().transpose(1, 2)   # (D, gH, C) held as (D, C, gH)
     if keep:
         cache[layer] = params, versions, weights, w_hh_t
     return weights, w_hh_t
