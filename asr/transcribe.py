@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -175,9 +176,36 @@ class Transcriber:
                 results[i] = decoded
         return results
 
+    def transcribe_later(self, audio: list[AudioInput]) -> Callable[[], list[Transcript]]:
+        """transcribe(audio) in two parts: the model's forward passes now, the decoding when the returned function
+        is called (where a server's model thread runs the next batch meanwhile: asr.serve.batch). Files and inputs
+        that are cut first (longer than chunk_seconds, or vad "on") are transcribed whole now."""
+        long = self.chunking.chunk_seconds * self.sample_rate
+        if self.chunking.vad == "on" or any(isinstance(a, (str, Path)) for a in audio):
+            done = self._transcribe_many(list(audio))
+            return lambda: done
+        waves = [load_audio(a, self.sample_rate) for a in audio]
+        if any(w.shape[0] > long for w in waves):
+            done = self._decode_inputs(list(audio), waves)
+            return lambda: done
+        passes = [(group, self.log_probs([waves[i] for i in group])) for group in self._groups(waves)]
+
+        def decode() -> list[Transcript]:
+            results: list[tuple] = [([], ()) for _ in waves]
+            for group, (log_probs, lengths) in passes:
+                for i, decoded in zip(group, self._decoded(log_probs, lengths)):
+                    results[i] = decoded
+            return self._transcripts(list(audio), waves, results, list(range(len(waves))), [0] * len(waves))
+        return decode
+
     def _decode_inputs(self, inputs: list[AudioInput], waves: list[torch.Tensor]) -> list[Transcript]:
         pieces, owner, offset = self._segments(waves)
-        results = self._decode_pieces(pieces)
+        return self._transcripts(inputs, waves, self._decode_pieces(pieces), owner, offset)
+
+    def _transcripts(self, inputs: list[AudioInput], waves: list[torch.Tensor], results: list[tuple],
+                     owner: list[int], offset: list[int]) -> list[Transcript]:
+        """Each input's Transcript from its pieces' words and alternatives (piece k: input owner[k] from sample
+        offset[k])."""
         words: list[list[Word]] = [[] for _ in waves]
         alternatives: list[tuple] = [() for _ in waves]
         for k, (ws, alts) in enumerate(results):                           # segments back into their inputs
@@ -269,7 +297,11 @@ class Transcriber:
     def decode_waves(self, waves: list[torch.Tensor]) -> list[tuple[list[Word], tuple[Alternative, ...]]]:
         """List of (S_i,) samples -> per input its words (with times and confidences) and, with nbest > 1, its
         n best alternatives (the first is the words')."""
-        log_probs, lengths = self.log_probs(waves)
+        return self._decoded(*self.log_probs(waves))
+
+    def _decoded(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[tuple[list[Word], tuple]]:
+        """decode_waves after the forward pass: (N, T', V) log-probs and (N,) lengths -> each input's words and
+        alternatives."""
         nbest: list[list[TokenPath]] = (self._beam.nbest(log_probs, lengths) if self._beam is not None
                                         else [[p] for p in greedy_paths(log_probs, lengths)])
         out = []

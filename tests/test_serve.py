@@ -239,7 +239,8 @@ def test_health_and_metrics(an4_url, client, an4_test_utts):
 
 
 class SlowTranscriber:
-    """A Transcriber whose model takes `delay` seconds more per batch (to fill the queue, time out)."""
+    """A Transcriber whose model takes `delay` seconds more per batch (to fill the queue, time out): the server's
+    model workers run a batch's forward passes through transcribe_later."""
 
     def __init__(self, transcriber, delay: float):
         self.t, self.delay = transcriber, delay
@@ -247,9 +248,9 @@ class SlowTranscriber:
     def __getattr__(self, name):
         return getattr(self.t, name)
 
-    def transcribe(self, audio, errors="raise"):
+    def transcribe_later(self, audio):
         time.sleep(self.delay)
-        return self.t.transcribe(audio, errors)
+        return self.t.transcribe_later(audio)
 
 
 class OverlapTranscriber(SlowTranscriber):
@@ -259,13 +260,13 @@ class OverlapTranscriber(SlowTranscriber):
         super().__init__(transcriber, delay)
         self.lock, self.running, self.most, self.sizes = threading.Lock(), 0, 0, []
 
-    def transcribe(self, audio, errors="raise"):
+    def transcribe_later(self, audio):
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
             self.sizes.append(len(audio))
         try:
-            return super().transcribe(audio, errors)
+            return super().transcribe_later(audio)
         finally:
             with self.lock:
                 self.running -= 1
@@ -324,17 +325,29 @@ def test_queue_cap_timeout_key_and_a_free_event_loop(an4_transcriber, an4_test_u
 
 
 class BrokenTranscriber(SlowTranscriber):
-    def transcribe(self, audio, errors="raise"):
+    def transcribe_later(self, audio):
         raise RuntimeError("the model fell over")
 
 
-def test_a_failing_model_answers_500_and_the_server_goes_on(an4_transcriber, an4_test_utts):
+class BrokenDecoding(SlowTranscriber):
+    def transcribe_later(self, audio):
+        self.t.transcribe_later(audio)
+
+        def decode():
+            raise RuntimeError("the decoder fell over")
+        return decode
+
+
+@pytest.mark.parametrize("broken, says", [(BrokenTranscriber, "the model fell over"),
+                                          (BrokenDecoding, "the decoder fell over")])
+def test_a_failing_model_answers_500_and_the_server_goes_on(broken, says, an4_transcriber, an4_test_utts):
+    """A failure in a batch's forward passes (the model worker) or in its decoding (the decoder thread)."""
     good = {"file": ("a.wav", wav_bytes(an4_test_utts[0].samples()))}
-    with running(Server(BrokenTranscriber(an4_transcriber, 0.0))) as url:
+    with running(Server(broken(an4_transcriber, 0.0))) as url:
         for _ in range(2):
             code, body = post(url, {}, good)
             assert_openai_error(code, body, 500)
-            assert "the model fell over" in body["error"]["message"] and body["error"]["type"] == "server_error"
+            assert says in body["error"]["message"] and body["error"]["type"] == "server_error"
         assert request(url, "GET", "/health")[0] == 200
 
 

@@ -24,6 +24,32 @@ def test_batched_equals_one_by_one(overfit_model, an4_test_utts, five_utts):
     assert any(r.text for r in batched[5:])      # the model does emit text on unseen audio
 
 
+def test_transcribing_later_gives_transcribes_transcripts(an4_model, an4_test_utts):
+    """transcribe_later (a server's model worker: the forward passes now, the decoding in another thread) gives
+    transcribe's very Transcripts: inputs of mixed lengths in several batches, one input longer than chunk_seconds
+    (cut first), files, with n-best alternatives; and the forward passes are done before decode() is called."""
+    from asr.audio import load_audio
+
+    model = asr.load_model(an4_model).with_options(nbest=3, method="beam", batch_seconds=8.0)
+    waves = [load_audio(u.audio) for u in an4_test_utts[:9]]
+    long = torch.cat(waves[:6] * 2)                                                  # ~40 s: cut at its pauses
+    model.transcribe(waves[:2])
+    model.transcribe(waves[:2])        # the one-input graph made (the second such call), as a server's would be
+    calls, forward = [], model.backend.log_probs
+    for audio in (waves, waves[:1], [waves[0], long, waves[1]], [u.audio for u in an4_test_utts[:3]]):
+        want = model.transcribe(audio)
+        model.backend.log_probs = lambda *a: calls.append(1) or forward(*a)
+        try:
+            decode = model.transcribe_later(audio)
+            before = len(calls)
+            got = decode()
+            assert len(calls) == before > 0                                       # no forward pass in decode()
+        finally:
+            del model.backend.log_probs
+        assert got == want
+    assert len(want) == 3 and any(len(t.alternatives) > 1 for t in want)
+
+
 @pytest.mark.parametrize("model", ["an4_fbank_model", "english-base"])   # the 1-D and the 2-D front end
 def test_a_batch_decoded_in_pieces_has_the_whole_batchs_log_probs(model, an4_test_utts, request):
     """Eager decoding runs the features and convolutions of a batch PIECE_SECONDS of padded audio at a time and

@@ -1,9 +1,10 @@
 """Dynamic batching for asr serve: requests queued by the event loop, decoded in batches by model workers.
 
 `Batcher.transcribe(wave)` queues one request's (S,) samples and waits for its Transcript; `model_workers`
-threads each take their next batch from the queue themselves and decode it at once
-(`Transcriber.transcribe([...])`), so the event loop keeps accepting while they compute and a worker that
-finishes starts on the next request without waiting for the event loop's turn.
+threads each take their next batch from the queue themselves and run its forward passes at once
+(`Transcriber.transcribe_later([...])`), a decoder thread its decoding, so the event loop keeps accepting while
+they compute and a worker that finishes starts on the next request without waiting for the event loop's turn
+or for the decoding.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import math
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -44,11 +46,13 @@ class Batcher:
         self._ready = threading.Condition()
         self._gather = threading.Lock()    # held by the one worker gathering its batch
         self._threads: list[threading.Thread] = []
+        self._decoders: ThreadPoolExecutor | None = None   # each batch's decoding after its forward passes
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), False
+        self._decoders = ThreadPoolExecutor(self.workers, thread_name_prefix="asr-ctc")
         self._threads = [threading.Thread(target=self._work, name=f"asr-model_{i}", daemon=True)
                          for i in range(self.workers)]
         for t in self._threads:
@@ -60,6 +64,7 @@ class Batcher:
             self._queue.clear()
             self._ready.notify_all()
         await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in self._threads])
+        self._decoders.shutdown(wait=True)
 
     async def run_model(self, fn, *args):
         """fn(*args) in a model thread, in turn with the batches (streams share the workers with them)."""
@@ -126,6 +131,8 @@ class Batcher:
         return max(1, min(self.options.max_batch, math.ceil(self.in_progress() / self.workers)))
 
     def _decode(self, batch: list[_Request]) -> None:
+        """The batch's forward passes here, their decoding in a decoder thread (Transcriber.transcribe_later), so that
+        this worker takes its next batch meanwhile."""
         batch = [r for r in batch if not r.future.done()]       # timed out or gone while queued
         if not batch:
             return
@@ -133,13 +140,22 @@ class Batcher:
         for transcriber in dict.fromkeys(r.transcriber for r in batch):   # requests with the same options together
             part = [r for r in batch if r.transcriber is transcriber]
             try:
-                results = transcriber.transcribe([r.wave for r in part])
+                decode = transcriber.transcribe_later([r.wave for r in part])
             except Exception as e:  # a model failure answers this batch's requests, the server goes on
-                for r in part:
-                    self._loop.call_soon_threadsafe(_settle, r.future, None, e)
+                self._answer_all(part, None, e)
                 continue
-            for r, result in zip(part, results):
-                self._loop.call_soon_threadsafe(_settle, r.future, result, None)
+            self._decoders.submit(self._finish, part, decode)
+
+    def _finish(self, part: list[_Request], decode) -> None:
+        try:
+            results, error = decode(), None
+        except Exception as e:  # noqa: BLE001 - a decoding failure answers these requests likewise
+            results, error = None, e
+        self._answer_all(part, results, error)
+
+    def _answer_all(self, part: list[_Request], results: list | None, error: BaseException | None) -> None:
+        for k, r in enumerate(part):
+            self._loop.call_soon_threadsafe(_settle, r.future, None if results is None else results[k], error)
 
     def _answer(self, future: asyncio.Future, fn, *args) -> None:
         try:
