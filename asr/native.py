@@ -83,13 +83,14 @@ def onednn_products(enable: bool | None = None) -> bool:
 
 
 def own_products(enable: bool | None = None) -> bool:
-    """Whether float32 products of inference's recurrent stack outside a batch take the compiled loops' own AVX-512
-    kernel (rnn_loop.cpp's small_gemm) rather than torch's BLAS: every step's product (else only those of at most 16
-    rows), and one input's input projections (`linear` of a weight kept transposed, as asr.rnn keeps them then).
-    Where the BLAS runs AVX2 kernels on a CPU with AVX-512 (a 2-core AMD EPYC, family 26: 215-233 against 66-109
-    GFLOP/s at a step's shapes, AN4 test decoded in batches 1.05-1.33x faster, file by file ...x,
-    recipes/an4/RESULTS.md). ASR_OWN_PRODUCTS=1 / 0 decides instead; `enable` switches it for this process (and
-    tells the loops, where built; weights asr.rnn keeps already stay as kept)."""
+    """Whether float32 products take the compiled loops' own AVX-512 kernels rather than torch's BLAS: every step's
+    product in the loops (else only those of at most 16 rows), and outside a batch one input's products of a weight
+    stored transposed (`linear`: the features' mel matrix, and the input weights asr.rnn keeps for inference, which
+    it stores so while this holds). Where the BLAS runs AVX2 kernels on a CPU with AVX-512 (a 2-core AMD EPYC,
+    family 26: 215-233 against 66-109 GFLOP/s at a step's shapes, 216-230 against 97-99 at a file's projections;
+    AN4 test decoded in batches 1.05-1.33x faster, file by file in float32 1.14-1.26x, recipes/an4/RESULTS.md).
+    ASR_OWN_PRODUCTS=1 / 0 decides instead; `enable` switches it for this process (and tells the loops, where built;
+    weights asr.rnn keeps already stay as stored, the same maths either way)."""
     if enable is not None or "own" not in _products:
         env = os.environ.get("ASR_OWN_PRODUCTS")
         _products["own"] = (enable if enable is not None else env == "1" if env in ("0", "1")
