@@ -599,8 +599,9 @@ void wide_gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, 
   }
 }
 
-// out (m, n) = bias (n,) (or none) + x (m, k) @ w_t (k, n), float32, through wide_gemm four rows at a time: one input's input
-// projections where torch's BLAS runs AVX2 kernels on a CPU with AVX-512 (asr.native.linear, own_products).
+// out (m, n) = bias (n,) (or none) + x (m, k) @ w_t (k, n), float32, through wide_gemm four rows at a time: one
+// input's projections and mel product where torch's BLAS runs AVX2 kernels on a CPU with AVX-512 (asr.native.linear,
+// own_products).
 void linear_f32(const at::Tensor& out, const std::optional<at::Tensor>& bias, const at::Tensor& x,
                 const at::Tensor& w_t) {
   check(out, "out", 2), check(x, "x", 2), check(w_t, "w_t", 2);

@@ -167,12 +167,18 @@ class Transcriber:
 
     def _decode_pieces(self, pieces: list[torch.Tensor]) -> list[tuple[list[Word], tuple[Alternative, ...]]]:
         """(S_k,) pieces -> each one's words and alternatives, decoded in length-sorted batches."""
-        results: list[tuple] = [([], ()) for _ in pieces]
         groups = self._groups(pieces)
         if len(groups) >= 4 and sys.stderr.isatty():   # a bar for long jobs; none built for a server's request
             groups = tqdm(groups, desc="decoding", unit="batch", leave=False)
-        for group in groups:
-            for i, decoded in zip(group, self.decode_waves([pieces[i] for i in group])):
+        # each batch's forward pass as its turn comes (a long job holds one batch's log-probs at a time)
+        return self._decode_passes(len(pieces), ((g, self.log_probs([pieces[i] for i in g])) for g in groups))
+
+    def _decode_passes(self, n: int, passes) -> list[tuple[list[Word], tuple[Alternative, ...]]]:
+        """(group of piece indices, (log_probs, lengths) of its forward pass) pairs -> each of the n pieces' words
+        and alternatives."""
+        results: list[tuple] = [([], ()) for _ in range(n)]
+        for group, (log_probs, lengths) in passes:
+            for i, decoded in zip(group, self._decoded(log_probs, lengths)):
                 results[i] = decoded
         return results
 
@@ -189,14 +195,8 @@ class Transcriber:
             done = self._decode_inputs(list(audio), waves)
             return lambda: done
         passes = [(group, self.log_probs([waves[i] for i in group])) for group in self._groups(waves)]
-
-        def decode() -> list[Transcript]:
-            results: list[tuple] = [([], ()) for _ in waves]
-            for group, (log_probs, lengths) in passes:
-                for i, decoded in zip(group, self._decoded(log_probs, lengths)):
-                    results[i] = decoded
-            return self._transcripts(list(audio), waves, results, list(range(len(waves))), [0] * len(waves))
-        return decode
+        return lambda: self._transcripts(list(audio), waves, self._decode_passes(len(waves), passes),
+                                         list(range(len(waves))), [0] * len(waves))
 
     def _decode_inputs(self, inputs: list[AudioInput], waves: list[torch.Tensor]) -> list[Transcript]:
         pieces, owner, offset = self._segments(waves)

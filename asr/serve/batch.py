@@ -31,8 +31,8 @@ class Batcher:
     spread over the workers instead of filling one batch while the others idle. One worker gathers at a time.
 
     Why threads that take their own work: handed each batch by the event loop, a worker idled while the loop
-    was busy reading other uploads; one request at a time on a 2-core EPYC the model thread waited ~0.9 ms of every
-    ~3.4 ms request (recipes/an4/RESULTS.md, "The model workers take their own requests").
+    was busy reading other uploads; one request at a time on a 2-core EPYC the model thread waited ~0.7 ms of every
+    ~3.6 ms request (recipes/an4/RESULTS.md, "One input's products, and the server's model thread").
     """
 
     def __init__(self, transcriber: Transcriber, options, metrics, in_progress=None):
@@ -42,7 +42,7 @@ class Batcher:
         self.workers = options.model_workers
         self.pending = 0         # requests queued or in the model
         self.in_progress = in_progress or (lambda: self.pending)
-        self._queue: deque = deque()       # (wave, transcriber, future) requests and (fn, args, future) jobs
+        self._queue: deque = deque()       # _Request and _Job items, in arrival order
         self._ready = threading.Condition()
         self._gather = threading.Lock()    # held by the one worker gathering its batch
         self._threads: list[threading.Thread] = []
@@ -63,8 +63,11 @@ class Batcher:
             self._stopping = True
             self._queue.clear()
             self._ready.notify_all()
-        await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in self._threads])
-        self._decoders.shutdown(wait=True)
+        def join():
+            for t in self._threads:
+                t.join()
+            self._decoders.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, join)
 
     async def run_model(self, fn, *args):
         """fn(*args) in a model thread, in turn with the batches (streams share the workers with them)."""
@@ -98,9 +101,9 @@ class Batcher:
             if batch is None:
                 return
             if isinstance(batch, _Job):
-                self._answer(batch.future, batch.fn, *batch.args)
+                self._finish([batch], lambda job=batch: [job.fn(*job.args)])
             else:
-                self._decode(batch)
+                self._run_batch(batch)
 
     def _collect(self):
         """The first queued item (a job alone), then the requests that arrive within the window, up to max_batch and
@@ -130,7 +133,7 @@ class Batcher:
             return self.options.max_batch
         return max(1, min(self.options.max_batch, math.ceil(self.in_progress() / self.workers)))
 
-    def _decode(self, batch: list[_Request]) -> None:
+    def _run_batch(self, batch: list[_Request]) -> None:
         """The batch's forward passes here, their decoding in a decoder thread (Transcriber.transcribe_later), so that
         this worker takes its next batch meanwhile."""
         batch = [r for r in batch if not r.future.done()]       # timed out or gone while queued
@@ -146,23 +149,18 @@ class Batcher:
                 continue
             self._decoders.submit(self._finish, part, decode)
 
-    def _finish(self, part: list[_Request], decode) -> None:
+    def _finish(self, part: list, compute) -> None:
+        """compute() -> one result for each item of `part` (requests, or a job), each handed to its awaiting caller;
+        its exception to all of them."""
         try:
-            results, error = decode(), None
-        except Exception as e:  # noqa: BLE001 - a decoding failure answers these requests likewise
+            results, error = compute(), None
+        except Exception as e:  # noqa: BLE001 - a decoding (or a job's) failure answers its callers likewise
             results, error = None, e
         self._answer_all(part, results, error)
 
-    def _answer_all(self, part: list[_Request], results: list | None, error: BaseException | None) -> None:
+    def _answer_all(self, part: list, results: list | None, error: BaseException | None) -> None:
         for k, r in enumerate(part):
             self._loop.call_soon_threadsafe(_settle, r.future, None if results is None else results[k], error)
-
-    def _answer(self, future: asyncio.Future, fn, *args) -> None:
-        try:
-            result, error = fn(*args), None
-        except Exception as e:  # noqa: BLE001 - the caller's await raises it
-            result, error = None, e
-        self._loop.call_soon_threadsafe(_settle, future, result, error)
 
 
 class _Request:
