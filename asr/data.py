@@ -228,6 +228,8 @@ class Batch:
 def pad_waves(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """List of (S_i,) -> (N, max S_i) zero-padded, and (N,) lengths."""
     lengths = torch.tensor([w.shape[0] for w in waves], dtype=torch.long)
+    if len(waves) == 1:                        # one input (a server's request): itself, not a copy
+        return waves[0][None], lengths
     return torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), lengths
 
 

@@ -187,10 +187,11 @@ class CheckpointBackend(Backend):
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         waves, lengths = waves.to(self.device), lengths.to(self.device)
-        with eval_mode(self.network):         # a run's live model evaluates on dev between epochs
-            if (graph := self._one_input_graph(lengths)) is not None:
-                log_probs, out_lengths = _one_by_one(graph, waves, lengths)
-            else:   # a batch's products through oneDNN where it is faster (asr.native.batch_products)
+        if (graph := self._one_input_graph(lengths)) is not None:     # traced in eval mode: no modes to set
+            log_probs, out_lengths = _one_by_one(graph, waves, lengths)
+        else:
+            with eval_mode(self.network):     # a run's live model evaluates on dev between epochs
+                # a batch's products through oneDNN where it is faster (asr.native.batch_products)
                 with batch_products() if waves.shape[0] > 1 else contextlib.nullcontext():
                     log_probs, out_lengths = self.network(waves, lengths)             # (N, T', V)
         return log_probs.float().cpu(), out_lengths.cpu()
