@@ -183,20 +183,16 @@ class Transcriber:
         return results
 
     def transcribe_later(self, audio: list[AudioInput]) -> Callable[[], list[Transcript]]:
-        """transcribe(audio) in two parts: the model's forward passes now, the decoding when the returned function
-        is called (where a server's model thread runs the next batch meanwhile: asr.serve.batch). Files and inputs
-        that are cut first (longer than chunk_seconds, or vad "on") are transcribed whole now."""
-        long = self.chunking.chunk_seconds * self.sample_rate
-        if self.chunking.vad == "on" or any(isinstance(a, (str, Path)) for a in audio):
+        """transcribe(audio) in two parts: the model's forward passes now (inputs cut as transcribe cuts them), the
+        decoding when the returned function is called (where a server's model thread runs the next batch meanwhile:
+        asr.serve.batch). Files, which may be read a window at a time, are transcribed whole now."""
+        if any(isinstance(a, (str, Path)) for a in audio):
             done = self._transcribe_many(list(audio))
             return lambda: done
         waves = [load_audio(a, self.sample_rate) for a in audio]
-        if any(w.shape[0] > long for w in waves):
-            done = self._decode_inputs(list(audio), waves)
-            return lambda: done
-        passes = [(group, self.log_probs([waves[i] for i in group])) for group in self._groups(waves)]
-        return lambda: self._transcripts(list(audio), waves, self._decode_passes(len(waves), passes),
-                                         list(range(len(waves))), [0] * len(waves))
+        pieces, owner, offset = self._segments(waves)
+        passes = [(group, self.log_probs([pieces[i] for i in group])) for group in self._groups(pieces)]
+        return lambda: self._transcripts(list(audio), waves, self._decode_passes(len(pieces), passes), owner, offset)
 
     def _decode_inputs(self, inputs: list[AudioInput], waves: list[torch.Tensor]) -> list[Transcript]:
         pieces, owner, offset = self._segments(waves)
