@@ -7,7 +7,8 @@ over time.
 One function holds the maths (`AcousticModel.step`): it takes the frames that have arrived and
 the state left by the frames before them, and returns the output frames that are now final.
 The offline forward pass is that step over a whole input from the initial state, with the
-end of the input marked; streaming (asr.stream) calls it chunk by chunk, the state carried in a
+end of the input marked (at inference each convolution zero-pads that whole input itself: the same
+sums, fewer copies); streaming (asr.stream) calls it chunk by chunk, the state carried in a
 ModelState. Each convolution keeps its not-yet-consumed input frames as state (`conv_step`),
 the recurrent stack keeps its hidden state, so streamed frames equal the offline ones.
 """
@@ -101,17 +102,24 @@ def conv_step(conv: nn.Conv1d, pending: torch.Tensor, x: torch.Tensor, right_pad
     return _conv(conv, x)[..., :n], x[..., n * s:have]
 
 
-def _conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """conv(x), where training a 2-D convolution of one input channel on a CPU takes `_OneChannelConv2d`'s weight
-    gradient (the same maths, several times faster than oneDNN's), and a convolution with bfloat16 weights
+def _conv(conv: nn.Module, x: torch.Tensor, pad: int = 0) -> torch.Tensor:
+    """conv(x), its time (last) axis zero-padded by `pad` more frames at each end than conv's own padding, where
+    training a 2-D convolution of one input channel on a CPU takes `_OneChannelConv2d`'s weight gradient (the same
+    maths, several times faster than oneDNN's), and a convolution with bfloat16 weights
     (AcousticModel.products_in) takes x rounded to bfloat16 and gives float32 again."""
+    padding = (*conv.padding[:-1], conv.padding[-1] + pad)
     if conv.weight.dtype == torch.bfloat16 != x.dtype:                    # not autocast's: its weights stay float32
-        return conv(x.to(torch.bfloat16)).to(x.dtype)
+        return _conv_forward(conv, x.to(torch.bfloat16), padding).to(x.dtype)
     if (isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1 and x.device.type == "cpu"
             and torch.is_grad_enabled() and conv.weight.requires_grad and conv.padding_mode == "zeros"
             and eager()):
-        return _OneChannelConv2d.apply(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
-    return conv(x)
+        return _OneChannelConv2d.apply(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation)
+    return _conv_forward(conv, x, padding)
+
+
+def _conv_forward(conv: nn.Module, x: torch.Tensor, padding: tuple) -> torch.Tensor:
+    f = nn.functional.conv2d if isinstance(conv, nn.Conv2d) else nn.functional.conv1d
+    return f(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
 
 
 class _OneChannelConv2d(torch.autograd.Function):
@@ -199,8 +207,9 @@ class AcousticModel(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole (padded) batch: the step from the initial state with the end of every input marked."""
         out_lengths = self.output_lengths(lengths)                        # (N,)
-        log_probs, _ = self.step(x, self.initial_state(x.shape[0], x.device), final=True, out_lengths=out_lengths,
-                                 pack=pack)
+        state = self.initial_state(x.shape[0], x.device)
+        x, mask, _, _ = self._front(x, state, True, out_lengths, whole=_pads_itself(x))  # (N, t2, C), (N, 1, t2)
+        log_probs, _, _ = self.head(x, state, True, out_lengths, mask, pack)
         return log_probs, out_lengths
 
     def initial_rnn_state(self, n: int, device=None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -243,17 +252,24 @@ class AcousticModel(nn.Module):
     def front_end(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, T, F) features -> (N, T', C) recurrent-stack input, (N,) output lengths, (N, 1, T') validity mask."""
         out_lengths = self.output_lengths(lengths)
-        x, mask, _, _ = self._front(x, self.initial_state(x.shape[0], x.device), True, out_lengths)
+        x, mask, _, _ = self._front(x, self.initial_state(x.shape[0], x.device), True, out_lengths,
+                                    whole=_pads_itself(x))
         return x, out_lengths, mask
 
-    def _front(self, x: torch.Tensor, state: ModelState, final: bool, out_lengths: torch.Tensor | None):
-        """The convolutions of `step`: (N, t, F) features -> (N, t2, C), the mask, both convolutions' pending frames."""
+    def _front(self, x: torch.Tensor, state: ModelState, final: bool, out_lengths: torch.Tensor | None,
+               whole: bool = False):
+        """The convolutions of `step`: (N, t, F) features -> (N, t2, C), the mask, both convolutions' pending frames.
+
+        `whole`: x is whole inputs from the initial state (final): each convolution then zero-pads its input itself,
+        the frames conv_step would join to it (the same sums), and no frames are pending (None)."""
+        conv = ((lambda layer, pending, x, pad: (_conv(layer, x, pad), None)) if whole
+                else lambda layer, pending, x, pad: conv_step(layer, pending, x, pad, final))
         x = x.transpose(1, 2)                                              # (N, F, t)
         if self.cfg.front_end == "conv2d":
             x = x[:, None]                                                 # (N, 1, F, t)
             if native():   # channels-last (for one channel, only strides): oneDNN runs conv1 2.6x faster
                 x = x.contiguous(memory_format=torch.channels_last)
-            x, pending1 = conv_step(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2, final)
+            x, pending1 = conv(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2)
             x = nn.functional.gelu(x)
             if native() and x.shape[-1] > 0:   # (a graph for this process takes whole inputs: frames always)
                 x = self.conv1f(x)
@@ -266,13 +282,13 @@ class AcousticModel(nn.Module):
             n, t1 = x.shape[0], x.shape[3]
             x = x.permute(0, 3, 1, 2).reshape(n, t1, self.conv2.in_channels).transpose(1, 2)
         else:
-            x, pending1 = conv_step(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2, final)
+            x, pending1 = conv(self.conv1, state.conv1, x, self.cfg.conv_kernel // 2)
             x = nn.functional.gelu(x)                                      # (N, C, t1)
         mask = None
         if out_lengths is not None:                                        # (N, 1, t1): valid output frames
             mask = valid_frames(out_lengths, x.shape[2])
             x = x * mask
-        x, pending2 = conv_step(self.conv2, state.conv2, x, 1, final)
+        x, pending2 = conv(self.conv2, state.conv2, x, 1)
         x = nn.functional.gelu(x)                                          # (N, C, t2)
         if mask is not None:
             x = x * mask
@@ -326,6 +342,15 @@ class AcousticModel(nn.Module):
             y = y.transpose(1, 2)                                          # (N, t3, H)
         logits = self.output(rnn_dropout(y, self.dropout.p, self.training))   # (N, t', V)
         return logits.float().log_softmax(-1), rnn_state, pending3
+
+
+def _pads_itself(x: torch.Tensor) -> bool:
+    """Whether the offline pass over (N, T, F) features zero-pads each convolution's input within the convolution
+    (AcousticModel._front's `whole`): inference in this process (its eager runs and graphs) on at least one frame.
+    There conv_step's joined copies of each input and its cut outputs, whose GELU then runs on rows with gaps, took
+    a quarter of the front end's time (AN4 test in batches, one thread, the EPYC: 75 -> ~58 ms in bfloat16). Training
+    (its gradients as they were) and exported graphs (which must take inputs of no frames) keep conv_step."""
+    return native() and not torch.is_grad_enabled() and x.shape[1] > 0
 
 
 def valid_frames(lengths: torch.Tensor, frames: int) -> torch.Tensor:

@@ -35,6 +35,35 @@ def test_padding_does_not_leak_into_valid_frames(front_end):
     assert not torch.allclose(unpacked[2, :7], batch[2, :7], atol=1e-4)
 
 
+@pytest.mark.parametrize("front_end", ["conv1d", "conv2d"])
+@pytest.mark.parametrize("kernel, stride", [(5, 3), (3, 2), (7, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_whole_inputs_padded_in_the_convolutions_give_the_steps_frames(front_end, kernel, stride, dtype):
+    """Inference over whole inputs zero-pads each convolution's input within the convolution (AcousticModel._front's
+    `whole`); its frames are conv_step's, which training and streaming take, for inputs down to one frame, with the
+    1-D convolution in float32 or bfloat16 (precision "bf16")."""
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(n_features=20, conv_channels=16, hidden=16, layers=2, front_end=front_end,
+                                      conv2d_channels=4, conv_kernel=kernel, time_stride=stride)).eval()
+    model.conv2.to(dtype)
+    lengths = torch.tensor([37, 13, 3, 1])
+    x = torch.randn(4, 37, 20) * (torch.arange(37)[None, :, None] < lengths[:, None, None])
+    out_lengths = model.output_lengths(lengths)
+    with torch.no_grad():
+        padded, _, mask = model.front_end(x, lengths)                                    # (N, t2, C): whole
+        stepped, _, _, _ = model._front(x, model.initial_state(4), True, out_lengths)    # conv_step's
+        log_probs, n = model(x, lengths)
+        alone, m = model(x[3:, :1], lengths[3:])                                         # one frame, alone
+    with torch.enable_grad():                                                            # training's: conv_step
+        trained, _ = model(x, lengths)
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.05, rtol=0.02)
+    assert padded.shape == stepped.shape and mask.shape == (4, 1, padded.shape[1])
+    torch.testing.assert_close(padded, stepped, **tolerance)
+    torch.testing.assert_close(log_probs, trained.detach(), **tolerance)
+    assert n[3] == m[0] >= 1 and alone.shape[1] == m[0]
+    torch.testing.assert_close(alone[0], log_probs[3, :m[0]], **tolerance)
+
+
 def test_config_validation_and_size():
     with pytest.raises(ValueError, match="cell must be one of"):
         ModelConfig(cell="transformer")
