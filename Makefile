@@ -62,7 +62,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/python -c "import asr.native as r; print('asr.native: the compiled recurrent loops', 'built' if r.compiled_loop() else 'NOT built: the Python loop runs (slower)')"
+	$(BIN)/python -c "import asr.native as r; print('asr.native: the compiled recurrent loops and filterbank step', 'built' if r.compiled_loop() else 'NOT built: the Python loop runs (slower)')"
 	touch $@
 
 recipe: install

@@ -27,7 +27,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from .audio import SAMPLE_RATE
-from .native import linear
+from .native import compiled_spectrum, linear
 from .tracing import eager, native
 
 N_FFT = 512          # next power of two above the 25 ms window
@@ -169,24 +169,30 @@ class FeatureExtractor(nn.Module):
         return self._preemphasised(samples) if self.cfg.kind == "fbank" else samples
 
     def _reflected_runs(self, audio: torch.Tensor, first: int, n: int, total: torch.Tensor) -> torch.Tensor | None:
-        """_sample_run of whole inputs (N, r), each `total` samples long, for frames first .. first + n - 1:
-        each input's run by slicing (_reflected_run) up to its own last frame, zeros after it (frames past an
-        input's count are garbage to every caller). None where an input is not whole in `audio` or too short
-        for one reflection."""
+        """_sample_run of whole inputs (N, r), each `total` samples long, for frames first .. first + n - 1, by
+        slicing the batch (a few operations for all its inputs, as _reflected_run for one): each input's samples,
+        reflected at both its ends as far as its own frames reach (past them, samples no frame of it reads:
+        garbage to every caller), pre-emphasised. None where an input is not whole in `audio` or too short for one
+        reflection."""
         cfg, (N, r) = self.cfg, audio.shape
         lo, totals = first * cfg.hop_length + cfg.frame_offset, total.tolist()
-        if max(totals) > r:
+        span = (n - 1) * cfg.hop_length + cfg.win_length                                   # L
+        framed = [(s, lo + (k - 1) * cfg.hop_length + cfg.win_length - s)    # an input's samples, read past them
+                  for s in totals if (k := min(n, cfg.num_frames(s) - first)) > 0]
+        if max(totals) > r or any(s == 0 or max(-lo, past) > s for s, past in framed):
             return None
-        samples = audio.new_zeros(N, (n - 1) * cfg.hop_length + cfg.win_length, dtype=torch.float32)  # (N, L)
-        for i, s in enumerate(totals):
-            k = min(n, cfg.num_frames(s) - first)                                          # this input's frames
-            if k <= 0:
-                continue
-            span = (k - 1) * cfg.hop_length + cfg.win_length
-            if s == 0 or max(-lo, lo + span - s) > s:
-                return None
-            samples[i, :span] = self._reflected_run(audio[i:i + 1, :s], lo, span)[0]
-        return samples
+        left, right = max(0, -lo), max([0, *(past for _, past in framed)])
+        samples = audio.new_zeros(N, max(span, r - lo) + right, dtype=torch.float32)       # sample j at j - lo
+        a, b = max(lo, 0), min(r, lo + samples.shape[1])
+        samples[:, a - lo:b - lo] = audio[:, a:b]
+        if left:
+            samples[:, :left] = audio[:, :left].flip(1)                                     # j < 0: sample -j - 1
+        if right:                                                   # j = s + t: sample s - 1 - t, t < right
+            t = torch.arange(right, device=audio.device)[None]
+            total = total.to(audio.device)[:, None]
+            at = (total - lo + t).clamp(min=0)                      # (clamped: inputs with no frame here)
+            samples.scatter_(1, at, audio.gather(1, (total - 1 - t).clamp(min=0)).to(samples.dtype))
+        return self._preemphasised(samples[:, :span])
 
     def _reflected_run(self, audio: torch.Tensor, lo: int, span: int) -> torch.Tensor:
         """_sample_run of one whole input (1, S) for absolute positions lo .. lo + span - 1, by slicing: the
@@ -228,6 +234,12 @@ class FeatureExtractor(nn.Module):
                 padded = x.new_zeros(*x.shape[:-1], self.cfg.n_fft)                        # (N, n, n_fft)
                 torch.mul(x, self.window, out=padded[..., :x.shape[-1]])
                 c = torch.view_as_real(torch.fft.rfft(padded))                              # (N, n, K, 2)
+                if self.cfg.kind in ("logmel", "fbank") and (ops := compiled_spectrum()) is not None:
+                    # |c|^2, its product by the mel matrix (its nonzero terms) and the floored log in one pass
+                    out = x.new_empty(*x.shape[:-1], self.cfg.n_mels)                        # (N, n, n_mels)
+                    floor = KALDI_LOG_FLOOR if self.cfg.kind == "fbank" else LOG_FLOOR
+                    ops.mel_energies(out.view(-1, self.cfg.n_mels), c.reshape(-1, c.shape[-2], 2), self.mel, floor)
+                    return out
                 c = c * c                                          # |c|^2 bit for bit, the two parts squared in
                 power = torch.add(c[..., 0], c[..., 1])            # one pass (1.4x .real.square() and .imag's)
             if self.cfg.kind == "spectrogram":

@@ -1,10 +1,12 @@
-"""The package's compiled code and this CPU's fast paths: the recurrent layers' time loops (asr/rnn_loop.cpp),
-built with torch's C++ extension tools on first use and loaded as torch.ops.asr_rnn_loop, which asr.rnn's layers
-call (None where they cannot be built, and asr.rnn runs its Python loop: the same maths); which engine a batch's
+"""The package's compiled code and this CPU's fast paths: the recurrent layers' time loops (asr/rnn_loop.cpp) and
+the features' filterbank step (asr/spectrum.cpp), one extension built with torch's C++ extension tools on first use
+and loaded as torch.ops.asr_rnn_loop, which asr.rnn's layers call, and torch.ops.asr_spectrum, which asr.features
+calls (None where they cannot be built, and the same maths runs in Python and tensor operations); which engine a batch's
 float32 products take (oneDNN or BLAS), and the loops' steps (their own kernel or BLAS); what the CPU computes in
 bfloat16.
 
     ops = compiled_loop()          # torch.ops.asr_rnn_loop, or None
+    compiled_spectrum()            # torch.ops.asr_spectrum, or None
     compiled_loop(False)           # this process runs the Python loop (benchmarks time both)
     bf16_instructions(), bf16_tiles()   # what this CPU computes in bfloat16 fast (precision "bf16" asks)
     with batch_products(): linear(x, w, bias)   # a batch's float32 product through the faster engine (oneDNN or BLAS)
@@ -24,29 +26,42 @@ import torch
 
 from .tracing import eager, native
 
-_LOOP_SOURCE = Path(__file__).with_name("rnn_loop.cpp")
+_SOURCES = [Path(__file__).with_name(name) for name in ("rnn_loop.cpp", "spectrum.cpp")]   # one extension
 _loop_lock = threading.Lock()
-_loop_state: dict = {}                  # "ops": torch.ops.asr_rnn_loop once built, None where it cannot be
+_loop_state: dict = {}                  # "built": whether the extension was built and loaded; "off": compiled_loop's
 
 
 def compiled_loop(enable: bool | None = None):
     """The recurrent layers' compiled time loops (asr/rnn_loop.cpp: each direction and range of rows its own whole
     loop on its own thread, the gates one vectorised pass), built with torch's C++ extension tools on first use
-    (about 12 s, `make install` does it once; cached under TORCH_EXTENSIONS_DIR, default
-    ~/.cache/torch_extensions) and loaded; None where it cannot be (no compiler, a CPU without AVX2,
+    (about 15 s with compiled_spectrum's kernel, `make install` does it once; cached under TORCH_EXTENSIONS_DIR,
+    default ~/.cache/torch_extensions) and loaded; None where it cannot be (no compiler, a CPU without AVX2,
     ASR_RNN_LOOP=0), and the Python loop runs. `enable` switches it on or off for this process (benchmarks time
     both)."""
     if enable is not None:
         _loop_state["off"] = not enable
-    if _loop_state.get("off", os.environ.get("ASR_RNN_LOOP", "1") == "0"):
+    if _loop_state.get("off", False) or not _extension():
         return None
-    if "ops" not in _loop_state:
+    return torch.ops.asr_rnn_loop
+
+
+def compiled_spectrum():
+    """The features' compiled step from a spectrum to its filterbank's log energies (asr/spectrum.cpp,
+    torch.ops.asr_spectrum.mel_energies), built with the loops; None where they cannot be (asr.features then
+    computes it in tensor operations: the same maths)."""
+    return torch.ops.asr_spectrum if _extension() else None
+
+
+def _extension() -> bool:
+    """Whether the package's compiled code is built and loaded (once a process; not where ASR_RNN_LOOP=0)."""
+    if "built" not in _loop_state:
         with _loop_lock:
-            if "ops" not in _loop_state:
-                _loop_state["ops"] = ops = _build_loop()
-                if ops is not None:
-                    ops.own_products(own_products())                    # this process's choice, to the loops
-    return _loop_state["ops"]
+            if "built" not in _loop_state:
+                built = os.environ.get("ASR_RNN_LOOP", "1") != "0" and _build()
+                if built:
+                    torch.ops.asr_rnn_loop.own_products(own_products())     # this process's choice, to the loops
+                _loop_state["built"] = built
+    return _loop_state["built"]
 
 
 def bf16_instructions() -> bool:
@@ -95,8 +110,8 @@ def own_products(enable: bool | None = None) -> bool:
         env = os.environ.get("ASR_OWN_PRODUCTS")
         _products["own"] = (enable if enable is not None else env == "1" if env in ("0", "1")
                             else _blas_without_avx512())
-        if (ops := _loop_state.get("ops")) is not None:
-            ops.own_products(_products["own"])
+        if _loop_state.get("built"):
+            torch.ops.asr_rnn_loop.own_products(_products["own"])
     return _products["own"]
 
 
@@ -212,20 +227,20 @@ _CAPABILITY_FLAGS = {
 }
 
 
-def _build_loop():
+def _build() -> bool:
     capability = torch.backends.cpu.get_cpu_capability()
     if capability not in _CAPABILITY_FLAGS:
-        return None
+        return False
     try:
         import ninja  # torch's builder runs `ninja`: put it on PATH
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)   # "no CUDA runtime": not needed here
         from torch.utils.cpp_extension import load
-        load(name=f"asr_rnn_loop_{capability.lower()}", sources=[str(_LOOP_SOURCE)], is_python_module=False,
+        load(name=f"asr_rnn_loop_{capability.lower()}", sources=[str(p) for p in _SOURCES], is_python_module=False,
              extra_cflags=["-O3", "-fopenmp", *_CAPABILITY_FLAGS[capability]],
              extra_ldflags=["-ldl"])                                    # dlopen: torch's own sgemm (rnn_loop.cpp)
-        return torch.ops.asr_rnn_loop
+        return True
     except Exception as e:                                              # noqa: BLE001 - any failure: the Python loop
-        warnings.warn(f"asr.rnn: the compiled loops ({_LOOP_SOURCE.name}) could not be built, so the Python "
-                      f"loop runs (the same maths, slower): {e}", stacklevel=3)
-        return None
+        warnings.warn(f"asr: the compiled code ({', '.join(p.name for p in _SOURCES)}) could not be built, so the "
+                      f"Python loop runs (the same maths, slower): {e}", stacklevel=3)
+        return False

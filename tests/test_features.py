@@ -1,3 +1,5 @@
+import math
+
 import librosa
 import numpy as np
 import pytest
@@ -6,6 +8,8 @@ import torch
 from asr.audio import load_audio
 from asr.data import pad_waves
 from asr.features import (
+    KALDI_LOG_FLOOR,
+    LOG_FLOOR,
     FeatureConfig,
     FeatureExtractor,
     SpecAugmentConfig,
@@ -77,6 +81,32 @@ def test_a_mostly_padded_batch_input_by_input_gives_the_padded_batch_frames(kind
         alone, n = extractor.raw(w[None], torch.tensor([w.shape[0]]))
         torch.testing.assert_close(each[i, :frames[i]], whole[i, :frames[i]], rtol=1e-6, atol=1e-5)  # float rounding
         assert torch.equal(each[i, :frames[i]], alone[0]) and n.item() == frames[i]
+
+
+@pytest.mark.parametrize("kind", ["fbank", "logmel"])
+@pytest.mark.parametrize("n_mels", [80, 23])
+def test_the_compiled_filterbank_step_gives_the_tensor_operations_features(kind, n_mels, an4_test_utts, monkeypatch):
+    """The features' |spectrum|^2, mel product and floored log in one compiled pass (asr/spectrum.cpp, its nonzero
+    terms only) equal the tensor operations' to float rounding: speech, silence at the log floor, mel counts that
+    fill whole vectors and that leave a part, a batch padded from inputs of unequal lengths."""
+    import asr.features
+    from asr.native import compiled_spectrum
+    if compiled_spectrum() is None:
+        pytest.skip("the compiled code could not be built here")
+    waves = [load_audio(u.audio) for u in an4_test_utts[:5]] + [torch.zeros(4000)]      # the last: silence
+    cfg = FeatureConfig(kind=kind, n_mels=n_mels)
+    extractor, (w, n) = FeatureExtractor(cfg), pad_waves(waves)
+    calls = []
+    real = compiled_spectrum()
+    monkeypatch.setattr(asr.features, "compiled_spectrum", lambda: calls.append(1) or real)
+    compiled, frames = extractor.raw(w, n)
+    monkeypatch.setattr(asr.features, "compiled_spectrum", lambda: None)
+    tensors, _ = extractor.raw(w, n)
+    assert calls and compiled.shape == tensors.shape == (6, int(frames.max()), n_mels)
+    valid = torch.arange(compiled.shape[1])[None] < frames[:, None]                       # (N, T)
+    torch.testing.assert_close(compiled[valid], tensors[valid], atol=1e-5, rtol=1e-5)
+    floor = math.log(KALDI_LOG_FLOOR if kind == "fbank" else LOG_FLOOR)
+    assert torch.allclose(compiled[5, :frames[5]], torch.tensor(floor), atol=1e-6, rtol=0)  # silence: the floor
 
 
 def test_stats_normalise_to_zero_mean_unit_variance(tmp_path, an4_test_utts):

@@ -44,9 +44,10 @@ def test_the_wheel_alone_gives_a_working_asr(tmp_path):
     helped = subprocess.run([str(python), "-c", script, "--help"], capture_output=True, text=True, env=env,
                             cwd=tmp_path)
     assert helped.returncode == 0 and "transcribe" in helped.stdout
-    loops = subprocess.run([str(python), "-c", "import asr.native as r; print(r._LOOP_SOURCE, r.compiled_loop())"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    loops = subprocess.run([str(python), "-c", "import asr.native as r; print(*r._SOURCES, r.compiled_loop(), "
+                            "r.compiled_spectrum())"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert loops.stdout.startswith(str(target)) and "asr_rnn_loop" in loops.stdout, loops.stdout + loops.stderr
+    assert "asr_spectrum" in loops.stdout, loops.stdout + loops.stderr                # both sources installed
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"id": "a", "audio": "a.wav", "duration": 1.0, "text": "YES"}\n')
     lm = subprocess.run([str(python), "-c", script, "lm", "--manifest", str(manifest), "--out", str(tmp_path / "lm")],
