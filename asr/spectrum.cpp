@@ -16,10 +16,42 @@ namespace {
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t W = Vec::size();
 
+// R frames' energies: rows [r, r + R) of out from spectrum's, as mel_energies below. The R frames' sums are R
+// independent chains of fmas (one chain waits on each fma's latency; R of them keep the unit busy), each bin's W
+// weights loaded once for all R.
+template <int64_t R>
+void frames_energies(int64_t r, int64_t k, int64_t f, const float* s, const float* w, const std::vector<int64_t>& lo,
+                     const std::vector<int64_t>& hi, float floor, float* o, float* power) {
+  for (int64_t i = 0; i < R; ++i) {                                   // power[i * k + b]: frame r + i, bin b
+    const float* x = s + (r + i) * k * 2;
+    float* p = power + i * k;
+    int64_t b = 0;
+    for (; b + W <= k; b += W) {
+      auto [re, im] = at::vec::deinterleave2(Vec::loadu(x + 2 * b), Vec::loadu(x + 2 * b + W));
+      (re * re + im * im).store(p + b);
+    }
+    for (; b < k; ++b) p[b] = x[2 * b] * x[2 * b] + x[2 * b + 1] * x[2 * b + 1];
+  }
+  for (int64_t g = 0; g < static_cast<int64_t>(lo.size()); ++g) {
+    const int64_t j = g * W, n = std::min(W, f - j);
+    Vec sum[R];
+    for (int64_t i = 0; i < R; ++i) sum[i] = Vec(0.f);
+    for (int64_t b = lo[g]; b < hi[g]; ++b) {
+      const Vec wb = n == W ? Vec::loadu(w + b * f + j) : Vec::loadu(w + b * f + j, n);
+      for (int64_t i = 0; i < R; ++i) sum[i] = at::vec::fmadd(Vec(power[i * k + b]), wb, sum[i]);
+    }
+    for (int64_t i = 0; i < R; ++i) {
+      if (floor > 0) sum[i] = at::vec::maximum(sum[i], Vec(floor)).log();
+      n == W ? sum[i].store(o + (r + i) * f + j) : sum[i].store(o + (r + i) * f + j, n);
+    }
+  }
+}
+
 // out (M, F) = log(max(power @ mel, floor)), or power @ mel where floor <= 0, for power (M, K) the squared
 // magnitudes of spectrum (M, K, 2) (real and imaginary parts) and mel (K, F) a filterbank. W filters at a time:
 // their sums one vector, to which each bin in the run where any of them has a weight adds its power times the
-// bin's W weights (one broadcast, one fma): the product's nonzero terms and the zeros beside them.
+// bin's W weights (one broadcast, one fma): the product's nonzero terms and the zeros beside them, summed bin by
+// bin. Eight frames at a time: 1100 -> ~250 cycles a frame at 80 filters over 257 bins (the EPYC).
 void mel_energies(const at::Tensor& out, const at::Tensor& spectrum, const at::Tensor& mel, double floor) {
   TORCH_CHECK(spectrum.dim() == 3 && spectrum.size(2) == 2 && mel.dim() == 2 && out.dim() == 2 &&
                   spectrum.size(1) == mel.size(0) && out.size(0) == spectrum.size(0) && out.size(1) == mel.size(1),
@@ -38,26 +70,12 @@ void mel_energies(const at::Tensor& out, const at::Tensor& spectrum, const at::T
       }
   const float* s = spectrum.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  const Vec low(static_cast<float>(floor));
-  at::parallel_for(0, m, 64, [&](int64_t r0, int64_t r1) {
-    std::vector<float> power(k);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* x = s + r * k * 2;
-      int64_t b = 0;
-      for (; b + W <= k; b += W) {
-        auto [re, im] = at::vec::deinterleave2(Vec::loadu(x + 2 * b), Vec::loadu(x + 2 * b + W));
-        (re * re + im * im).store(power.data() + b);
-      }
-      for (; b < k; ++b) power[b] = x[2 * b] * x[2 * b] + x[2 * b + 1] * x[2 * b + 1];
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t j = g * W, n = std::min(W, f - j);
-        Vec sum(0.f);
-        for (b = lo[g]; b < hi[g]; ++b)
-          sum = at::vec::fmadd(Vec(power[b]), n == W ? Vec::loadu(w + b * f + j) : Vec::loadu(w + b * f + j, n), sum);
-        if (floor > 0) sum = at::vec::maximum(sum, low).log();
-        n == W ? sum.store(o + r * f + j) : sum.store(o + r * f + j, n);
-      }
-    }
+  constexpr int64_t R = 8;
+  at::parallel_for(0, (m + R - 1) / R, 8, [&](int64_t b0, int64_t b1) {
+    std::vector<float> power(R * k);
+    int64_t r = b0 * R;
+    for (; r + R <= std::min(m, b1 * R); r += R) frames_energies<R>(r, k, f, s, w, lo, hi, floor, o, power.data());
+    for (; r < std::min(m, b1 * R); ++r) frames_energies<1>(r, k, f, s, w, lo, hi, floor, o, power.data());
   });
 }
 
