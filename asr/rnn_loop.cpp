@@ -219,12 +219,15 @@ void pairs_rows(int64_t n, int64_t kp, const uint32_t* a, const uint32_t* b, con
 }
 
 // c (m, n) = a (m, kp pairs) @ b (kp pairs, n) + bias (n,) (none where null: the first product's write of c is
-// its only one), four rows at a time. The caller has checked cpu_has_bf16_pairs().
+// its only one), eight rows by three vectors at a time (24 accumulators, each b vector read from L2 once for eight
+// rows, 11 loads a 24 dot products: 3348 x 320 -> 480 at 457-491 GFLOP/s against 326-346 for four rows by four
+// vectors, one thread, the EPYC), then four, two and single rows. The caller has checked cpu_has_bf16_pairs().
 void gemm_pairs(int64_t m, int64_t n, int64_t kp, const at::BFloat16* a, const at::BFloat16* b, const float* bias,
                 float* c) {
   const auto* ap = reinterpret_cast<const uint32_t*>(a);
   const auto* bp = reinterpret_cast<const uint32_t*>(b);
   int64_t i = 0;
+  for (; i + 8 <= m; i += 8) pairs_rows<8, 3>(n, kp, ap + i * kp, bp, bias, c + i * n);
   for (; i + 4 <= m; i += 4) pairs_rows<4, 4>(n, kp, ap + i * kp, bp, bias, c + i * n);
   for (; i + 2 <= m; i += 2) pairs_rows<2, 8>(n, kp, ap + i * kp, bp, bias, c + i * n);
   for (; i < m; ++i) pairs_rows<1, 8>(n, kp, ap + i * kp, bp, bias, c + i * n);

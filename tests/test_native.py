@@ -91,6 +91,25 @@ def test_a_weight_stored_transposed_takes_the_loops_kernel_where_own_products(ro
         torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9, 17, 50])
+@pytest.mark.parametrize("k, n", [(160, 480), (33, 99)])
+def test_the_bfloat16_pairs_kernel_sums_in_float32_at_every_row_count(rows, k, n):
+    """The loops' AVX-512 BF16 product (linear_bf16 on weights in pairs: eight rows by three vectors at a time, then
+    four, two, one; whole and part vectors; an odd K padded with a zero) gives float32 sums of the operands rounded
+    to bfloat16, plus the bias."""
+    ops = native.compiled_loop()
+    if ops is None or not ops.bf16_pairs():
+        pytest.skip("no AVX-512 BF16 here")
+    g = torch.Generator().manual_seed(rows * k)
+    x, w, b = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    kp = (k + 1) // 2
+    pairs = nn.functional.pad(w, (0, 2 * kp - k)).view(n, kp, 2).transpose(0, 1).contiguous().bfloat16()  # (kp, N, 2)
+    out = torch.empty(rows, n)
+    ops.linear_bf16(out, b, x, pairs)
+    want = (x.bfloat16().double() @ w.bfloat16().double().t() + b.double()).float()
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-5)
+
+
 def test_onednn_meets_a_bounded_few_row_counts():
     """oneDNN keeps ~0.7 MB for each row count it has run: every count from 1 to 100 000 rounds up to one of at most
     8 an octave, by at most 1/8 (16 rows at least apart)."""
