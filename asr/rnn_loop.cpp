@@ -577,13 +577,15 @@ std::tuple<at::Tensor, at::Tensor> rnn_backward(const at::Tensor& dys, const at:
 // out (M, N) = bias (N,) + x (M, K) rounded to bfloat16 @ w bfloat16 transposed, accumulated in float32: the input
 // projections of inference at precision "bf16", w (N, K) in the module's layout for MKL's product, or (kp, N, 2)
 // pairs for gemm_pairs (rows split between the threads).
-// c (m, n) = bias (n,) (or none) + a (m, k) @ b (k, n) for many rows: four rows by R vectors of columns at a time,
-// R (2-6) fitted to n so that few columns are masked off (480: 6, 80: 5, 29: 2). small_gemm's 4 x 2 blocks suit a
-// step's few rows; here, one thread, a 2-core AMD EPYC (2026-12-07): 97 x 320 @ 320 x 480 at 230 GFLOP/s against
-// small_gemm's 200 and MKL's 99, the features' 290 x 257 @ 257 x 80 at 229 against 98 and 99.
+// c (m, n) = bias (n,) (or none) + a (m, k) @ b (k, n) for many rows: eight rows by min(R, 3) vectors, then four
+// rows by R vectors of columns at a time, R (2-6) fitted to n so that few columns are masked off (480: 6, 80: 5,
+// 29: 2). small_gemm's 4 x 2 blocks suit a step's few rows; here, one thread, a 2-core AMD EPYC (2026-12-07): 97 x
+// 320 @ 320 x 480 at 230 GFLOP/s against small_gemm's 200 and MKL's 99, the features' 290 x 257 @ 257 x 80 at 229
+// against 98 and 99; the eight-row blocks (2026-12-08) 237-249 against 221-243 at 97-3348 rows.
 template <int64_t R>
 void wide_rows(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c, const float* bias) {
   int64_t i = 0;
+  for (; i + 8 <= m; i += 8) rows_product<8, (R < 3 ? R : 3)>(n, k, a + i * k, b, 0.f, c + i * n, bias);
   for (; i + 4 <= m; i += 4) rows_product<4, R>(n, k, a + i * k, b, 0.f, c + i * n, bias);
   for (; i < m; ++i) rows_product<1, R>(n, k, a + i * k, b, 0.f, c + i * n, bias);
 }
