@@ -77,7 +77,7 @@ Sgemm find_sgemm() {
 // The accumulators start from bias where given (beta then unused).
 template <int64_t MR, int64_t R, bool Full>
 void rows_block(int64_t n, int64_t k, const float* a, const float* b, float beta, float* c, int64_t j,
-                int64_t cols, const float* bias) {
+                int64_t cols, const float* bias, int64_t ldb) {
   const int64_t V = Full ? R : (cols + W - 1) / W;
   auto width = [&](int64_t r) { return Full ? W : std::min(W, cols - r * W); };
   Vec acc[MR][R];
@@ -86,7 +86,7 @@ void rows_block(int64_t n, int64_t k, const float* a, const float* b, float beta
       acc[m][r] = bias ? load(bias + j + r * W, width(r))
                        : beta == 0.f ? Vec(0.f) : load(c + m * n + j + r * W, width(r)) * Vec(beta);
   for (int64_t i = 0; i < k; ++i) {
-    const float* bi = b + i * n + j;
+    const float* bi = b + i * ldb + j;
     Vec bv[R];
     for (int64_t r = 0; r < V; ++r) bv[r] = load(bi + r * W, width(r));
     for (int64_t m = 0; m < MR; ++m) {
@@ -101,8 +101,8 @@ void rows_block(int64_t n, int64_t k, const float* a, const float* b, float beta
 template <int64_t MR, int64_t R>
 void rows_product(int64_t n, int64_t k, const float* a, const float* b, float beta, float* c, const float* bias) {
   int64_t j = 0;
-  for (; j + R * W <= n; j += R * W) rows_block<MR, R, true>(n, k, a, b, beta, c, j, R * W, bias);
-  if (j < n) rows_block<MR, R, false>(n, k, a, b, beta, c, j, n - j, bias);
+  for (; j + R * W <= n; j += R * W) rows_block<MR, R, true>(n, k, a, b, beta, c, j, R * W, bias, n);
+  if (j < n) rows_block<MR, R, false>(n, k, a, b, beta, c, j, n - j, bias, n);
 }
 
 // A product of a few rows, c (m, n) = a (m, k) @ b (k, n) + beta * c, four rows at a time, a last single row
@@ -116,6 +116,34 @@ void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b,
   for (; i + 4 <= m; i += 4) rows_product<4, 2>(n, k, a + i * k, b, beta, c + i * n, nullptr);
   for (; i + 2 <= m; i += 2) rows_product<2, 4>(n, k, a + i * k, b, beta, c + i * n, nullptr);
   for (; i < m; ++i) rows_product<1, 10>(n, k, a + i * k, b, beta, c + i * n, nullptr);
+}
+
+// The columns of a panel (`panels`): a lone row's block, 10 vectors.
+constexpr int64_t kPanel = 10 * W;
+
+// MR rows of c (n apart) = the same rows of a (k apart) @ one panel bp (k, kPanel) of b, its first `width` columns
+// (the panel's own columns of c, from c), R vectors at a time.
+template <int64_t MR, int64_t R>
+void panel_rows(int64_t n, int64_t k, const float* a, const float* bp, float* c, int64_t width) {
+  int64_t j = 0;
+  for (; j + R * W <= width; j += R * W) rows_block<MR, R, true>(n, k, a, bp, 0.f, c, j, R * W, nullptr, kPanel);
+  if (j < width) rows_block<MR, R, false>(n, k, a, bp, 0.f, c, j, width - j, nullptr, kPanel);
+}
+
+// small_gemm's c (m, n) = a (m, k) @ b, b held in panels (`panels`): (ceil(n / kPanel), k, kPanel), panel p the
+// columns [p kPanel, (p + 1) kPanel) of b (k, n), zero past n. A lone row's product then reads each panel front to
+// back, one stream, where b's rows n apart gave the prefetcher kPanel-wide strided runs: 1 x 160 @ 160 x 480 in
+// 1.65 against 2.39 us (one thread, the EPYC, b in L2), the float32 steps of a file decoded alone.
+void panels_gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
+  for (int64_t p = 0; p * kPanel < n; ++p) {
+    const float* bp = b + p * k * kPanel;
+    float* cp = c + p * kPanel;
+    const int64_t width = std::min(kPanel, n - p * kPanel);
+    int64_t i = 0;
+    for (; i + 4 <= m; i += 4) panel_rows<4, 2>(n, k, a + i * k, bp, cp + i * n, width);
+    for (; i + 2 <= m; i += 2) panel_rows<2, 4>(n, k, a + i * k, bp, cp + i * n, width);
+    for (; i < m; ++i) panel_rows<1, 10>(n, k, a + i * k, bp, cp + i * n, width);
+  }
 }
 
 // Products of at most this many rows go through small_gemm: the bidirectional 2x160 stack, one thread, on the EPYC,
@@ -250,8 +278,9 @@ void check(const at::Tensor& t, const char* name, int64_t dim) {
               "asr rnn_loop: ", name, " must be a contiguous float32 CPU tensor of ", dim, " dimensions");
 }
 
-// A forward loop's recurrent weights: float32 (D, H, G), or bfloat16 (inference at precision "bf16"): (D, H, G)
-// for MKL's bfloat16 product (`blas_bf16`), or (D, kp, G, 2) pairs for gemm_pairs (`bf16_pairs`).
+// A forward loop's recurrent weights: float32 (D, H, G) or its panels (`panels`), or bfloat16 (inference at
+// precision "bf16"): (D, H, G) for MKL's bfloat16 product (`blas_bf16`), or (D, kp, G, 2) pairs for gemm_pairs
+// (`bf16_pairs`).
 void check_weight(const at::Tensor& t, const char* name) {
   if (t.scalar_type() == at::kBFloat16) {
     const bool pairs = t.dim() == 4 && t.size(3) == 2;
@@ -260,11 +289,16 @@ void check_weight(const at::Tensor& t, const char* name) {
                 "pairs on a CPU with AVX-512 BF16, else (D, H, G) and MKL's gemm_bf16bf16f32");
     return;
   }
-  check(t, name, 3);
+  check(t, name, t.dim() == 4 ? 4 : 3);
 }
 
-// Whether a forward loop's recurrent weights have H rows: (D, H, G), or (D, ceil(H / 2), G, 2) pairs.
-bool has_rows(const at::Tensor& w_t, int64_t H) { return w_t.size(1) == (w_t.dim() == 4 ? (H + 1) / 2 : H); }
+// Whether a forward loop's recurrent weights are H x G: (D, H, G), (D, ceil(H / 2), G, 2) bfloat16 pairs, or
+// float32 panels (D, ceil(G / kPanel), H, kPanel) (`panels`).
+bool fits(const at::Tensor& w_t, int64_t H, int64_t G) {
+  if (w_t.dim() == 3) return w_t.size(1) == H && w_t.size(2) == G;
+  if (w_t.scalar_type() == at::kBFloat16) return w_t.size(1) == (H + 1) / 2 && w_t.size(2) == G;
+  return w_t.size(1) == (G + kPanel - 1) / kPanel && w_t.size(2) == H && w_t.size(3) == kPanel;
+}
 
 // `active` (T,) int64, or empty: rows sorted longest first, so that step s of every direction is real for the
 // first active[s] rows only (asr.rnn sorts a batch of unequal lengths so). The loops then skip the rest: no product,
@@ -288,9 +322,9 @@ inline int64_t live(const int64_t* active, int64_t s, const Unit& u) {
 // gh)` for each live row: at_s indexes (D, T, N, .) tensors, at_h (D, T + 1, N, .) ones, gh is the row's product
 // (G,). A row past its length copies its `states` ((D, T + 1, N, H) each: h, and the LSTM's c) to the next step.
 template <typename Cell>
-void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, const at::Tensor& active,
+void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, int64_t G, const at::Tensor& active,
                   const std::vector<at::Tensor>& states, const Cell& cell) {
-  const int64_t D = hs.size(0), T = hs.size(1) - 1, N = hs.size(2), H = hs.size(3), G = w_t.size(2);
+  const int64_t D = hs.size(0), T = hs.size(1) - 1, N = hs.size(2), H = hs.size(3);
   const int64_t* ap = active_ptr(active, T);
   std::vector<float*> sp;
   for (const auto& t : states) sp.push_back(t.data_ptr<float>());
@@ -312,6 +346,8 @@ void forward_loop(const at::Tensor& hs, const at::Tensor& w_t, const at::Tensor&
       } else if (a > 0 && bf16) {
         at::vec::convert(h_s, hb.data_ptr<at::BFloat16>(), a * H);
         gemm(a, G, H, hb.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), 0.f, ghp);
+      } else if (a > 0 && w.dim() == 3) {                       // panels (inference where own_products)
+        panels_gemm(a, G, H, h_s, w.data_ptr<float>(), ghp);
       } else if (a > 0 && !gemm(a, G, H, h_s, w.data_ptr<float>(), 0.f, ghp)) {
         auto out = gh.narrow(0, 0, a);
         at::mm_out(out, hs[u.d][s].narrow(0, u.r0, a), w);
@@ -377,7 +413,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
     const at::Tensor& active, bool saved) {
   check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(b_hn, "b_hn", 2), check(h0, "h0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = h0.size(2);
-  TORCH_CHECK(g.size(3) == 3 * H && w_hh_t.size(2) == 3 * H && has_rows(w_hh_t, H) && h0.size(0) == D &&
+  TORCH_CHECK(g.size(3) == 3 * H && fits(w_hh_t, H, 3 * H) && h0.size(0) == D &&
               h0.size(1) == N,
               "asr rnn_loop: gru_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options());
@@ -389,7 +425,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward(
   const float *gp = g.data_ptr<float>(), *bp = b_hn.data_ptr<float>();
   float *hp = hs.data_ptr<float>(), *ghnp = ghn.data_ptr<float>(), *rzp = rz.data_ptr<float>(),
         *np = nn.data_ptr<float>();
-  forward_loop(hs, w_hh_t, active, {hs}, [&](int64_t d, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
+  forward_loop(hs, w_hh_t, 3 * H, active, {hs},
+               [&](int64_t d, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
     const float *gi = gp + at_s * 3 * H, *hprev = hp + at_h * H;
     float* hnext = hp + (at_h + N) * H;
     for (int64_t j = 0; j < H; j += W) {
@@ -458,7 +495,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
     const at::Tensor& active, bool saved) {
   check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(h0, "h0", 3), check(c0, "c0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = h0.size(2);
-  TORCH_CHECK(g.size(3) == 4 * H && w_hh_t.size(2) == 4 * H && has_rows(w_hh_t, H),
+  TORCH_CHECK(g.size(3) == 4 * H && fits(w_hh_t, H, 4 * H),
               "asr rnn_loop: lstm_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options()), cs = at::empty({D, T + 1, N, H}, g.options());
   const int64_t S = saved ? T : 0;
@@ -466,7 +503,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
   hs.select(1, 0).copy_(h0), cs.select(1, 0).copy_(c0);
   const float* gp = g.data_ptr<float>();
   float *hp = hs.data_ptr<float>(), *cp = cs.data_ptr<float>(), *qp = q.data_ptr<float>(), *tp = tc.data_ptr<float>();
-  forward_loop(hs, w_hh_t, active, {hs, cs},
+  forward_loop(hs, w_hh_t, 4 * H, active, {hs, cs},
                [&](int64_t, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
     const float *gi = gp + at_s * 4 * H, *cprev = cp + at_h * H;
     float *hnext = hp + (at_h + N) * H, *cnext = cp + (at_h + N) * H, *qo = qp + at_s * 4 * H;
@@ -531,13 +568,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
 at::Tensor rnn_forward(const at::Tensor& g, const at::Tensor& w_hh_t, const at::Tensor& h0, const at::Tensor& active) {
   check(g, "g", 4), check_weight(w_hh_t, "w_hh_t"), check(h0, "h0", 3);
   const int64_t D = g.size(0), T = g.size(1), N = g.size(2), H = h0.size(2);
-  TORCH_CHECK(g.size(3) == H && w_hh_t.size(2) == H && has_rows(w_hh_t, H),
+  TORCH_CHECK(g.size(3) == H && fits(w_hh_t, H, H),
               "asr rnn_loop: rnn_forward shapes disagree");
   auto hs = at::empty({D, T + 1, N, H}, g.options());
   hs.select(1, 0).copy_(h0);
   const float* gp = g.data_ptr<float>();
   float* hp = hs.data_ptr<float>();
-  forward_loop(hs, w_hh_t, active, {hs},
+  forward_loop(hs, w_hh_t, H, active, {hs},
                [&](int64_t, int64_t, int64_t, int64_t at_s, int64_t at_h, const float* hi) {
     const float* gi = gp + at_s * H;
     float* hnext = hp + (at_h + N) * H;
@@ -607,6 +644,15 @@ void wide_gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, 
 // out (m, n) = bias (n,) (or none) + x (m, k) @ w_t (k, n), float32, through wide_gemm four rows at a time: one
 // input's projections and mel product where torch's BLAS runs AVX2 kernels on a CPU with AVX-512 (asr.native.linear,
 // own_products).
+// (D, H, G) float32 recurrent weights as the loops' panels (D, ceil(G / kPanel), H, kPanel), zero past G
+// (panels_gemm): the weights asr.rnn keeps for inference where `own_products`.
+at::Tensor panels(const at::Tensor& w_t) {
+  check(w_t, "w_t", 3);
+  const int64_t D = w_t.size(0), H = w_t.size(1), G = w_t.size(2), np = (G + kPanel - 1) / kPanel;
+  auto padded = at::constant_pad_nd(w_t, {0, np * kPanel - G});                    // (D, H, np kPanel)
+  return padded.view({D, H, np, kPanel}).permute({0, 2, 1, 3}).contiguous();
+}
+
 void linear_f32(const at::Tensor& out, const std::optional<at::Tensor>& bias, const at::Tensor& x,
                 const at::Tensor& w_t) {
   check(out, "out", 2), check(x, "x", 2), check(w_t, "w_t", 2);
@@ -666,6 +712,7 @@ TORCH_LIBRARY(asr_rnn_loop, m) {
   m.def("own_products(bool on) -> bool", [](bool on) { return own_products.exchange(on); });  // see gemm
   m.def("linear_bf16(Tensor(a!) out, Tensor bias, Tensor x, Tensor w) -> ()");
   m.def("linear_f32(Tensor(a!) out, Tensor? bias, Tensor x, Tensor w_t) -> ()");
+  m.def("panels(Tensor w_t) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(asr_rnn_loop, CPU, m) {
@@ -677,4 +724,5 @@ TORCH_LIBRARY_IMPL(asr_rnn_loop, CPU, m) {
   m.impl("rnn_backward", rnn_backward);
   m.impl("linear_bf16", linear_bf16);
   m.impl("linear_f32", linear_f32);
+  m.impl("panels", panels);
 }

@@ -174,9 +174,10 @@ def test_steps_of_many_rows_through_either_kernel_give_torch_nns_results(cell, o
 @pytest.mark.parametrize("own", [False, True])
 @pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
 def test_inference_through_either_kernel_gives_torch_nns_results(cell, own, products_engine):
-    """Without autograd asr.rnn keeps its weights, the input weights stored transposed where the loops' own kernel
-    takes one input's projections and every step (asr.native.own_products): one input and a packed batch, two
-    layers, both directions, give torch.nn's outputs and final states, and so after the choice changes."""
+    """Without autograd asr.rnn keeps its weights, the input weights stored transposed and the recurrent ones in the
+    loops' panels where the loops' own kernel takes one input's projections and every step (asr.native.own_products;
+    gate widths that fill a panel and that leave part of one): one input and a packed batch, two layers, both
+    directions, give torch.nn's outputs and final states, and so after the choice changes."""
     from asr import native
     if compiled_loop() is None:
         pytest.skip("the compiled loops could not be built here")

@@ -106,7 +106,8 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
     (D, H, gH), the loops' operand. Without autograd (inference) they are kept on the module (a copy of the layer's
     weights) until a parameter changes, replaced or written in place: restacking them took 7 % of decoding AN4 test
     file by file; kept where `own_products`, w_ih is stored transposed (the loops' kernel takes one input's
-    projections, asr.native.linear). A call with autograd drops them: the optimiser step it leads to may write in
+    projections, asr.native.linear) and w_hh_t in the loops' panels (rnn_loop.cpp `panels`: a step's product reads
+    each panel as one stream). A call with autograd drops them: the optimiser step it leads to may write in
     place without counting a version (torch's fused AdamW does), so versions alone would miss it."""
     params = [getattr(rnn, f"{kind}_l{layer}{sfx}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
               for sfx in ("", "_reverse")[:dirs]]
@@ -114,7 +115,8 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
     cache = rnn.__dict__.setdefault("_asr_layer_weights", {})   # layer -> (params, their versions, weights, w_hh_t)
     if not keep:
         cache.pop(layer, None)
-    versions = [p._version for p in params] if keep else None
+    # the versions, and whether the compiled loops run (theirs alone take panels; benchmarks switch them)
+    versions = [p._version for p in params] + [compiled_loop() is not None] if keep else None
     if keep and layer in cache:
         was, was_versions, weights, w_hh_t = cache[layer]
         if all(a is b for a, b in zip(was, params)) and was_versions == versions:
@@ -128,6 +130,8 @@ def _layer_weights(rnn: nn.RNNBase, layer: int, dirs: int) -> tuple[list[torch.T
             weights[0], w_hh_t = weights[0].detach().to(torch.bfloat16), w_hh_t.to(torch.bfloat16)
     elif keep and own_products() and weights[0].device.type == "cpu":   # w_ih stored transposed: asr.native.linear
         weights[0] = weights[0].detach().transpose(1, 2).contiguous().transpose(1, 2)   # (D, gH, C) held as (D, C, gH)
+        if (ops := compiled_loop()) is not None:                         # w_hh in the loops' panels
+            w_hh_t = ops.panels(w_hh_t)
     if keep:
         cache[layer] = params, versions, weights, w_hh_t
     return weights, w_hh_t
