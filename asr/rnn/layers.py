@@ -35,12 +35,11 @@ def _project(x: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, order):
 
 
 def _outputs(hs: torch.Tensor, order, mask) -> torch.Tensor:
-    """(T, D, N, H) states in each direction's order -> (T, N, D * H) outputs in time order, zero past a length."""
-    if mask is not None:
-        hs = hs * mask
-    if hs.shape[1] == 1:
-        return hs[:, 0].clone()
-    return torch.cat([hs[:, 0], reorder(hs[:, 1], order)], -1)
+    """(T, D, N, H) states in each direction's order -> (T, N, D * H) outputs in time order, zero past a length
+    (masked in place once in time order: a sequence's steps are reversed within its length, so the mask is the
+    same in either direction's order)."""
+    y = hs[:, 0].clone() if hs.shape[1] == 1 else torch.cat([hs[:, 0], reorder(hs[:, 1], order)], -1)
+    return y if mask is None else y.mul_(mask[:, 0])
 
 
 def _output_grads(dy: torch.Tensor | None, shape, order, mask, stack: int = 1) -> torch.Tensor:
