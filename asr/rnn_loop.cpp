@@ -98,11 +98,24 @@ void rows_block(int64_t n, int64_t k, const float* a, const float* b, float beta
     for (int64_t r = 0; r < V; ++r) store(acc[m][r], c + m * n + j + r * W, width(r));
 }
 
+// MR rows of c (n apart) = the same rows of a (k apart) @ b (k rows, ldb apart; 0: n) + beta * c, on c's first
+// `width` columns (0: all n), R vectors at a time.
 template <int64_t MR, int64_t R>
-void rows_product(int64_t n, int64_t k, const float* a, const float* b, float beta, float* c, const float* bias) {
+void rows_product(int64_t n, int64_t k, const float* a, const float* b, float beta, float* c, const float* bias,
+                  int64_t ldb = 0, int64_t width = 0) {
+  ldb = ldb ? ldb : n, width = width ? width : n;
   int64_t j = 0;
-  for (; j + R * W <= n; j += R * W) rows_block<MR, R, true>(n, k, a, b, beta, c, j, R * W, bias, n);
-  if (j < n) rows_block<MR, R, false>(n, k, a, b, beta, c, j, n - j, bias, n);
+  for (; j + R * W <= width; j += R * W) rows_block<MR, R, true>(n, k, a, b, beta, c, j, R * W, bias, ldb);
+  if (j < width) rows_block<MR, R, false>(n, k, a, b, beta, c, j, width - j, bias, ldb);
+}
+
+// small_gemm's rows: four at a time, then two, then one, on b's first `width` columns (rows ldb apart).
+void small_rows(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float beta, float* c, int64_t ldb,
+                int64_t width) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) rows_product<4, 2>(n, k, a + i * k, b, beta, c + i * n, nullptr, ldb, width);
+  for (; i + 2 <= m; i += 2) rows_product<2, 4>(n, k, a + i * k, b, beta, c + i * n, nullptr, ldb, width);
+  for (; i < m; ++i) rows_product<1, 10>(n, k, a + i * k, b, beta, c + i * n, nullptr, ldb, width);
 }
 
 // A product of a few rows, c (m, n) = a (m, k) @ b (k, n) + beta * c, four rows at a time, a last single row
@@ -112,23 +125,11 @@ void rows_product(int64_t n, int64_t k, const float* a, const float* b, float be
 // and few-row products are every step of a stream, of a file decoded alone (a server's request) and of a packed
 // batch's last steps.
 void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float beta, float* c) {
-  int64_t i = 0;
-  for (; i + 4 <= m; i += 4) rows_product<4, 2>(n, k, a + i * k, b, beta, c + i * n, nullptr);
-  for (; i + 2 <= m; i += 2) rows_product<2, 4>(n, k, a + i * k, b, beta, c + i * n, nullptr);
-  for (; i < m; ++i) rows_product<1, 10>(n, k, a + i * k, b, beta, c + i * n, nullptr);
+  small_rows(m, n, k, a, b, beta, c, n, n);
 }
 
 // The columns of a panel (`panels`): a lone row's block, 10 vectors.
 constexpr int64_t kPanel = 10 * W;
-
-// MR rows of c (n apart) = the same rows of a (k apart) @ one panel bp (k, kPanel) of b, its first `width` columns
-// (the panel's own columns of c, from c), R vectors at a time.
-template <int64_t MR, int64_t R>
-void panel_rows(int64_t n, int64_t k, const float* a, const float* bp, float* c, int64_t width) {
-  int64_t j = 0;
-  for (; j + R * W <= width; j += R * W) rows_block<MR, R, true>(n, k, a, bp, 0.f, c, j, R * W, nullptr, kPanel);
-  if (j < width) rows_block<MR, R, false>(n, k, a, bp, 0.f, c, j, width - j, nullptr, kPanel);
-}
 
 // small_gemm's c (m, n) = a (m, k) @ b, b held in panels (`panels`): (ceil(n / kPanel), k, kPanel), panel p the
 // columns [p kPanel, (p + 1) kPanel) of b (k, n), zero past n. A lone row's product then reads each panel front to
@@ -136,13 +137,7 @@ void panel_rows(int64_t n, int64_t k, const float* a, const float* bp, float* c,
 // 1.65 against 2.39 us (one thread, the EPYC, b in L2), the float32 steps of a file decoded alone.
 void panels_gemm(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
   for (int64_t p = 0; p * kPanel < n; ++p) {
-    const float* bp = b + p * k * kPanel;
-    float* cp = c + p * kPanel;
-    const int64_t width = std::min(kPanel, n - p * kPanel);
-    int64_t i = 0;
-    for (; i + 4 <= m; i += 4) panel_rows<4, 2>(n, k, a + i * k, bp, cp + i * n, width);
-    for (; i + 2 <= m; i += 2) panel_rows<2, 4>(n, k, a + i * k, bp, cp + i * n, width);
-    for (; i < m; ++i) panel_rows<1, 10>(n, k, a + i * k, bp, cp + i * n, width);
+    small_rows(m, n, k, a, b + p * k * kPanel, 0.f, c + p * kPanel, kPanel, std::min(kPanel, n - p * kPanel));
   }
 }
 

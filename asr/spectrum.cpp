@@ -41,13 +41,13 @@ void frames_energies(int64_t r, int64_t k, int64_t f, const float* s, const floa
       for (int64_t i = 0; i < R; ++i) sum[i] = at::vec::fmadd(Vec(power[i * k + b]), wb, sum[i]);
     }
     for (int64_t i = 0; i < R; ++i) {
-      if (floor > 0) sum[i] = at::vec::maximum(sum[i], Vec(floor)).log();
+      sum[i] = at::vec::maximum(sum[i], Vec(floor)).log();
       n == W ? sum[i].store(o + (r + i) * f + j) : sum[i].store(o + (r + i) * f + j, n);
     }
   }
 }
 
-// out (M, F) = log(max(power @ mel, floor)), or power @ mel where floor <= 0, for power (M, K) the squared
+// out (M, F) = log(max(power @ mel, floor)), floor > 0, for power (M, K) the squared
 // magnitudes of spectrum (M, K, 2) (real and imaginary parts) and mel (K, F) a filterbank. W filters at a time:
 // their sums one vector, to which each bin in the run where any of them has a weight adds its power times the
 // bin's W weights (one broadcast, one fma): the product's nonzero terms and the zeros beside them, summed bin by
@@ -56,6 +56,7 @@ void mel_energies(const at::Tensor& out, const at::Tensor& spectrum, const at::T
   TORCH_CHECK(spectrum.dim() == 3 && spectrum.size(2) == 2 && mel.dim() == 2 && out.dim() == 2 &&
                   spectrum.size(1) == mel.size(0) && out.size(0) == spectrum.size(0) && out.size(1) == mel.size(1),
               "asr spectrum: mel_energies needs spectrum (M, K, 2), mel (K, F) and out (M, F)");
+  TORCH_CHECK(floor > 0, "asr spectrum: mel_energies needs a log floor above zero");
   for (const at::Tensor* t : {&out, &spectrum, &mel})
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->device().is_cpu(),
                 "asr spectrum: mel_energies takes contiguous float32 CPU tensors");
