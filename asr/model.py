@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .native import bf16_instructions, linear, onednn_active
+from .native import bf16_instructions, conv_frames, linear, onednn_active
 from .rnn import dropout as rnn_dropout
 from .rnn import products as rnn_products
 from .rnn import products_in
@@ -105,8 +105,10 @@ def conv_step(conv: nn.Conv1d, pending: torch.Tensor, x: torch.Tensor, right_pad
 def _conv(conv: nn.Module, x: torch.Tensor, pad: int = 0) -> torch.Tensor:
     """conv(x), its time (last) axis zero-padded by `pad` more frames at each end than conv's own padding, where
     training a 2-D convolution of one input channel on a CPU takes `_OneChannelConv2d`'s weight gradient (the same
-    maths, several times faster than oneDNN's), and a convolution with bfloat16 weights
-    (AcousticModel.products_in) takes x rounded to bfloat16 and gives float32 again."""
+    maths, several times faster than oneDNN's), a 1-D convolution over time-major float32 frames in inference
+    takes the compiled loops' kernel where it applies (asr.native.conv_frames: the 2-D front end's conv2), and a
+    convolution with bfloat16 weights (AcousticModel.products_in) takes x rounded to bfloat16 and gives float32
+    again."""
     padding = (*conv.padding[:-1], conv.padding[-1] + pad)
     if conv.weight.dtype == torch.bfloat16 != x.dtype:                    # not autocast's: its weights stay float32
         return _conv_forward(conv, x.to(torch.bfloat16), padding).to(x.dtype)
@@ -114,6 +116,8 @@ def _conv(conv: nn.Module, x: torch.Tensor, pad: int = 0) -> torch.Tensor:
             and torch.is_grad_enabled() and conv.weight.requires_grad and conv.padding_mode == "zeros"
             and eager()):
         return _OneChannelConv2d.apply(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation)
+    if type(conv) is nn.Conv1d and (y := conv_frames(x, conv, padding[-1])) is not None:
+        return y
     return _conv_forward(conv, x, padding)
 
 

@@ -11,6 +11,7 @@ bfloat16.
     bf16_instructions(), bf16_tiles()   # what this CPU computes in bfloat16 fast (precision "bf16" asks)
     with batch_products(): linear(x, w, bias)   # a batch's float32 product through the faster engine (oneDNN or BLAS)
     own_products()                 # whether the loops' own kernel takes each step's and one input's products
+    conv_frames(x, conv, pad)      # a 1-D convolution over time-major frames through that kernel (or None)
     keep_freed_memory()            # glibc's malloc keeps a batch's freed blocks for the next (load_model, train)
 """
 from __future__ import annotations
@@ -215,6 +216,32 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
     if out is None:
         return torch.nn.functional.linear(x, w, bias)
     return torch.mm(x, w.t(), out=out) if bias is None else torch.addmm(bias, x, w.t(), out=out)
+
+
+
+def conv_frames(x: torch.Tensor, conv: torch.nn.Conv1d, pad: int) -> torch.Tensor | None:
+    """conv(x) of (N, Ci, T) float32 frames held time-major (x.transpose(1, 2) contiguous: the 2-D front end's
+    reshaped output) -> (N, Co, T') held time-major too, its time axis zero-padded by `pad` frames at each end
+    (conv's own padding included), through the compiled loops' own kernel (rnn_loop.cpp conv_frames_f32: tap by tap,
+    no padded copy). None where it does not apply: a convolution of stride, dilation and groups 1, float32, without
+    autograd, on at least the kernel's frames once padded (conv's own error stays conv's), where `own_products`
+    (there oneDNN's convolution ran below the kernel's speed: one request's conv2, 640 -> 160 over k = 3, 0.42
+    against 0.25 ms on a 2-core AMD EPYC, recipes/an4/RESULTS.md), eagerly or in a graph for this process. The
+    kernel's operand, w (k, Ci, Co), is kept on the module until its weight changes."""
+    w = conv.weight
+    if not (conv.stride == (1,) and conv.dilation == (1,) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
+            and x.transpose(1, 2).is_contiguous() and x.shape[2] + 2 * pad >= w.shape[2] and native()
+            and own_products() and (ops := compiled_loop()) is not None):
+        return None
+    kept = conv.__dict__.get("_asr_frames_weight")                    # (weight, its version, (k, Ci, Co))
+    if kept is None or kept[0] is not w or kept[1] != w._version:
+        kept = w, w._version, w.detach().permute(2, 1, 0).contiguous()
+        conv.__dict__["_asr_frames_weight"] = kept
+    n, t = x.shape[0], x.shape[2] + 2 * pad - w.shape[2] + 1
+    out = x.new_empty(n, t, w.shape[0])                                # (N, T', Co)
+    ops.conv_frames_f32(out, None if conv.bias is None else conv.bias.detach(), x.transpose(1, 2), kept[2], pad)
+    return out.transpose(1, 2)
 
 
 # The vector width the loops' gates are compiled for, by what torch itself found in this CPU: AVX-512's 16 floats

@@ -198,3 +198,46 @@ def test_a_batch_reuses_the_pages_the_last_one_freed_unless_the_user_set_malloc(
         runs[name] = (out[-2] == "True", int(out[-1]))
     assert runs["kept"][0] and not runs["users"][0]
     assert runs["kept"][1] * 10 < runs["users"][1], runs
+
+
+FRAMES_OP = "asr_rnn_loop::conv_frames_f32"
+
+
+@pytest.mark.parametrize("frames, channels, kernel, pad, batch, bias", [
+    (134, (640, 160), 3, 1, 1, True), (1, (640, 160), 3, 1, 1, True), (2, (33, 29), 5, 2, 3, False),
+    (9, (16, 48), 4, 0, 2, True), (3, (8, 80), 5, 0, 1, True), (0, (8, 16), 3, 1, 2, True), (1, (8, 16), 3, 0, 1, True),
+    (3, (8, 16), 3, 0, 2, True),
+    (40, (7, 17), 1, 0, 1, True), (21, (24, 10), 3, 3, 1, False)])
+def test_a_convolution_over_time_major_frames_is_conv1d_where_own_products(frames, channels, kernel, pad, batch,
+                                                                          bias, products_engine):
+    """conv_frames: a 1-D convolution of time-major float32 frames (the 2-D front end's conv2 in inference) through
+    the loops' kernel tap by tap where `own_products`, no padded copy: F.conv1d's sums at every length (one output
+    frame, padding wider than the kernel, none at all; too few frames for the kernel left to conv1d's own error),
+    batches, widths of whole and part vectors; the weight it keeps follows the module's; None (the caller's
+    convolution) where it does not apply."""
+    if native.compiled_loop() is None:
+        pytest.skip("the compiled loops could not be built here")
+    native.own_products(True)
+    ci, co = channels
+    g = torch.Generator().manual_seed(frames * ci + kernel)
+    conv = nn.Conv1d(ci, co, kernel, bias=bias)
+    x = torch.randn(batch, frames, ci, generator=g).transpose(1, 2)              # (N, Ci, T) held time-major
+    want = lambda: nn.functional.conv1d(x.double(), conv.weight.double(), None if conv.bias is None
+                                        else conv.bias.double(), padding=pad).float()
+    with torch.no_grad():
+        if frames + 2 * pad < kernel:                                            # too short: conv1d's own error
+            assert native.conv_frames(x, conv, pad) is None
+            return
+        for _ in range(2):                                                       # then after the weight changes
+            got = []
+            assert FRAMES_OP in _ops(lambda got=got: got.append(native.conv_frames(x, conv, pad)))
+            y = got[0]
+            assert y.shape == want().shape and y.transpose(1, 2).is_contiguous()
+            torch.testing.assert_close(y, want(), atol=1e-4, rtol=1e-5)
+            conv.weight.mul_(-0.5)
+        assert native.conv_frames(x.contiguous(), conv, pad) is None if frames > 1 else True   # not time-major
+        native.own_products(False)
+        assert native.conv_frames(x, conv, pad) is None
+        native.own_products(True)
+        assert native.conv_frames(x.double(), conv.double(), pad) is None
+    assert native.conv_frames(x, conv, pad) is None                               # autograd may need it
