@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .native import bf16_instructions, conv_frames, linear, onednn_active
+from .native import bf16_instructions, conv_frames, linear_layer, onednn_active
 from .rnn import dropout as rnn_dropout
 from .rnn import products as rnn_products
 from .rnn import products_in
@@ -344,10 +344,11 @@ class AcousticModel(nn.Module):
                 y = y * mask.transpose(1, 2)                               # padding must not leak back in time
             y, pending3 = conv_step(self.lookahead, state.lookahead, y.transpose(1, 2), self.cfg.lookahead, final)
             y = y.transpose(1, 2)                                          # (N, t3, H)
-        # asr.native.linear: a decoding batch's product through oneDNN where that is faster (3.3x MKL's at 3348 x 320
-        # -> 29, the EPYC); an int8 export's quantised layer computes its own
+        # asr.native.linear_layer: a decoding batch's product through oneDNN where that is faster (3.3x MKL's at 3348
+        # x 320 -> 29, the EPYC), one input's through the loops' kernel; an int8 export's quantised layer computes its
+        # own
         y, out = rnn_dropout(y, self.dropout.p, self.training), self.output
-        logits = linear(y, out.weight, out.bias) if type(out) is nn.Linear else out(y)   # (N, t', V)
+        logits = linear_layer(out, y) if type(out) is nn.Linear else out(y)   # (N, t', V)
         return logits.float().log_softmax(-1), rnn_state, pending3
 
 

@@ -11,6 +11,7 @@ bfloat16.
     bf16_instructions(), bf16_tiles()   # what this CPU computes in bfloat16 fast (precision "bf16" asks)
     with batch_products(): linear(x, w, bias)   # a batch's float32 product through the faster engine (oneDNN or BLAS)
     own_products()                 # whether the loops' own kernel takes each step's and one input's products
+    linear_layer(layer, x)         # an nn.Linear through linear, its weight kept for that kernel where it takes it
     conv_frames(x, conv, pad)      # a 1-D convolution over time-major frames through that kernel (or None)
     keep_freed_memory()            # glibc's malloc keeps a batch's freed blocks for the next (load_model, train)
 """
@@ -219,6 +220,17 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
 
 
 
+def linear_layer(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) through `linear`, its weight kept stored transposed (`kept_operand`) where linear then takes the
+    compiled loops' kernel for it (`own_products`, inference in this process outside a batch's oneDNN): the output
+    layer of a request, 320 -> 29 over its ~100 frames, 8 against MKL's 41 us on a 2-core AMD EPYC."""
+    w = layer.weight
+    mine = (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and native() and own_products()
+            and not onednn_active())
+    t = kept_operand(layer, "_asr_weight_t", w, (lambda w: w.t().contiguous().t()) if mine else None)
+    return linear(x, w if t is None else t, layer.bias)
+
+
 def conv_frames(x: torch.Tensor, conv: torch.nn.Conv1d, pad: int) -> torch.Tensor | None:
     """conv(x) of (N, Ci, T) float32 frames held time-major (x.transpose(1, 2) contiguous: the 2-D front end's
     reshaped output) -> (N, Co, T') held time-major too, its time axis zero-padded by `pad` frames at each end
@@ -229,19 +241,35 @@ def conv_frames(x: torch.Tensor, conv: torch.nn.Conv1d, pad: int) -> torch.Tenso
     against 0.25 ms on a 2-core AMD EPYC, recipes/an4/RESULTS.md), eagerly or in a graph for this process. The
     kernel's operand, w (k, Ci, Co), is kept on the module until its weight changes."""
     w = conv.weight
-    if not (conv.stride == (1,) and conv.dilation == (1,) and conv.groups == 1 and conv.padding_mode == "zeros"
-            and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
-            and x.transpose(1, 2).is_contiguous() and x.shape[2] + 2 * pad >= w.shape[2] and native()
-            and own_products() and (ops := compiled_loop()) is not None):
+    applies = (conv.stride == (1,) and conv.dilation == (1,) and conv.groups == 1 and conv.padding_mode == "zeros"
+               and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
+               and x.transpose(1, 2).is_contiguous() and x.shape[2] + 2 * pad >= w.shape[2] and native()
+               and own_products() and (ops := compiled_loop()) is not None)
+    taps = kept_operand(conv, "_asr_frames_weight", w, (lambda w: w.permute(2, 1, 0).contiguous()) if applies
+                        else None)                                     # (k, Ci, Co)
+    if taps is None:
         return None
-    kept = conv.__dict__.get("_asr_frames_weight")                    # (weight, its version, (k, Ci, Co))
-    if kept is None or kept[0] is not w or kept[1] != w._version:
-        kept = w, w._version, w.detach().permute(2, 1, 0).contiguous()
-        conv.__dict__["_asr_frames_weight"] = kept
     n, t = x.shape[0], x.shape[2] + 2 * pad - w.shape[2] + 1
     out = x.new_empty(n, t, w.shape[0])                                # (N, T', Co)
-    ops.conv_frames_f32(out, None if conv.bias is None else conv.bias.detach(), x.transpose(1, 2), kept[2], pad)
+    ops.conv_frames_f32(out, None if conv.bias is None else conv.bias.detach(), x.transpose(1, 2), taps, pad)
     return out.transpose(1, 2)
+
+
+def kept_operand(module: torch.nn.Module, key: str, weight: torch.Tensor, make) -> torch.Tensor | None:
+    """Inference's operand make(weight) (a kernel's layout of a module's weight), kept on `module` under `key` until
+    `weight` is replaced or written in place (its version): remaking it each call cost a copy of the weight a request.
+    make None: a call it is not for, None. A call with autograd on `weight` (training) drops it and gives None: the
+    optimiser step such a call leads to may write in place without counting a version (torch's fused AdamW on a CPU
+    does), so the versions alone would miss it (asr.rnn keeps its layers' weights by the same rule)."""
+    if torch.is_grad_enabled() and weight.requires_grad:
+        module.__dict__.pop(key, None)
+        return None
+    if make is None:                                                    # (a call the operand is not for)
+        return None
+    kept = module.__dict__.get(key)                                     # (weight, its version, the operand)
+    if kept is None or kept[0] is not weight or kept[1] != weight._version:
+        kept = module.__dict__[key] = weight, weight._version, make(weight.detach())
+    return kept[2]
 
 
 # The vector width the loops' gates are compiled for, by what torch itself found in this CPU: AVX-512's 16 floats

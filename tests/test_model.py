@@ -64,6 +64,38 @@ def test_whole_inputs_padded_in_the_convolutions_give_the_steps_frames(front_end
     torch.testing.assert_close(alone[0], log_probs[3, :m[0]], **tolerance)
 
 
+
+def test_inference_between_fused_optimiser_steps_sees_every_step(products_engine):
+    """The operands inference keeps of the model's weights (the loops' kernels': conv2 tap by tap, the output layer
+    stored transposed, the stack's layers) follow a training step whose fused AdamW writes in place without counting
+    a version (the dev pass between epochs): the next pass equals torch's own operations on the new weights."""
+    from asr import native
+    if native.compiled_loop() is None:
+        pytest.skip("the compiled loops could not be built here")
+    native.own_products(True)
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(n_features=20, conv_channels=16, hidden=16, layers=2, front_end="conv2d",
+                                      conv2d_channels=4))
+    lengths = torch.tensor([37, 37])
+    x = torch.randn(2, 37, 20)
+    def passed():
+        with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            y = model.eval()(x, lengths)[0]
+        return y, {e.name for e in prof.events()}
+    before, ops = passed()
+    assert {"asr_rnn_loop::conv_frames_f32", "asr_rnn_loop::linear_f32"} <= ops    # the kept operands in use
+    model.train()(x, lengths)[0].sum().backward()
+    version = model.conv2.weight._version
+    torch.optim.AdamW(model.parameters(), lr=0.1, fused=True).step()
+    assert model.conv2.weight._version == version                      # (what makes the versions blind to it)
+    got, _ = passed()
+    native.own_products(False)
+    want, ops = passed()
+    assert "asr_rnn_loop::conv_frames_f32" not in ops
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, before, atol=1e-3)
+
+
 def test_config_validation_and_size():
     with pytest.raises(ValueError, match="cell must be one of"):
         ModelConfig(cell="transformer")
