@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .native import bf16_instructions, conv_frames, linear_layer, onednn_active
+from .native import bf16_instructions, conv_frames, front2d, linear_layer, onednn_active
 from .rnn import dropout as rnn_dropout
 from .rnn import products as rnn_products
 from .rnn import products_in
@@ -269,7 +269,10 @@ class AcousticModel(nn.Module):
         conv = ((lambda layer, pending, x, pad: (_conv(layer, x, pad), None)) if whole
                 else lambda layer, pending, x, pad: conv_step(layer, pending, x, pad, final))
         x = x.transpose(1, 2)                                              # (N, F, t)
-        if self.cfg.front_end == "conv2d":
+        if self.cfg.front_end == "conv2d" and (y := front2d(x.transpose(1, 2), self.conv1, self.conv1f,
+                                                             self.cfg.conv_kernel // 2, whole)) is not None:
+            x, pending1 = y, None                                          # (N, C2 * F/4, t1), as below
+        elif self.cfg.front_end == "conv2d":
             x = x[:, None]                                                 # (N, 1, F, t)
             if native():   # channels-last (for one channel, only strides): oneDNN runs conv1 2.6x faster
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -13,6 +13,7 @@ bfloat16.
     own_products()                 # whether the loops' own kernel takes each step's and one input's products
     linear_layer(layer, x)         # an nn.Linear through linear, its weight kept for that kernel where it takes it
     conv_frames(x, conv, pad)      # a 1-D convolution over time-major frames through that kernel (or None)
+    front2d(x, conv1, conv1f, pad) # the 2-D front end's two convolutions and GELUs through it (or None)
     keep_freed_memory()            # glibc's malloc keeps a batch's freed blocks for the next (load_model, train)
 """
 from __future__ import annotations
@@ -252,6 +253,41 @@ def conv_frames(x: torch.Tensor, conv: torch.nn.Conv1d, pad: int) -> torch.Tenso
     n, t = x.shape[0], x.shape[2] + 2 * pad - w.shape[2] + 1
     out = x.new_empty(n, t, w.shape[0])                                # (N, T', Co)
     ops.conv_frames_f32(out, None if conv.bias is None else conv.bias.detach(), x.transpose(1, 2), taps, pad)
+    return out.transpose(1, 2)
+
+
+
+def front2d(x: torch.Tensor, conv1: torch.nn.Conv2d, conv1f: torch.nn.Conv2d, pad: int,
+            whole: bool = True) -> torch.Tensor | None:
+    """The 2-D front end's convolutions over whole inputs: (N, T, F) float32 features -> (N, C2 F2, T1) held
+    time-major (the reshape's output, as conv_frames takes it) = gelu(conv1f(gelu(conv1(x)))) flattened channel by
+    channel, conv1's time axis zero-padded by `pad` more frames at each end than its own padding, through the
+    compiled loops' kernel (rnn_loop.cpp front2d_f32: frame by frame, in L1; 0.37 -> ~0.1 ms of a request on a
+    2-core AMD EPYC, recipes/an4/RESULTS.md). None where it does not apply: conv1 of one input channel, conv1f over
+    frequency alone (kernel and stride 1 in time, no time padding), both with biases, dilation and groups 1,
+    float32 without autograd where `own_products`, eagerly or in a graph for this process, on enough frames; not
+    `whole` (a stream's piece). Called by every pass all the same, so that a training step drops the weights it
+    keeps (`kept_operand`)."""
+    (kf1, kt1), (kf2, kt2) = conv1.kernel_size, conv1f.kernel_size
+    (sf1, st1), sf2, pf2 = conv1.stride, conv1f.stride[0], conv1f.padding[0]
+    pf1, pt1 = conv1.padding[0], conv1.padding[1] + pad
+    f1 = (x.shape[-1] + 2 * pf1 - kf1) // sf1 + 1                      # conv1's frequencies, then conv1f's
+    applies = (whole and f1 > 0 and f1 + 2 * pf2 >= kf2 and conv1.in_channels == 1 and kt2 == 1
+               and conv1f.stride[1] == 1 and conv1f.padding[1] == 0 and conv1.bias is not None
+               and conv1f.bias is not None
+               and all(c.dilation == (1, 1) and c.groups == 1 and c.padding_mode == "zeros" for c in (conv1, conv1f))
+               and x.dtype == conv1.weight.dtype == conv1f.weight.dtype == torch.float32 and x.device.type == "cpu"
+               and x.is_contiguous() and x.shape[1] + 2 * pt1 >= kt1 and not torch.is_grad_enabled() and native()
+               and own_products() and (ops := compiled_loop()) is not None)
+    w1 = kept_operand(conv1, "_asr_front_weight", conv1.weight,
+                      (lambda w: w[:, 0].permute(1, 2, 0).contiguous()) if applies else None)     # (kf1, kt1, C1)
+    w2 = kept_operand(conv1f, "_asr_front_weight", conv1f.weight,
+                      (lambda w: w[..., 0].permute(2, 1, 0).contiguous()) if applies else None)   # (kf2, C1, C2)
+    if w1 is None or w2 is None:
+        return None
+    f2 = (f1 + 2 * pf2 - kf2) // sf2 + 1
+    out = x.new_empty(x.shape[0], (x.shape[1] + 2 * pt1 - kt1) // st1 + 1, conv1f.out_channels * f2)  # (N, T1, C2 F2)
+    ops.front2d_f32(out, x, w1, conv1.bias.detach(), w2, conv1f.bias.detach(), sf1, st1, pf1, pt1, sf2, pf2)
     return out.transpose(1, 2)
 
 

@@ -66,9 +66,10 @@ def test_whole_inputs_padded_in_the_convolutions_give_the_steps_frames(front_end
 
 
 def test_inference_between_fused_optimiser_steps_sees_every_step(products_engine):
-    """The operands inference keeps of the model's weights (the loops' kernels': conv2 tap by tap, the output layer
-    stored transposed, the stack's layers) follow a training step whose fused AdamW writes in place without counting
-    a version (the dev pass between epochs): the next pass equals torch's own operations on the new weights."""
+    """The operands inference keeps of the model's weights (the loops' kernels': the 2-D convolutions', conv2's tap
+    by tap, the output layer stored transposed, the stack's layers) follow a training step whose fused AdamW writes
+    in place without counting a version (the dev pass between epochs): the next pass equals torch's own operations
+    on the new weights."""
     from asr import native
     if native.compiled_loop() is None:
         pytest.skip("the compiled loops could not be built here")
@@ -83,7 +84,7 @@ def test_inference_between_fused_optimiser_steps_sees_every_step(products_engine
             y = model.eval()(x, lengths)[0]
         return y, {e.name for e in prof.events()}
     before, ops = passed()
-    assert {"asr_rnn_loop::conv_frames_f32", "asr_rnn_loop::linear_f32"} <= ops    # the kept operands in use
+    assert {"asr_rnn_loop::front2d_f32", "asr_rnn_loop::conv_frames_f32", "asr_rnn_loop::linear_f32"} <= ops
     model.train()(x, lengths)[0].sum().backward()
     version = model.conv2.weight._version
     torch.optim.AdamW(model.parameters(), lr=0.1, fused=True).step()

@@ -241,3 +241,45 @@ def test_a_convolution_over_time_major_frames_is_conv1d_where_own_products(frame
         native.own_products(True)
         assert native.conv_frames(x.double(), conv.double(), pad) is None
     assert native.conv_frames(x, conv, pad) is None                               # autograd may need it
+
+
+FRONT_OP = "asr_rnn_loop::front2d_f32"
+
+
+@pytest.mark.parametrize("frames, features, channels, kernel, stride, pad, batch", [
+    (97, 80, (32, 32), (3, 5), (2, 3), 2, 1), (97, 23, (4, 20), (3, 3), (2, 2), 1, 3),
+    (5, 40, (40, 8), (5, 7), (3, 1), 3, 2), (1, 20, (16, 16), (3, 5), (2, 3), 2, 1),
+    (6, 9, (17, 33), (3, 5), (1, 4), 0, 2), (2, 40, (32, 32), (3, 5), (2, 3), 0, 1)])
+def test_the_two_dimensional_front_end_of_whole_inputs_is_the_modules(frames, features, channels, kernel, stride, pad,
+                                                                      batch, products_engine):
+    """front2d: conv1 (one input channel, any kernel, stride and padding), GELU, conv1f over frequency, GELU and the
+    reshape to time-major frames channel by channel, in one pass of the loops' kernel where `own_products`: the
+    module's sums at every length the convolutions take (one output frame; too few frames: None, conv2d's own
+    error), channel counts of whole and part vectors, batches; None where it does not apply."""
+    if native.compiled_loop() is None:
+        pytest.skip("the compiled loops could not be built here")
+    native.own_products(True)
+    c1, c2 = channels
+    torch.manual_seed(frames + features)
+    conv1 = nn.Conv2d(1, c1, kernel, stride, padding=(kernel[0] // 2, 0))
+    conv1f = nn.Conv2d(c1, c2, (3, 1), (2, 1), padding=(1, 0))
+    x = torch.randn(batch, frames, features)                                     # (N, T, F)
+    def want():
+        y = nn.functional.conv2d(x.transpose(1, 2)[:, None].double(), conv1.weight.double(), conv1.bias.double(),
+                                 conv1.stride, (conv1.padding[0], pad))
+        y = nn.functional.conv2d(nn.functional.gelu(y), conv1f.weight.double(), conv1f.bias.double(), conv1f.stride,
+                                 conv1f.padding)
+        y = nn.functional.gelu(y)                                                # (N, C2, F2, T1)
+        return y.permute(0, 3, 1, 2).reshape(batch, y.shape[3], -1).transpose(1, 2).float()
+    with torch.no_grad():
+        if frames + 2 * pad < kernel[1]:
+            assert native.front2d(x, conv1, conv1f, pad) is None
+            return
+        got = []
+        assert FRONT_OP in _ops(lambda: got.append(native.front2d(x, conv1, conv1f, pad)))
+        assert got[0].shape == want().shape and got[0].transpose(1, 2).is_contiguous()
+        torch.testing.assert_close(got[0], want(), atol=1e-5, rtol=1e-5)
+        assert native.front2d(x, conv1, conv1f, pad, whole=False) is None        # a stream's piece
+        native.own_products(False)
+        assert native.front2d(x, conv1, conv1f, pad) is None
+    assert native.front2d(x, conv1, conv1f, pad) is None                          # autograd may need it
