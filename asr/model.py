@@ -268,11 +268,13 @@ class AcousticModel(nn.Module):
         the frames conv_step would join to it (the same sums), and no frames are pending (None)."""
         conv = ((lambda layer, pending, x, pad: (_conv(layer, x, pad), None)) if whole
                 else lambda layer, pending, x, pad: conv_step(layer, pending, x, pad, final))
+        # the 2-D front end through the loops' kernel where it applies (called by every pass: asr.native.front2d)
+        two_d = self.cfg.front_end == "conv2d"
+        y = front2d(x, self.conv1, self.conv1f, self.cfg.conv_kernel // 2, whole) if two_d else None
         x = x.transpose(1, 2)                                              # (N, F, t)
-        if self.cfg.front_end == "conv2d" and (y := front2d(x.transpose(1, 2), self.conv1, self.conv1f,
-                                                             self.cfg.conv_kernel // 2, whole)) is not None:
+        if y is not None:
             x, pending1 = y, None                                          # (N, C2 * F/4, t1), as below
-        elif self.cfg.front_end == "conv2d":
+        elif two_d:
             x = x[:, None]                                                 # (N, 1, F, t)
             if native():   # channels-last (for one channel, only strides): oneDNN runs conv1 2.6x faster
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -220,15 +220,14 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
     return torch.mm(x, w.t(), out=out) if bias is None else torch.addmm(bias, x, w.t(), out=out)
 
 
-
 def linear_layer(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """layer(x) through `linear`, its weight kept stored transposed (`kept_operand`) where linear then takes the
     compiled loops' kernel for it (`own_products`, inference in this process outside a batch's oneDNN): the output
     layer of a request, 320 -> 29 over its ~100 frames, 8 against MKL's 41 us on a 2-core AMD EPYC."""
     w = layer.weight
-    mine = (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and native() and own_products()
-            and not onednn_active())
-    t = kept_operand(layer, "_asr_weight_t", w, (lambda w: w.t().contiguous().t()) if mine else None)
+    own = (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and native() and own_products()
+           and not onednn_active())
+    t = kept_operand(layer, "_asr_weight_t", w, (lambda w: w.t().contiguous().t()) if own else None)
     return linear(x, w if t is None else t, layer.bias)
 
 
@@ -254,7 +253,6 @@ def conv_frames(x: torch.Tensor, conv: torch.nn.Conv1d, pad: int) -> torch.Tenso
     out = x.new_empty(n, t, w.shape[0])                                # (N, T', Co)
     ops.conv_frames_f32(out, None if conv.bias is None else conv.bias.detach(), x.transpose(1, 2), taps, pad)
     return out.transpose(1, 2)
-
 
 
 def front2d(x: torch.Tensor, conv1: torch.nn.Conv2d, conv1f: torch.nn.Conv2d, pad: int,
