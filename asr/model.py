@@ -105,10 +105,8 @@ def conv_step(conv: nn.Conv1d, pending: torch.Tensor, x: torch.Tensor, right_pad
 def _conv(conv: nn.Module, x: torch.Tensor, pad: int = 0) -> torch.Tensor:
     """conv(x), its time (last) axis zero-padded by `pad` more frames at each end than conv's own padding, where
     training a 2-D convolution of one input channel on a CPU takes `_OneChannelConv2d`'s weight gradient (the same
-    maths, several times faster than oneDNN's), a 1-D convolution over time-major float32 frames in inference
-    takes the compiled loops' kernel where it applies (asr.native.conv_frames: the 2-D front end's conv2), and a
-    convolution with bfloat16 weights (AcousticModel.products_in) takes x rounded to bfloat16 and gives float32
-    again."""
+    maths, several times faster than oneDNN's), and a convolution with bfloat16 weights
+    (AcousticModel.products_in) takes x rounded to bfloat16 and gives float32 again."""
     padding = (*conv.padding[:-1], conv.padding[-1] + pad)
     if conv.weight.dtype == torch.bfloat16 != x.dtype:                    # not autocast's: its weights stay float32
         return _conv_forward(conv, x.to(torch.bfloat16), padding).to(x.dtype)
@@ -116,8 +114,6 @@ def _conv(conv: nn.Module, x: torch.Tensor, pad: int = 0) -> torch.Tensor:
             and torch.is_grad_enabled() and conv.weight.requires_grad and conv.padding_mode == "zeros"
             and eager()):
         return _OneChannelConv2d.apply(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation)
-    if type(conv) is nn.Conv1d and (y := conv_frames(x, conv, padding[-1])) is not None:
-        return y
     return _conv_forward(conv, x, padding)
 
 
@@ -297,7 +293,10 @@ class AcousticModel(nn.Module):
         if out_lengths is not None:                                        # (N, 1, t1): valid output frames
             mask = valid_frames(out_lengths, x.shape[2])
             x = x * mask
-        x, pending2 = conv(self.conv2, state.conv2, x, 1)
+        # conv2 over front2d's time-major frames through the loops' kernel (called by every pass, as front2d is; the
+        # choice follows front2d's, never the frames' count, so a graph traced on one length is right for all)
+        c2 = conv_frames(x, self.conv2, self.conv2.padding[0] + 1, y is not None)
+        x, pending2 = (c2, None) if c2 is not None else conv(self.conv2, state.conv2, x, 1)
         x = nn.functional.gelu(x)                                          # (N, C, t2)
         if mask is not None:
             x = x * mask

@@ -12,7 +12,7 @@ bfloat16.
     with batch_products(): linear(x, w, bias)   # a batch's float32 product through the faster engine (oneDNN or BLAS)
     own_products()                 # whether the loops' own kernel takes each step's and one input's products
     linear_layer(layer, x)         # an nn.Linear through linear, its weight kept for that kernel where it takes it
-    conv_frames(x, conv, pad)      # a 1-D convolution over time-major frames through that kernel (or None)
+    conv_frames(x, conv, pad, True)  # a 1-D convolution over time-major frames through that kernel (or None)
     front2d(x, conv1, conv1f, pad) # the 2-D front end's two convolutions and GELUs through it (or None)
     keep_freed_memory()            # glibc's malloc keeps a batch's freed blocks for the next (load_model, train)
 """
@@ -231,17 +231,20 @@ def linear_layer(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return linear(x, w if t is None else t, layer.bias)
 
 
-def conv_frames(x: torch.Tensor, conv: torch.nn.Conv1d, pad: int) -> torch.Tensor | None:
-    """conv(x) of (N, Ci, T) float32 frames held time-major (x.transpose(1, 2) contiguous: the 2-D front end's
-    reshaped output) -> (N, Co, T') held time-major too, its time axis zero-padded by `pad` frames at each end
-    (conv's own padding included), through the compiled loops' own kernel (rnn_loop.cpp conv_frames_f32: tap by tap,
-    no padded copy). None where it does not apply: a convolution of stride, dilation and groups 1, float32, without
-    autograd, on at least the kernel's frames once padded (conv's own error stays conv's), where `own_products`
-    (there oneDNN's convolution ran below the kernel's speed: one request's conv2, 640 -> 160 over k = 3, 0.42
-    against 0.25 ms on a 2-core AMD EPYC, recipes/an4/RESULTS.md), eagerly or in a graph for this process. The
-    kernel's operand, w (k, Ci, Co), is kept on the module until its weight changes."""
+def conv_frames(x: torch.Tensor, conv: torch.nn.Conv1d, pad: int, time_major: bool) -> torch.Tensor | None:
+    """conv(x) of (N, Ci, T) float32 frames held time-major (`time_major`: the caller's word; front2d's output) ->
+    (N, Co, T') held time-major too, its time axis zero-padded by `pad` frames at each end (conv's own padding
+    included), through the compiled loops' own kernel (rnn_loop.cpp conv_frames_f32: tap by tap, no padded copy).
+    None where it does not apply: a convolution of stride, dilation and groups 1, float32, without autograd, on at
+    least the kernel's frames once padded (conv's own error stays conv's), where `own_products` (there oneDNN's
+    convolution ran below the kernel's speed: one request's conv2, 640 -> 160 over k = 3, 0.42 against 0.25 ms on a
+    2-core AMD EPYC, recipes/an4/RESULTS.md), eagerly or in a graph for this process. The kernel's operand, w (k,
+    Ci, Co), is kept on the module until its weight changes (`kept_operand`: a call with autograd drops it, so the
+    caller calls every pass). Time-major is the caller's word, not read from x's strides: a single frame is
+    contiguous either way, and a graph traced on one length must take the same path at every length."""
     w = conv.weight
-    applies = (conv.stride == (1,) and conv.dilation == (1,) and conv.groups == 1 and conv.padding_mode == "zeros"
+    applies = (time_major and conv.stride == (1,) and conv.dilation == (1,) and conv.groups == 1
+               and conv.padding_mode == "zeros"
                and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
                and x.transpose(1, 2).is_contiguous() and x.shape[2] + 2 * pad >= w.shape[2] and native()
                and own_products() and (ops := compiled_loop()) is not None)

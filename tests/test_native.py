@@ -226,21 +226,21 @@ def test_a_convolution_over_time_major_frames_is_conv1d_where_own_products(frame
                                         else conv.bias.double(), padding=pad).float()
     with torch.no_grad():
         if frames + 2 * pad < kernel:                                            # too short: conv1d's own error
-            assert native.conv_frames(x, conv, pad) is None
+            assert native.conv_frames(x, conv, pad, True) is None
             return
         for _ in range(2):                                                       # then after the weight changes
             got = []
-            assert FRAMES_OP in _ops(lambda got=got: got.append(native.conv_frames(x, conv, pad)))
+            assert FRAMES_OP in _ops(lambda got=got: got.append(native.conv_frames(x, conv, pad, True)))
             y = got[0]
             assert y.shape == want().shape and y.transpose(1, 2).is_contiguous()
             torch.testing.assert_close(y, want(), atol=1e-4, rtol=1e-5)
             conv.weight.mul_(-0.5)
-        assert native.conv_frames(x.contiguous(), conv, pad) is None if frames > 1 else True   # not time-major
+        assert native.conv_frames(x, conv, pad, False) is None                   # not time-major: the caller's word
         native.own_products(False)
-        assert native.conv_frames(x, conv, pad) is None
+        assert native.conv_frames(x, conv, pad, True) is None
         native.own_products(True)
-        assert native.conv_frames(x.double(), conv.double(), pad) is None
-    assert native.conv_frames(x, conv, pad) is None                               # autograd may need it
+        assert native.conv_frames(x.double(), conv.double(), pad, True) is None
+    assert native.conv_frames(x, conv, pad, True) is None                               # autograd may need it
 
 
 FRONT_OP = "asr_rnn_loop::front2d_f32"
