@@ -190,6 +190,16 @@ def bucket_rows(m: int) -> int:
     return -(-m // step) * step
 
 
+def _own_kernels(x: torch.Tensor, *weights: torch.Tensor):
+    """The compiled loops (torch.ops.asr_rnn_loop) where a product of x by `weights` takes their own float32 kernels:
+    all float32 on a CPU, without autograd, eagerly or in a graph for this process, where `own_products`; else None.
+    The one test behind `linear`'s, `conv_frames`' and `front2d`'s choice of them."""
+    if (x.dtype == torch.float32 and all(w.dtype == torch.float32 for w in weights) and x.device.type == "cpu"
+            and not torch.is_grad_enabled() and native() and own_products()):
+        return compiled_loop()
+    return None
+
+
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) @ w (N, K)^T + bias (N,) -> (..., N) (written into `out` where given: x 2-D): F.linear, through
@@ -209,8 +219,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
         y = torch.ops.mkldnn._linear_pointwise.binary(rows, addend, w, None, "add")[:m]
         y = y.view(*x.shape[:-1], w.shape[0])                                                       # (..., N)
         return y if out is None else out.copy_(y)
-    if (w.dim() == 2 and w.t().is_contiguous() and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu"
-            and not torch.is_grad_enabled() and native() and own_products() and (ops := compiled_loop()) is not None):
+    if w.dim() == 2 and w.t().is_contiguous() and (ops := _own_kernels(x, w)) is not None:
         rows = x.reshape(-1, x.shape[-1]).contiguous()                                            # (M, K)
         y = out if out is not None else x.new_empty(rows.shape[0], w.shape[0])                    # (M, N)
         ops.linear_f32(y, bias, rows, w.t())
@@ -225,8 +234,7 @@ def linear_layer(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     compiled loops' kernel for it (`own_products`, inference in this process outside a batch's oneDNN): the output
     layer of a request, 320 -> 29 over its ~100 frames, 8 against MKL's 41 us on a 2-core AMD EPYC."""
     w = layer.weight
-    own = (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and native() and own_products()
-           and not onednn_active())
+    own = _own_kernels(x, w) is not None and not onednn_active()
     t = kept_operand(layer, "_asr_weight_t", w, (lambda w: w.t().contiguous().t()) if own else None)
     return linear(x, w if t is None else t, layer.bias)
 
@@ -244,10 +252,8 @@ def conv_frames(x: torch.Tensor, conv: torch.nn.Conv1d, pad: int, time_major: bo
     contiguous either way, and a graph traced on one length must take the same path at every length."""
     w = conv.weight
     applies = (time_major and conv.stride == (1,) and conv.dilation == (1,) and conv.groups == 1
-               and conv.padding_mode == "zeros"
-               and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
-               and x.transpose(1, 2).is_contiguous() and x.shape[2] + 2 * pad >= w.shape[2] and native()
-               and own_products() and (ops := compiled_loop()) is not None)
+               and conv.padding_mode == "zeros" and x.transpose(1, 2).is_contiguous()
+               and x.shape[2] + 2 * pad >= w.shape[2] and (ops := _own_kernels(x, w)) is not None)
     taps = kept_operand(conv, "_asr_frames_weight", w, (lambda w: w.permute(2, 1, 0).contiguous()) if applies
                         else None)                                     # (k, Ci, Co)
     if taps is None:
@@ -277,9 +283,8 @@ def front2d(x: torch.Tensor, conv1: torch.nn.Conv2d, conv1f: torch.nn.Conv2d, pa
                and conv1f.stride[1] == 1 and conv1f.padding[1] == 0 and conv1.bias is not None
                and conv1f.bias is not None
                and all(c.dilation == (1, 1) and c.groups == 1 and c.padding_mode == "zeros" for c in (conv1, conv1f))
-               and x.dtype == conv1.weight.dtype == conv1f.weight.dtype == torch.float32 and x.device.type == "cpu"
-               and x.is_contiguous() and x.shape[1] + 2 * pt1 >= kt1 and not torch.is_grad_enabled() and native()
-               and own_products() and (ops := compiled_loop()) is not None)
+               and x.is_contiguous() and x.shape[1] + 2 * pt1 >= kt1
+               and (ops := _own_kernels(x, conv1.weight, conv1f.weight)) is not None)
     w1 = kept_operand(conv1, "_asr_front_weight", conv1.weight,
                       (lambda w: w[:, 0].permute(1, 2, 0).contiguous()) if applies else None)     # (kf1, kt1, C1)
     w2 = kept_operand(conv1f, "_asr_front_weight", conv1f.weight,
